@@ -1,0 +1,161 @@
+"""Azure AD (Entra ID) and PAT authentication for requests, one credential per workspace.
+
+Order, first match wins: a personal access token; a service principal (client id, tenant id,
+secret); azure-identity's DefaultAzureCredential (workload identity, managed identity, Azure CLI).
+Tokens are cached here until azure-identity's refresh time (5 minutes before expiry), the same
+policy as azure-core's BearerTokenCredentialPolicy, so a collection makes no token request at
+all in steady state, whichever credential sits behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+from azure.core.credentials import AccessToken, TokenCredential
+from azure.core.exceptions import ClientAuthenticationError
+
+from exporter.config import WorkspaceConfig
+from exporter.health import WorkspaceHealth
+from exporter.redact import RedactingFilter
+
+log = logging.getLogger(__name__)
+
+DATABRICKS_SCOPE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"
+MANAGEMENT_SCOPE = "https://management.core.windows.net//.default"
+REFRESH_MARGIN_SECONDS = 300.0
+RETRY_DELAY_SECONDS = 30.0
+
+
+class AuthError(Exception):
+    """No token could be obtained; the message says from where and why, never the secret."""
+
+
+def build_credential(ws: WorkspaceConfig) -> TokenCredential:
+    """The azure-identity credential for a workspace without a PAT."""
+    from azure.identity import ClientSecretCredential, DefaultAzureCredential
+
+    common: dict[str, Any] = {}
+    if ws.authority_host:
+        common["authority"] = ws.authority_host
+    if ws.client_id and ws.tenant_id and ws.client_secret:
+        return ClientSecretCredential(
+            ws.tenant_id,
+            ws.client_id,
+            ws.client_secret,
+            disable_instance_discovery=ws.disable_instance_discovery,
+            **common,
+        )
+    if ws.client_id:
+        common["managed_identity_client_id"] = ws.client_id
+        common["workload_identity_client_id"] = ws.client_id
+    if ws.tenant_id:
+        common["workload_identity_tenant_id"] = ws.tenant_id
+    return DefaultAzureCredential(exclude_interactive_browser_credential=True, **common)
+
+
+def describe(ws: WorkspaceConfig) -> str:
+    """Which authentication method a workspace uses, for the startup log line."""
+    if ws.token:
+        return "personal access token"
+    if ws.client_id and ws.tenant_id and ws.client_secret:
+        return f"service principal {ws.client_id}"
+    return "azure-identity default chain (workload identity, managed identity, Azure CLI)"
+
+
+class CachedToken:
+    """One scope's token from one credential, requested again only near its expiry."""
+
+    def __init__(
+        self,
+        credential: TokenCredential,
+        scope: str,
+        on_request: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._credential = credential
+        self._scope = scope
+        self._on_request = on_request
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: AccessToken | None = None
+        self._next_check = 0.0
+
+    def get(self) -> str:
+        with self._lock:
+            now = self._clock()
+            if self._token is None or now >= self._next_check:
+                self._refresh(now)
+            assert self._token is not None
+            return self._token.token
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._next_check = 0.0
+
+    def _refresh(self, now: float) -> None:
+        try:
+            token = self._credential.get_token(self._scope)
+        except ClientAuthenticationError as exc:
+            self._on_request()
+            if self._token is not None and now < self._token.expires_on - 30:
+                log.warning("token refresh failed, using the current token: %s", _first_line(exc))
+                self._next_check = now + RETRY_DELAY_SECONDS
+                return
+            raise AuthError(f"Azure AD token for {self._scope}: {_first_line(exc)}") from None
+        except Exception as exc:  # azure-identity raises several kinds; all are auth failures here
+            self._on_request()
+            raise AuthError(f"Azure AD token for {self._scope}: {_first_line(exc)}") from None
+        if self._token is None or token.token != self._token.token:
+            self._on_request()
+            RedactingFilter.instance().add(token.token)
+        self._token = token
+        refresh_at = token.expires_on - REFRESH_MARGIN_SECONDS
+        # A token that is already inside the margin is used, and asked for again shortly.
+        self._next_check = max(refresh_at, now + RETRY_DELAY_SECONDS)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class DatabricksAuth(requests.auth.AuthBase):
+    """Adds the bearer token (and the SP management headers when configured) to a request."""
+
+    def __init__(self, ws: WorkspaceConfig, health: WorkspaceHealth) -> None:
+        self._static: str | None = ws.token
+        self._token: CachedToken | None = None
+        self._mgmt: CachedToken | None = None
+        self._resource_id = ws.azure_resource_id
+        if ws.token:
+            RedactingFilter.instance().add(ws.token)
+            return
+        credential = build_credential(ws)
+        self._token = CachedToken(credential, DATABRICKS_SCOPE, health.count_token_request)
+        if ws.azure_resource_id:
+            self._mgmt = CachedToken(credential, MANAGEMENT_SCOPE, health.count_token_request)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._static is not None:
+            request.headers["Authorization"] = f"Bearer {self._static}"
+            return request
+        assert self._token is not None
+        request.headers["Authorization"] = f"Bearer {self._token.get()}"
+        if self._mgmt is not None and self._resource_id:
+            request.headers["X-Databricks-Azure-Workspace-Resource-Id"] = self._resource_id
+            request.headers["X-Databricks-Azure-SP-Management-Token"] = self._mgmt.get()
+        return request
+
+    def invalidate(self) -> None:
+        """Forget cached tokens (after a 401), so the next request asks azure-identity again."""
+        for cached in (self._token, self._mgmt):
+            if cached is not None:
+                cached.invalidate()
+
+    def __repr__(self) -> str:
+        return "DatabricksAuth(***)"

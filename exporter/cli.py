@@ -1,0 +1,137 @@
+"""Command line entry point: parse settings, start collectors, serve, stop cleanly on signals."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from types import FrameType
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from exporter import __version__
+from exporter.config import ConfigError, Settings, load_settings
+from exporter.metrics import build_registry
+from exporter.redact import RedactingFilter
+from exporter.server import MetricsServer, make_app
+from exporter.workspace import Workspace
+
+log = logging.getLogger("exporter")
+
+
+def configure_logging(level: str, secrets: Sequence[str] = ()) -> None:
+    """Log to stderr, with every known secret redacted from every record."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter.instance(secrets))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if level != "DEBUG":
+        # APScheduler logs every job execution at INFO; that is noise at our default level.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        logging.getLogger("azure").setLevel(logging.WARNING)
+
+
+def start_simulator(settings: Settings) -> tuple[Settings, object]:
+    """Serve the simulated workspace on loopback and point the settings at it."""
+    from exporter.simulator import SimConfig, SimServer, SimWorkspace
+
+    sim = SimServer(
+        SimWorkspace(SimConfig(jobs=20, period_seconds=(60, 600), duration_seconds=(10, 300)))
+    ).start()
+    ws = replace(settings.workspaces[0], host=sim.url, token=sim.token)
+    log.info("simulated workspace at %s (%d jobs)", sim.url, len(sim.model.jobs))
+    return replace(settings, workspaces=(ws,)), sim
+
+
+def schedule(workspaces: Sequence[Workspace], interval: float) -> BackgroundScheduler:
+    """One job per workspace and collector; never overlapping, late runs coalesced."""
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=max(2, 2 * len(workspaces)))},
+        timezone=timezone.utc,
+    )
+    now = datetime.now(timezone.utc)
+    for ws in workspaces:
+        for collector in ws.collectors:
+            scheduler.add_job(
+                ws.collect,
+                "interval",
+                seconds=interval,
+                args=[collector.name],
+                id=f"{ws.name}:{collector.name}",
+                name=f"{ws.name}:{collector.name}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=now,
+            )
+    return scheduler
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load_settings(argv)
+    except ConfigError as exc:
+        print(f"databricks-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.secrets())
+    sim = None
+    if settings.simulate:
+        settings, sim = start_simulator(settings)
+        RedactingFilter.instance().add(*settings.secrets())
+    try:
+        workspaces = [Workspace(ws, settings) for ws in settings.workspaces]
+    except Exception as exc:  # e.g. azure-identity refusing its arguments
+        print(f"databricks-exporter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    registry = build_registry(workspaces)
+    app = make_app(registry, lambda: all(ws.ready for ws in workspaces))
+    try:
+        server = MetricsServer(app, settings.listen_address, settings.port)
+    except OSError as exc:
+        print(
+            f"databricks-exporter: configuration error: --listen-address/--port: cannot listen on "
+            f"{settings.listen_address}:{settings.port}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    scheduler = schedule(workspaces, settings.interval)
+    server.start()
+    scheduler.start()
+    log.info(
+        "databricks-exporter %s serving http://%s:%d/metrics for %d workspace(s), every %gs",
+        __version__, settings.listen_address, server.port, len(workspaces), settings.interval,
+    )
+    stop.wait()
+    scheduler.shutdown(wait=False)
+    server.shutdown()
+    for ws in workspaces:
+        ws.close()
+    if sim is not None:
+        sim.stop()  # type: ignore[attr-defined]
+    log.info("stopped")
+    return 0
+
+
+def run() -> None:
+    """Console entry point: a collection stuck in a retry back-off must not delay the exit."""
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,276 @@
+"""A small Databricks REST client: one session per workspace, retries, pagination, clear errors.
+
+Retries are urllib3's ``Retry`` (exponential backoff with jitter, Retry-After honoured and
+capped, a bounded number of attempts) on connection errors, timeouts, 429 and 5xx. The client
+counts its own requests and retries in ``WorkspaceHealth`` and knows nothing else of metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
+from urllib3.util.retry import Retry
+
+from exporter.auth import AuthError, DatabricksAuth
+from exporter.health import WorkspaceHealth
+
+log = logging.getLogger(__name__)
+
+RUNS_LIST = "/api/2.2/jobs/runs/list"
+RUNS_GET = "/api/2.2/jobs/runs/get"
+POOLS_LIST = "/api/2.0/instance-pools/list"
+RUNS_PAGE_LIMIT = 25  # the API refuses more
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+USER_AGENT = "databricks-jobs-exporter"
+
+
+class ApiError(Exception):
+    """A Databricks API call failed; the message carries workspace, endpoint, status and body."""
+
+    def __init__(self, message: str, status: int | None = None, error_code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+
+
+class CountingRetry(Retry):
+    """urllib3's Retry that reports each retry it decides to make."""
+
+    def __init__(self, *args: Any, on_retry: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_retry = on_retry
+
+    def new(self, **kw: Any) -> CountingRetry:
+        retry = super().new(**kw)
+        retry.on_retry = self.on_retry
+        return retry
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def,override]
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        if self.on_retry is not None:
+            self.on_retry(urlsplit(url or "").path, _retry_reason(response, error))
+        return retry
+
+
+def _retry_reason(response: Any, error: Exception | None) -> str:
+    if response is not None and getattr(response, "status", None):
+        return str(response.status)
+    if isinstance(error, ConnectTimeoutError | ReadTimeoutError):
+        return "timeout"
+    return "connection_error"
+
+
+class DatabricksClient:
+    """GET requests against one workspace, returning parsed JSON objects."""
+
+    def __init__(
+        self,
+        workspace: str,
+        host: str,
+        auth: DatabricksAuth,
+        health: WorkspaceHealth,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        max_pages: int = 20_000,
+        backoff_factor: float = 0.5,
+    ) -> None:
+        self.workspace = workspace
+        self.host = host.rstrip("/")
+        self.health = health
+        self.max_pages = max_pages
+        self.closed = False
+        self._auth = auth
+        self._timeout = (min(10.0, timeout), timeout)
+        retry = CountingRetry(
+            total=max_retries,
+            connect=max_retries,
+            read=max_retries,
+            status=max_retries,
+            other=0,
+            redirect=0,
+            allowed_methods=frozenset({"GET"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=backoff_factor,
+            backoff_max=30.0,
+            backoff_jitter=backoff_factor,
+            retry_after_max=60,
+            raise_on_status=False,
+            respect_retry_after_header=True,
+            on_retry=health.count_retry,
+        )
+        self.session = requests.Session()
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=4)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["Accept"] = "application/json"
+
+    def close(self) -> None:
+        """Stop: requests after this raise at once (between pages of a running collection too)."""
+        self.closed = True
+        self.session.close()
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET a JSON object; one retry with a fresh token after a 401."""
+        response = self._send(path, params)
+        if response.status_code == 401 and self._auth is not None:
+            self._auth.invalidate()
+            response = self._send(path, params)
+        return self._parse(path, response)
+
+    def _send(self, path: str, params: dict[str, Any] | None) -> requests.Response:
+        where = f"workspace {self.workspace}: GET {path}"
+        if self.closed:
+            raise ApiError(f"{where}: exporter is shutting down")
+        try:
+            response = self.session.get(
+                self.host + path, params=_wire(params), auth=self._auth, timeout=self._timeout
+            )
+        except AuthError as exc:
+            raise ApiError(f"{where}: {exc}") from None
+        except requests.exceptions.RetryError as exc:
+            self.health.count_request(path, "error")
+            raise ApiError(f"{where}: gave up after retries ({_cause(exc)})") from None
+        except requests.exceptions.Timeout:
+            self.health.count_request(path, "error")
+            raise ApiError(f"{where}: timed out after {self._timeout[1]:g}s and retries") from None
+        except requests.exceptions.RequestException as exc:
+            self.health.count_request(path, "error")
+            raise ApiError(f"{where}: {_cause(exc)}") from None
+        self.health.count_request(path, str(response.status_code))
+        return response
+
+    def _parse(self, path: str, response: requests.Response) -> dict[str, Any]:
+        where = f"workspace {self.workspace}: GET {path} {response.status_code}"
+        body: Any = None
+        try:
+            body = response.json()
+        except (ValueError, json.JSONDecodeError):
+            body = None
+        if response.status_code >= 400:
+            code = body.get("error_code") if isinstance(body, dict) else None
+            message = body.get("message") if isinstance(body, dict) else None
+            detail = f"{code}: {message}" if code or message else _snippet(response)
+            hint = _hint(response.status_code)
+            raise ApiError(
+                f"{where} {detail}{hint}", status=response.status_code, error_code=code
+            )
+        if not isinstance(body, dict):
+            kind = response.headers.get("Content-Type", "no content type")
+            raise ApiError(f"{where}: expected a JSON object, got {kind}: {_snippet(response)}")
+        return body
+
+    def paginate(self, path: str, params: dict[str, Any], key: str) -> Iterator[dict[str, Any]]:
+        """Yield the items under ``key`` of every page, following ``next_page_token``."""
+        seen_tokens: set[str] = set()
+        query = dict(params)
+        for _ in range(self.max_pages):
+            page = self.get(path, query)
+            items = page.get(key) or []
+            if not isinstance(items, list):
+                raise ApiError(f"workspace {self.workspace}: GET {path}: '{key}' is not a list")
+            yield from (item for item in items if isinstance(item, dict))
+            token = page.get("next_page_token")
+            if not page.get("has_more") or not token:
+                return
+            if token in seen_tokens:
+                raise ApiError(
+                    f"workspace {self.workspace}: GET {path}: page token repeated; "
+                    "pagination stopped to avoid a loop"
+                )
+            seen_tokens.add(token)
+            query["page_token"] = token
+        raise ApiError(
+            f"workspace {self.workspace}: GET {path}: more than {self.max_pages} pages; "
+            "stopped (raise max_pages if the workspace really is that large)"
+        )
+
+    def list_runs(
+        self,
+        *,
+        active_only: bool = False,
+        completed_only: bool = False,
+        start_time_from: int | None = None,
+        expand_tasks: bool = False,
+    ) -> list[dict[str, Any]]:
+        """All job runs matching the filters, each run once (pages may overlap)."""
+        params: dict[str, Any] = {"limit": RUNS_PAGE_LIMIT, "expand_tasks": expand_tasks}
+        if active_only:
+            params["active_only"] = True
+        if completed_only:
+            params["completed_only"] = True
+        if start_time_from is not None:
+            params["start_time_from"] = int(start_time_from)
+        runs: dict[Any, dict[str, Any]] = {}
+        for run in self.paginate(RUNS_LIST, params, "runs"):
+            run_id = run.get("run_id")
+            if run_id is not None:
+                runs[run_id] = run
+        return list(runs.values())
+
+    def get_run(self, run_id: int | str) -> dict[str, Any] | None:
+        """One run with all its tasks, or None when the run no longer exists."""
+        params: dict[str, Any] = {"run_id": run_id}
+        try:
+            run = self.get(RUNS_GET, params)
+        except ApiError as exc:
+            if exc.status == 404 or exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        tasks = list(run.get("tasks") or [])
+        token = run.get("next_page_token")
+        pages = 0
+        while token and pages < self.max_pages:
+            page = self.get(RUNS_GET, {**params, "page_token": token})
+            tasks.extend(page.get("tasks") or [])
+            next_token = page.get("next_page_token")
+            token = next_token if next_token != token else None
+            pages += 1
+        if tasks:
+            run["tasks"] = tasks
+        return run
+
+    def list_pools(self) -> list[dict[str, Any]]:
+        """All instance pools (the API returns them in one response)."""
+        pools = self.get(POOLS_LIST).get("instance_pools") or []
+        if not isinstance(pools, list):
+            raise ApiError(f"workspace {self.workspace}: GET {POOLS_LIST}: 'instance_pools' is not a list")
+        return [p for p in pools if isinstance(p, dict)]
+
+
+def _wire(params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Booleans as the API wants them: lowercase true/false."""
+    if params is None:
+        return None
+    return {k: (str(v).lower() if isinstance(v, bool) else v) for k, v in params.items()}
+
+
+def _snippet(response: requests.Response, limit: int = 120) -> str:
+    text = " ".join((response.text or "").split())
+    return (text[:limit] + "...") if len(text) > limit else (text or "empty body")
+
+
+def _cause(exc: BaseException) -> str:
+    inner: BaseException = exc
+    while inner.__context__ is not None and len(str(inner)) > 200:
+        inner = inner.__context__
+    reason = getattr(getattr(exc, "args", [None])[0], "reason", None)
+    text = str(reason or inner)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _hint(status: int) -> str:
+    if status == 401:
+        return " (check the credentials: token expired or revoked, or wrong tenant)"
+    if status == 403:
+        return " (the identity needs to be a workspace user with Can View on the jobs)"
+    if status == 429:
+        return " (rate limited; retries exhausted)"
+    return ""

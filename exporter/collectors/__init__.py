@@ -1,0 +1,1 @@
+"""Collectors turn Databricks API pages into plain data, one module per API area."""

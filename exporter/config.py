@@ -1,0 +1,330 @@
+"""Settings: command line, environment and optional YAML, validated into one typed object.
+
+This is the only module of the exporter that reads ``os.environ``. Every problem is raised as a
+``ConfigError`` whose message names the setting; the CLI prints it on one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+DEFAULT_PORT = 9180
+DEFAULT_INTERVAL = 60.0
+DEFAULT_LOOKBACK_HOURS = 24.0
+DEFAULT_OVERLAP_SECONDS = 300.0
+DEFAULT_TIMEOUT_SECONDS = 30.0
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_MAX_PAGES = 20_000
+SIMULATED_WORKSPACE = "simulated"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names it."""
+
+
+def _secret_repr(value: str | None) -> str:
+    return "None" if value is None else "'***'"
+
+
+@dataclass(frozen=True)
+class WorkspaceConfig:
+    """One Databricks workspace and how to authenticate to it."""
+
+    name: str
+    host: str
+    token: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    tenant_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    azure_resource_id: str | None = None
+    authority_host: str | None = None
+    disable_instance_discovery: bool = False
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{f.name}={_secret_repr(getattr(self, f.name)) if not f.repr else repr(getattr(self, f.name))}"
+            for f in fields(self)
+        )
+        return f"WorkspaceConfig({shown})"
+
+    def secrets(self) -> list[str]:
+        """Secret values that must never be logged."""
+        return [s for s in (self.token, self.client_secret) if s]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the exporter needs to run, after validation."""
+
+    workspaces: tuple[WorkspaceConfig, ...]
+    listen_address: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    interval: float = DEFAULT_INTERVAL
+    lookback_hours: float = DEFAULT_LOOKBACK_HOURS
+    overlap_seconds: float = DEFAULT_OVERLAP_SECONDS
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    max_retries: int = DEFAULT_MAX_RETRIES
+    max_pages: int = DEFAULT_MAX_PAGES
+    state_file: Path | None = None
+    simulate: bool = False
+    log_level: str = "INFO"
+
+    def secrets(self) -> list[str]:
+        return [s for ws in self.workspaces for s in ws.secrets()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="databricks-exporter",
+        description="Prometheus exporter for Azure Databricks job runs and instance pools.",
+    )
+    p.add_argument("--config", metavar="FILE", help="YAML file with a 'workspaces:' list")
+    p.add_argument("--listen-address", metavar="ADDR", help="address to serve on (0.0.0.0)")
+    p.add_argument("--port", metavar="N", help=f"port to serve on ({DEFAULT_PORT})")
+    p.add_argument(
+        "--interval", metavar="SECONDS", help=f"seconds between collections ({DEFAULT_INTERVAL:g})"
+    )
+    p.add_argument(
+        "--lookback-hours",
+        metavar="HOURS",
+        help=f"history read at startup for the last-run gauges ({DEFAULT_LOOKBACK_HOURS:g})",
+    )
+    p.add_argument("--state-file", metavar="PATH", help="persist the watermark and counters here")
+    p.add_argument(
+        "--simulate", action="store_true", help="serve a simulated workspace on loopback and use it"
+    )
+    p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (INFO)")
+    return p
+
+
+def _number(name: str, raw: Any, kind: type, minimum: float, strict: bool = True) -> Any:
+    try:
+        value = kind(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    if (value <= minimum) if strict else (value < minimum):
+        op = ">" if strict else ">="
+        raise ConfigError(f"{name}: must be {op} {minimum:g}, got {raw!r}")
+    return value
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_host(setting: str, raw: Any) -> str:
+    """Return the workspace URL without a trailing slash, or raise ConfigError."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise ConfigError(f"{setting}: missing workspace URL (https://adb-....azuredatabricks.net)")
+    host = raw.strip().rstrip("/")
+    if "://" not in host:
+        host = "https://" + host
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{setting}: not a URL: {raw!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"{setting}: http:// is refused for non-loopback host {parts.hostname!r}; use https://"
+        )
+    if parts.path or parts.query:
+        raise ConfigError(f"{setting}: give only scheme and host, not a path: {raw!r}")
+    return host
+
+
+def _default_name(host: str) -> str:
+    hostname = urlsplit(host).hostname or "default"
+    return hostname.split(".")[0] if not _is_loopback(hostname) else "default"
+
+
+def _flag(raw: Any) -> bool:
+    return str(raw).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _workspace_from_env(env: Mapping[str, str]) -> WorkspaceConfig:
+    host = validate_host("DATABRICKS_HOST", env.get("DATABRICKS_HOST"))
+    name = env.get("DATABRICKS_WORKSPACE_NAME") or _default_name(host)
+    return _workspace(
+        "DATABRICKS_WORKSPACE_NAME",
+        name=name,
+        host=host,
+        token=env.get("DATABRICKS_TOKEN"),
+        client_id=env.get("AZURE_CLIENT_ID"),
+        tenant_id=env.get("AZURE_TENANT_ID"),
+        client_secret=env.get("AZURE_CLIENT_SECRET"),
+        azure_resource_id=env.get("DATABRICKS_AZURE_RESOURCE_ID"),
+        authority_host=env.get("AZURE_AUTHORITY_HOST"),
+        disable_instance_discovery=_flag(env.get("AZURE_DISABLE_INSTANCE_DISCOVERY", "")),
+    )
+
+
+def _workspace(setting: str, **kw: Any) -> WorkspaceConfig:
+    name = kw["name"]
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ConfigError(
+            f"{setting}: workspace name {name!r} must be 1-64 letters, digits, '_.:-'"
+        )
+    clean = {k: (v if not isinstance(v, str) else v.strip() or None) for k, v in kw.items()}
+    clean["name"] = name
+    clean["disable_instance_discovery"] = bool(kw.get("disable_instance_discovery"))
+    return WorkspaceConfig(**clean)
+
+
+_YAML_WORKSPACE_KEYS = {
+    "name",
+    "host",
+    "token_env",
+    "client_id",
+    "tenant_id",
+    "client_secret_env",
+    "azure_resource_id",
+    "authority_host",
+    "disable_instance_discovery",
+}
+_YAML_TOP_KEYS = {
+    "workspaces",
+    "listen_address",
+    "port",
+    "interval",
+    "lookback_hours",
+    "overlap_seconds",
+    "timeout_seconds",
+    "max_retries",
+    "max_pages",
+    "state_file",
+    "log_level",
+}
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"--config: {path} is not valid YAML{where}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"--config: {path} must be a mapping with a 'workspaces:' list")
+    unknown = set(doc) - _YAML_TOP_KEYS
+    if unknown:
+        raise ConfigError(f"--config: unknown setting(s) {', '.join(sorted(map(str, unknown)))}")
+    return doc
+
+
+def _workspaces_from_yaml(doc: Mapping[str, Any], env: Mapping[str, str]) -> list[WorkspaceConfig]:
+    items = doc.get("workspaces")
+    if not isinstance(items, list) or not items:
+        raise ConfigError("--config: 'workspaces' must be a non-empty list")
+    result = []
+    for i, item in enumerate(items):
+        where = f"workspaces[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: must be a mapping with name and host")
+        unknown = set(item) - _YAML_WORKSPACE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+        if "name" not in item:
+            raise ConfigError(f"{where}.name: missing")
+        secrets = {}
+        for key, target in (("token_env", "token"), ("client_secret_env", "client_secret")):
+            var = item.get(key)
+            if var is not None:
+                if var not in env:
+                    raise ConfigError(f"{where}.{key}: environment variable {var} is not set")
+                secrets[target] = env[var]
+        result.append(
+            _workspace(
+                f"{where}.name",
+                name=item["name"],
+                host=validate_host(f"{where}.host", item.get("host")),
+                client_id=item.get("client_id"),
+                tenant_id=item.get("tenant_id"),
+                azure_resource_id=item.get("azure_resource_id"),
+                authority_host=item.get("authority_host") or env.get("AZURE_AUTHORITY_HOST"),
+                disable_instance_discovery=_flag(
+                    item.get(
+                        "disable_instance_discovery",
+                        env.get("AZURE_DISABLE_INSTANCE_DISCOVERY", ""),
+                    )
+                ),
+                **secrets,
+            )
+        )
+    names = [w.name for w in result]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"--config: duplicate workspace name(s) {', '.join(dupes)}")
+    return result
+
+
+def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Parse and validate the command line, environment and config file."""
+    env = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    doc: dict[str, Any] = _load_yaml(args.config) if args.config else {}
+
+    def pick(flag: Any, key: str, default: Any) -> Any:
+        return flag if flag is not None else doc.get(key, default)
+
+    if args.simulate:
+        workspaces: list[WorkspaceConfig] = [
+            WorkspaceConfig(name=SIMULATED_WORKSPACE, host="http://127.0.0.1")
+        ]
+    elif args.config:
+        workspaces = _workspaces_from_yaml(doc, env)
+    else:
+        workspaces = [_workspace_from_env(env)]
+
+    log_level = str(pick(args.log_level, "log_level", env.get("LOG_LEVEL", "INFO"))).upper()
+    if log_level not in _LOG_LEVELS:
+        raise ConfigError(f"--log-level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
+    port = _number("--port", pick(args.port, "port", DEFAULT_PORT), int, 0, strict=False)
+    if port > 65535:
+        raise ConfigError(f"--port: must be <= 65535, got {port}")
+    state_file = pick(args.state_file, "state_file", None)
+    return Settings(
+        workspaces=tuple(workspaces),
+        listen_address=str(pick(args.listen_address, "listen_address", "0.0.0.0")),
+        port=port,
+        interval=_number("--interval", pick(args.interval, "interval", DEFAULT_INTERVAL), float, 0),
+        lookback_hours=_number(
+            "--lookback-hours",
+            pick(args.lookback_hours, "lookback_hours", DEFAULT_LOOKBACK_HOURS),
+            float,
+            0,
+            False,
+        ),
+        overlap_seconds=_number(
+            "overlap_seconds", doc.get("overlap_seconds", DEFAULT_OVERLAP_SECONDS), float, 0, False
+        ),
+        timeout_seconds=_number(
+            "timeout_seconds", doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS), float, 0
+        ),
+        max_retries=_number("max_retries", doc.get("max_retries", DEFAULT_MAX_RETRIES), int, 0, False),
+        max_pages=_number("max_pages", doc.get("max_pages", DEFAULT_MAX_PAGES), int, 0),
+        state_file=Path(state_file) if state_file else None,
+        simulate=bool(args.simulate),
+        log_level=log_level,
+    )

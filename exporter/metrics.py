@@ -1,0 +1,235 @@
+"""Prometheus families rendered from the collectors' snapshots (a custom collector).
+
+Rendering never waits on the network and takes no lock that a collection holds while calling
+an API; series of deleted pools or finished runs simply are not in the next snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from exporter.collectors.pools import Pool
+from exporter.health import HealthSnapshot
+from exporter.state import RunsSnapshot
+from exporter.workspace import Workspace
+
+SCHEDULED = " Collected on a schedule, not at scrape time; see databricks_exporter_last_success_timestamp_seconds for the data's age."
+
+JOB = ["workspace", "job_id", "job_name"]
+POOL = ["workspace", "pool_id", "pool_name"]
+
+
+class ExporterCollector(Collector):
+    """Yields every family of the contract for the given workspaces."""
+
+    def __init__(self, workspaces: Sequence[Workspace], clock: Callable[[], float] = time.time):
+        self._workspaces = workspaces
+        self._clock = clock
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # families depend on the data; skip the registry's describe-time collect
+
+    def collect(self) -> Iterator[Metric]:
+        now = self._clock()
+        views = [(ws.name, ws.runs.snapshot, ws.pools.snapshot, ws.health.snapshot()) for ws in self._workspaces]
+        yield from job_families([(name, runs) for name, runs, _, _ in views if runs is not None], now)
+        yield from pool_families([(name, pools) for name, _, pools, _ in views if pools is not None])
+        yield from health_families([(name, health) for name, _, _, health in views])
+        yield from baseline_family([(name, runs) for name, runs, _, _ in views if runs is not None])
+
+
+def build_registry(workspaces: Sequence[Workspace]) -> CollectorRegistry:
+    """A registry with only our families: every series carries `workspace`."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExporterCollector(workspaces))
+    return registry
+
+
+def job_families(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Iterator[Metric]:
+    runs_total = CounterMetricFamily(
+        "databricks_job_runs_total",
+        "Job runs that ended since the exporter's baseline, by result_state." + SCHEDULED,
+        labels=[*JOB, "result_state"],
+    )
+    tasks_total = CounterMetricFamily(
+        "databricks_task_runs_total",
+        "Task runs of counted job runs, by task_key and result_state." + SCHEDULED,
+        labels=[*JOB, "task_key", "result_state"],
+    )
+    durations = HistogramMetricFamily(
+        "databricks_job_run_duration_seconds",
+        "Duration of counted job runs." + SCHEDULED,
+        labels=JOB,
+    )
+    last_duration = GaugeMetricFamily(
+        "databricks_job_last_run_duration_seconds", "Duration of the job's last terminal run.", labels=JOB
+    )
+    last_failed = GaugeMetricFamily(
+        "databricks_job_last_run_failed",
+        "1 if the job's last terminal run failed (FAILED, TIMEDOUT, UPSTREAM_FAILED, "
+        "MAXIMUM_CONCURRENT_RUNS_REACHED or INTERNAL_ERROR), else 0.",
+        labels=JOB,
+    )
+    last_end = GaugeMetricFamily(
+        "databricks_job_last_run_end_timestamp_seconds",
+        "End time of the job's last terminal run (Unix seconds).",
+        labels=JOB,
+    )
+    last_success = GaugeMetricFamily(
+        "databricks_job_last_success_timestamp_seconds",
+        "End time of the job's last successful run (Unix seconds).",
+        labels=JOB,
+    )
+    last_info = GaugeMetricFamily(
+        "databricks_job_last_run_info",
+        "The job's last terminal run: run_id, result_state and run page URL.",
+        labels=[*JOB, "run_id", "result_state", "run_page_url"],
+    )
+    active = GaugeMetricFamily(
+        "databricks_job_runs_active",
+        "Runs of the job that are not terminal yet, by life_cycle_state." + SCHEDULED,
+        labels=[*JOB, "life_cycle_state"],
+    )
+    max_age = GaugeMetricFamily(
+        "databricks_job_active_run_max_age_seconds",
+        "Age of the job's oldest active run (now minus its start time).",
+        labels=JOB,
+    )
+    for ws, snap in views:
+        for (job_id, job_name, result), value in snap.runs_total.items():
+            runs_total.add_metric([ws, job_id, job_name, result], value)
+        for (job_id, job_name, task_key, result), value in snap.tasks_total.items():
+            tasks_total.add_metric([ws, job_id, job_name, task_key, result], value)
+        for (job_id, job_name), hist in snap.durations.items():
+            durations.add_metric([ws, job_id, job_name], hist.buckets(), hist.total)
+        for job_id, run in snap.last_runs.items():
+            labels = [ws, job_id, run.job_name]
+            last_duration.add_metric(labels, run.duration_seconds)
+            last_failed.add_metric(labels, 1.0 if run.failed else 0.0)
+            last_end.add_metric(labels, run.end_ms / 1000.0)
+            last_info.add_metric(
+                [*labels, str(run.run_id), run.result_state, run.run_page_url], 1.0
+            )
+            success_ms = snap.last_success_ms.get(job_id)
+            if success_ms:
+                last_success.add_metric(labels, success_ms / 1000.0)
+        by_state: Counter[tuple[str, str, str]] = Counter()
+        oldest: dict[tuple[str, str], int] = {}
+        for run in snap.active:
+            by_state[(run.job_id, run.job_name, run.life_cycle_state)] += 1
+            if run.start_ms > 0:
+                oldest[run.job] = min(oldest.get(run.job, run.start_ms), run.start_ms)
+        for (job_id, job_name, state), value in sorted(by_state.items()):
+            active.add_metric([ws, job_id, job_name, state], value)
+        for (job_id, job_name), start_ms in sorted(oldest.items()):
+            max_age.add_metric([ws, job_id, job_name], max(now - start_ms / 1000.0, 0.0))
+    yield from (runs_total, durations, last_duration, last_failed, last_end, last_success,
+                last_info, active, max_age, tasks_total)
+
+
+def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metric]:
+    gauges = {
+        "idle": ("databricks_instance_pool_idle_instances", "Running instances not used by a cluster."),
+        "used": ("databricks_instance_pool_used_instances", "Running instances used by clusters."),
+        "pending_idle": (
+            "databricks_instance_pool_pending_idle_instances",
+            "Starting instances not yet assigned to a cluster.",
+        ),
+        "pending_used": (
+            "databricks_instance_pool_pending_used_instances",
+            "Starting instances assigned to a cluster.",
+        ),
+        "min_idle": (
+            "databricks_instance_pool_min_idle_instances",
+            "Configured minimum of idle instances.",
+        ),
+    }
+    families = {key: GaugeMetricFamily(name, doc + SCHEDULED, labels=POOL) for key, (name, doc) in gauges.items()}
+    max_capacity = GaugeMetricFamily(
+        "databricks_instance_pool_max_capacity",
+        "Configured maximum of instances (absent when unlimited).",
+        labels=POOL,
+    )
+    info = GaugeMetricFamily(
+        "databricks_instance_pool_info",
+        "Facts about the pool: node type and state.",
+        labels=[*POOL, "node_type_id", "state"],
+    )
+    for ws, pools in views:
+        for pool in pools:
+            labels = [ws, pool.pool_id, pool.pool_name]
+            for key, family in families.items():
+                family.add_metric(labels, float(getattr(pool, key)))
+            if pool.max_capacity is not None:
+                max_capacity.add_metric(labels, float(pool.max_capacity))
+            info.add_metric([*labels, pool.node_type_id, pool.state], 1.0)
+    yield from families.values()
+    yield max_capacity
+    yield info
+
+
+def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Metric]:
+    success = GaugeMetricFamily(
+        "databricks_exporter_collection_success",
+        "1 if the collector's last collection succeeded, else 0.",
+        labels=["workspace", "collector"],
+    )
+    last_success = GaugeMetricFamily(
+        "databricks_exporter_last_success_timestamp_seconds",
+        "When the collector last succeeded (Unix seconds): the age of the data served.",
+        labels=["workspace", "collector"],
+    )
+    duration = HistogramMetricFamily(
+        "databricks_exporter_collection_duration_seconds",
+        "Time one collection took, including retries.",
+        labels=["workspace", "collector"],
+    )
+    requests = CounterMetricFamily(
+        "databricks_exporter_api_requests",
+        "Databricks API requests by endpoint and final HTTP status ('error': no response).",
+        labels=["workspace", "endpoint", "status_code"],
+    )
+    retries = CounterMetricFamily(
+        "databricks_exporter_api_retries",
+        "Retried Databricks API requests by endpoint and reason (status code, timeout, connection_error).",
+        labels=["workspace", "endpoint", "reason"],
+    )
+    tokens = CounterMetricFamily(
+        "databricks_exporter_token_requests",
+        "Azure AD token requests (new tokens and failed attempts), not cache hits.",
+        labels=["workspace"],
+    )
+    for ws, health in views:
+        for name, col in sorted(health.collectors.items()):
+            if col.success is not None:
+                success.add_metric([ws, name], 1.0 if col.success else 0.0)
+            if col.last_success is not None:
+                last_success.add_metric([ws, name], col.last_success)
+            duration.add_metric([ws, name], col.durations.buckets(), col.durations.total)
+        for (endpoint, status), value in sorted(health.requests.items()):
+            requests.add_metric([ws, endpoint, status], value)
+        for (endpoint, reason), value in sorted(health.retries.items()):
+            retries.add_metric([ws, endpoint, reason], value)
+        tokens.add_metric([ws], health.token_requests)
+    yield from (success, last_success, duration, requests, retries, tokens)
+
+
+def baseline_family(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
+    baseline = GaugeMetricFamily(
+        "databricks_exporter_baseline_timestamp_seconds",
+        "Runs that ended after this time (Unix seconds) are counted in databricks_job_runs_total.",
+        labels=["workspace"],
+    )
+    for ws, snap in views:
+        baseline.add_metric([ws], snap.baseline_ms / 1000.0)
+    yield baseline

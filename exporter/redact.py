@@ -1,0 +1,65 @@
+"""A logging filter that removes secrets from every record, including libraries' own logs."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+
+_BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+_MASK = "***"
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces known secret values (and anything after 'Bearer ') with '***'.
+
+    One process-wide instance: tokens acquired at run time are added with ``add`` so that
+    even DEBUG output of urllib3, MSAL or azure-core cannot print them.
+    """
+
+    _instance: RedactingFilter | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: frozenset[str] = frozenset()
+
+    @classmethod
+    def instance(cls, secrets: Iterable[str] = ()) -> RedactingFilter:
+        with cls._lock:
+            if cls._instance is None:
+                cls._instance = cls()
+        cls._instance.add(*secrets)
+        return cls._instance
+
+    def add(self, *secrets: str) -> None:
+        new = {s for s in secrets if s and len(s) >= 4}
+        if new - self._secrets:
+            with self._lock:
+                self._secrets = self._secrets | new
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, _MASK)
+        return _BEARER_RE.sub(r"\1" + _MASK, text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format string must not kill logging
+            return True
+        clean = self.redact(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            clean_exc = self.redact(logging.Formatter().formatException(record.exc_info))
+            clean = f"{clean}\n{clean_exc}"
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = clean, None
+        return True
+
+
+def redact(text: str) -> str:
+    """Redact with the process-wide filter (for texts that do not go through logging)."""
+    return RedactingFilter.instance().redact(text)

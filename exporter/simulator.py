@@ -1,0 +1,684 @@
+"""A simulated Azure Databricks workspace over HTTP on loopback.
+
+Runs are a pure function of (seed, job, run number, clock): job j starts its k-th run at
+``origin + offset_j + k * period_j``, with a duration and outcome drawn from a hash of
+(seed, j, k). Listing, ground truth and fault injection need no background thread, history
+of any size costs no memory, and the clock may be real, accelerated or set by hand.
+
+Shapes and limits follow the real Jobs API 2.2 and Instance Pools API 2.0: runs/list
+``limit`` 1..25 (400 past it), opaque page tokens, active_only / completed_only,
+start_time_from / start_time_to, expand_tasks, runs/get, jobs/list, instance-pools list/get,
+bearer-token check, 429 with Retry-After and 5xx injection, latency.
+
+Control endpoints for tests and benchmarks live under ``/sim/`` (truth, stop, faults, stats).
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+import logging
+import random
+import secrets
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+log = logging.getLogger(__name__)
+
+RUN_ID_BASE = 500_000_000_000
+TASK_KEYS = ("ingest", "transform", "publish")
+JOB_WORDS = ("orders", "customers", "events", "inventory", "payments", "clickstream", "billing",
+             "sessions", "ledger", "catalog", "shipments", "returns", "reviews", "ads")
+JOB_KINDS = ("daily_load", "hourly_merge", "compaction", "ml_features", "dq_checks", "export")
+MASK64 = (1 << 64) - 1
+
+
+def _mix(*values: int) -> int:
+    """splitmix64 over the values: a fast, stable hash."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v & MASK64)) * 0xBF58476D1CE4E5B9 & MASK64
+        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & MASK64
+        h ^= h >> 29
+    return h
+
+
+def _unit(*values: int) -> float:
+    return _mix(*values) / float(MASK64)
+
+
+class SimClock:
+    """Wall time, optionally accelerated (``speed``) or frozen and moved by hand (``set``)."""
+
+    def __init__(self, speed: float = 1.0, start: float | None = None) -> None:
+        self._real0 = time.time()
+        self._sim0 = self._real0 if start is None else start
+        self.speed = speed
+        self._fixed: float | None = None
+
+    def time(self) -> float:
+        if self._fixed is not None:
+            return self._fixed
+        return self._sim0 + (time.time() - self._real0) * self.speed
+
+    def now_ms(self) -> int:
+        return int(self.time() * 1000)
+
+    def set(self, t: float) -> None:
+        self._fixed = t
+
+    def advance(self, seconds: float) -> None:
+        self._fixed = self.time() + seconds
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    seed: int = 7
+    jobs: int = 12
+    history_hours: float = 24.0
+    period_seconds: tuple[float, float] = (120.0, 900.0)
+    duration_seconds: tuple[float, float] = (20.0, 600.0)
+    fail_rate: float = 0.08
+    long_run_rate: float = 0.02  # runs that take 10x their job's longest duration
+    multi_task_rate: float = 0.4
+    pools: int = 3
+    workspace_id: int = 1234567890123456
+    latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class SimJob:
+    index: int
+    job_id: int
+    name: str
+    period_ms: int
+    offset_ms: int
+    min_ms: int
+    max_ms: int
+    tasks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SimRun:
+    job: SimJob
+    k: int
+    run_id: int
+    start_ms: int
+    duration_ms: int
+    outcome: str  # result_state, "" for INTERNAL_ERROR, "SKIPPED" for skipped runs
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + self.duration_ms
+
+    @property
+    def life_cycle_final(self) -> str:
+        if self.outcome == "":
+            return "INTERNAL_ERROR"
+        if self.outcome == "SKIPPED":
+            return "SKIPPED"
+        return "TERMINATED"
+
+    @property
+    def result_state(self) -> str:
+        """What the exporter should count this run as."""
+        return self.outcome or "NONE"
+
+
+@dataclass
+class FaultRule:
+    """Answer the next ``count`` matching requests with a failure instead of the API."""
+
+    path_prefix: str = "/api/"
+    status: int = 503
+    count: int = 1
+    retry_after: float | None = None
+    body: str = "json"  # json | html | truncated | empty
+    delay: float = 0.0
+
+
+@dataclass
+class SimStats:
+    requests: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+
+
+class SimWorkspace:
+    """The model: jobs, runs, pools, ground truth. Thread-safe for reads."""
+
+    def __init__(self, config: SimConfig | None = None, clock: SimClock | None = None) -> None:
+        self.config = config or SimConfig()
+        self.clock = clock or SimClock()
+        self.origin_ms = self.clock.now_ms() - int(self.config.history_hours * 3600 * 1000)
+        self.stop_ms: int | None = None
+        self.jobs = [self._make_job(j) for j in range(self.config.jobs)]
+        self.max_duration_ms = max((job.max_ms * 10 for job in self.jobs), default=0)
+        self.deleted_pools: set[str] = set()
+
+    # --- model -----------------------------------------------------------------------------
+
+    def _make_job(self, j: int) -> SimJob:
+        c = self.config
+        seed = c.seed
+        lo, hi = c.period_seconds
+        period = lo + (hi - lo) * _unit(seed, j, 1)
+        dlo, dhi = c.duration_seconds
+        d1 = dlo + (dhi - dlo) * _unit(seed, j, 2)
+        d2 = dlo + (dhi - dlo) * _unit(seed, j, 3)
+        name = f"{JOB_WORDS[j % len(JOB_WORDS)]}_{JOB_KINDS[(j // len(JOB_WORDS)) % len(JOB_KINDS)]}"
+        if j >= len(JOB_WORDS) * len(JOB_KINDS):
+            name += f"_{j}"
+        tasks = TASK_KEYS if _unit(seed, j, 4) < c.multi_task_rate else ("main",)
+        return SimJob(
+            index=j,
+            job_id=1000 + j * 7 + (_mix(seed, j) % 7),
+            name=name,
+            period_ms=max(int(period * 1000), 1),
+            offset_ms=int(period * 1000 * _unit(seed, j, 5)),
+            min_ms=max(int(min(d1, d2) * 1000), 1),
+            max_ms=max(int(max(d1, d2) * 1000), 1),
+            tasks=tasks,
+        )
+
+    def run(self, job: SimJob, k: int) -> SimRun:
+        seed = self.config.seed
+        span = job.max_ms - job.min_ms
+        duration = job.min_ms + int(span * _unit(seed, job.index, k, 10))
+        if _unit(seed, job.index, k, 11) < self.config.long_run_rate:
+            duration = job.max_ms * 10
+        u = _unit(seed, job.index, k, 12)
+        f = self.config.fail_rate
+        if u < f * 0.6:
+            outcome = "FAILED"
+        elif u < f * 0.75:
+            outcome = "TIMEDOUT"
+        elif u < f * 0.85:
+            outcome = "CANCELED"
+        elif u < f * 0.93:
+            outcome = "SKIPPED"
+            duration = min(duration, 1000)
+        elif u < f:
+            outcome = ""
+        else:
+            outcome = "SUCCESS"
+        return SimRun(
+            job=job,
+            k=k,
+            run_id=RUN_ID_BASE + k * len(self.jobs) + job.index,
+            start_ms=self.origin_ms + job.offset_ms + k * job.period_ms,
+            duration_ms=duration,
+            outcome=outcome,
+        )
+
+    def _last_k(self, job: SimJob, now: int) -> int:
+        """Number of the job's last run that has started by now (may be -1)."""
+        latest = now if self.stop_ms is None else min(now, self.stop_ms)
+        return (latest - self.origin_ms - job.offset_ms) // job.period_ms
+
+    def _k_at_or_after(self, job: SimJob, start_ms: int) -> int:
+        return max(0, -(-(start_ms - self.origin_ms - job.offset_ms) // job.period_ms))
+
+    def find_run(self, run_id: int) -> SimRun | None:
+        rel = run_id - RUN_ID_BASE
+        if rel < 0 or not self.jobs:
+            return None
+        k, j = divmod(rel, len(self.jobs))
+        run = self.run(self.jobs[j], k)
+        return run if k <= self._last_k(self.jobs[j], self.clock.now_ms()) else None
+
+    def _job_runs_desc(self, job: SimJob, hi_start: int, lo_start: int) -> Iterator[tuple[int, int, SimRun]]:
+        k = self._last_k(job, self.clock.now_ms())
+        k = min(k, (hi_start - self.origin_ms - job.offset_ms) // job.period_ms)
+        k_lo = self._k_at_or_after(job, lo_start)
+        while k >= k_lo:
+            run = self.run(job, k)
+            yield (-run.start_ms, -run.run_id, run)
+            k -= 1
+
+    def runs_desc(
+        self,
+        lo_start: int,
+        hi_start: int,
+        cursor: tuple[int, int] | None = None,
+        job_id: int | None = None,
+    ) -> Iterator[SimRun]:
+        """Runs started in [lo_start, hi_start], newest first, strictly after the cursor."""
+        jobs = [j for j in self.jobs if job_id is None or j.job_id == job_id]
+        if cursor is not None:
+            hi_start = min(hi_start, cursor[0])
+        streams = [self._job_runs_desc(job, hi_start, lo_start) for job in jobs]
+        for _, neg_id, run in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
+            if cursor is not None and (run.start_ms, run.run_id) >= cursor:
+                continue
+            yield run
+
+    def is_active(self, run: SimRun, now: int) -> bool:
+        return run.start_ms <= now < run.end_ms
+
+    def life_cycle(self, run: SimRun, now: int) -> str:
+        if now >= run.end_ms:
+            return run.life_cycle_final
+        elapsed = now - run.start_ms
+        if elapsed < run.duration_ms * 0.1:
+            return "QUEUED" if run.k % 5 == 0 else "PENDING"
+        if elapsed > run.duration_ms * 0.97:
+            return "TERMINATING"
+        return "RUNNING"
+
+    def task_results(self, run: SimRun) -> list[tuple[str, str | None]]:
+        """(task_key, result_state or None) of a finished run's tasks."""
+        keys = run.job.tasks
+        if run.outcome == "SKIPPED":
+            return []
+        if run.outcome in ("FAILED", "TIMEDOUT"):
+            bad = _mix(self.config.seed, run.job.index, run.k, 13) % len(keys)
+            return [
+                (key, "SUCCESS" if i < bad else run.outcome if i == bad else "UPSTREAM_FAILED")
+                for i, key in enumerate(keys)
+            ]
+        if run.outcome == "CANCELED":
+            return [(key, "CANCELED") for key in keys]
+        if run.outcome == "":
+            return [(key, None) for key in keys]
+        return [(key, "SUCCESS") for key in keys]
+
+    # --- API shapes ------------------------------------------------------------------------
+
+    def base_url(self, host: str) -> str:
+        return host.rstrip("/")
+
+    def run_json(self, run: SimRun, now: int, host: str, expand_tasks: bool) -> dict[str, Any]:
+        done = now >= run.end_ms
+        life_cycle = self.life_cycle(run, now)
+        url = f"{host}/?o={self.config.workspace_id}#job/{run.job.job_id}/run/{run.run_id}"
+        state: dict[str, Any] = {"life_cycle_state": life_cycle, "state_message": "",
+                                 "user_cancelled_or_timedout": run.outcome in ("CANCELED", "TIMEDOUT")}
+        if done and run.outcome:
+            state["result_state"] = run.outcome
+        if done and run.outcome == "FAILED":
+            state["state_message"] = "Task failed with error: java.lang.RuntimeException: boom"
+        if done and run.outcome == "":
+            state["state_message"] = "Unexpected failure while waiting for the cluster to be ready"
+        multi = len(run.job.tasks) > 1
+        body: dict[str, Any] = {
+            "job_id": run.job.job_id,
+            "run_id": run.run_id,
+            "number_in_job": run.run_id,
+            "original_attempt_run_id": run.run_id,
+            "run_name": run.job.name,
+            "creator_user_name": "etl@contoso.com",
+            "state": state,
+            "status": {"state": "TERMINATED" if done else life_cycle},
+            "start_time": run.start_ms,
+            "end_time": run.end_ms if done else 0,
+            "setup_duration": 0,
+            "execution_duration": 0,
+            "cleanup_duration": 0,
+            "trigger": "PERIODIC",
+            "run_type": "JOB_RUN",
+            "format": "MULTI_TASK",
+            "attempt_number": 0,
+            "run_page_url": url,
+        }
+        if done:
+            if multi:
+                body["run_duration"] = run.duration_ms
+            else:
+                setup = run.duration_ms // 10
+                cleanup = run.duration_ms // 50
+                body["setup_duration"] = setup
+                body["cleanup_duration"] = cleanup
+                body["execution_duration"] = run.duration_ms - setup - cleanup
+        if expand_tasks:
+            body["tasks"] = self._tasks_json(run, now, host)
+        return body
+
+    def _tasks_json(self, run: SimRun, now: int, host: str) -> list[dict[str, Any]]:
+        done = now >= run.end_ms
+        results = dict(self.task_results(run)) if done else {}
+        tasks = []
+        for i, key in enumerate(run.job.tasks):
+            if done and key not in results:
+                continue
+            task_run_id = run.run_id * 10 + i + 1
+            state: dict[str, Any] = {"life_cycle_state": run.life_cycle_final if done else "RUNNING"}
+            if done and results.get(key):
+                state["result_state"] = results[key]
+            tasks.append({
+                "task_key": key,
+                "run_id": task_run_id,
+                "state": state,
+                "start_time": run.start_ms,
+                "end_time": run.end_ms if done else 0,
+                "attempt_number": 0,
+                "run_page_url": f"{host}/?o={self.config.workspace_id}#job/{run.job.job_id}/run/{task_run_id}",
+            })
+        return tasks
+
+    def pools_json(self) -> list[dict[str, Any]]:
+        minute = self.clock.now_ms() // 60_000
+        pools = []
+        for p in range(self.config.pools):
+            pool_id = f"0101-120000-pool{p:02d}"
+            if pool_id in self.deleted_pools:
+                continue
+            seed = self.config.seed
+            max_capacity = None if p == 0 else 10 * (p + 1)
+            cap = max_capacity or 40
+            used = _mix(seed, p, minute, 1) % (cap + 1)
+            idle = min(_mix(seed, p, minute, 2) % 6, cap - used)
+            pool: dict[str, Any] = {
+                "instance_pool_id": pool_id,
+                "instance_pool_name": f"{('etl', 'ml', 'adhoc', 'streaming')[p % 4]}-pool-{p}",
+                "node_type_id": ("Standard_DS3_v2", "Standard_E8ds_v5", "Standard_F4s_v2")[p % 3],
+                "min_idle_instances": p % 3,
+                "idle_instance_autotermination_minutes": 30,
+                "enable_elastic_disk": True,
+                "state": "ACTIVE",
+                "default_tags": {"Vendor": "Databricks", "DatabricksInstancePoolId": pool_id},
+                "azure_attributes": {"availability": "ON_DEMAND_AZURE"},
+                "stats": {
+                    "used_count": used,
+                    "idle_count": idle,
+                    "pending_used_count": _mix(seed, p, minute, 3) % 3,
+                    "pending_idle_count": _mix(seed, p, minute, 4) % 2,
+                },
+            }
+            if max_capacity is not None:
+                pool["max_capacity"] = max_capacity
+            pools.append(pool)
+        return pools
+
+    # --- ground truth ----------------------------------------------------------------------
+
+    def truth(self, after_ms: int, until_ms: int | None = None) -> dict[str, Any]:
+        """Counts the exporter must report: runs that ended in (after_ms, until_ms]."""
+        until = self.clock.now_ms() if until_ms is None else until_ms
+        runs: Counter[tuple[str, str, str]] = Counter()
+        tasks: Counter[tuple[str, str, str, str]] = Counter()
+        for job in self.jobs:
+            k_lo = self._k_at_or_after(job, after_ms - self.max_duration_ms)
+            k_hi = self._last_k(job, until)
+            for k in range(k_lo, k_hi + 1):
+                run = self.run(job, k)
+                if after_ms < run.end_ms <= until:
+                    runs[(str(job.job_id), job.name, run.result_state)] += 1
+                    for key, result in self.task_results(run):
+                        tasks[(str(job.job_id), job.name, key, result or "NONE")] += 1
+        return {
+            "until_ms": until,
+            "runs": [{"job_id": a, "job_name": b, "result_state": c, "count": n} for (a, b, c), n in sorted(runs.items())],
+            "tasks": [
+                {"job_id": a, "job_name": b, "task_key": c, "result_state": d, "count": n}
+                for (a, b, c, d), n in sorted(tasks.items())
+            ],
+        }
+
+    def active_count(self) -> int:
+        now = self.clock.now_ms()
+        return sum(1 for r in self.runs_desc(now - self.max_duration_ms, now) if self.is_active(r, now))
+
+    def history_size(self) -> int:
+        now = self.clock.now_ms()
+        return sum(max(self._last_k(job, now) + 1, 0) for job in self.jobs)
+
+
+class ApiFailure(Exception):
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_code, self.message = status, error_code, message
+
+
+def _bool(params: dict[str, str], name: str) -> bool:
+    value = params.get(name, "false")
+    if value not in ("true", "false"):
+        raise ApiFailure(400, "INVALID_PARAMETER_VALUE", f"Invalid value for {name}: {value!r}")
+    return value == "true"
+
+
+def _int_param(params: dict[str, str], name: str, default: int | None = None) -> int | None:
+    if name not in params:
+        return default
+    try:
+        return int(params[name])
+    except ValueError:
+        raise ApiFailure(400, "INVALID_PARAMETER_VALUE", f"Invalid value for {name}") from None
+
+
+def _encode_cursor(run: SimRun) -> str:
+    raw = json.dumps([run.start_ms, run.run_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(token: str) -> tuple[int, int]:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        start, run_id = json.loads(base64.urlsafe_b64decode(padded))
+        return int(start), int(run_id)
+    except Exception:
+        raise ApiFailure(400, "INVALID_PARAMETER_VALUE", "Invalid page token") from None
+
+
+class SimServer:
+    """The simulated workspace served over HTTP on 127.0.0.1; ``url`` and ``token`` to use it."""
+
+    def __init__(self, model: SimWorkspace | None = None, port: int = 0, token: str | None = None) -> None:
+        self.model = model or SimWorkspace()
+        self.token = token or "dapi-sim-" + secrets.token_hex(16)
+        self.tokens = {self.token}
+        self.stats = SimStats()
+        self.faults: list[FaultRule] = []
+        self.fault_rate = 0.0
+        self._rng = random.Random(self.model.config.seed)
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="simulator", daemon=True)
+
+    def start(self) -> SimServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> SimServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def add_faults(self, *rules: FaultRule) -> None:
+        with self._lock:
+            self.faults.extend(rules)
+
+    def take_fault(self, path: str) -> FaultRule | None:
+        with self._lock:
+            for rule in self.faults:
+                if rule.count > 0 and path.startswith(rule.path_prefix):
+                    rule.count -= 1
+                    self.stats.faults[str(rule.status)] += 1
+                    return rule
+            self.faults = [r for r in self.faults if r.count > 0]
+            if self.fault_rate and path.startswith("/api/") and self._rng.random() < self.fault_rate:
+                status = self._rng.choice((429, 500, 503))
+                self.stats.faults[str(status)] += 1
+                return FaultRule(status=status, retry_after=0 if status == 429 else None)
+        return None
+
+    def count(self, path: str) -> None:
+        with self._lock:
+            self.stats.requests[path] += 1
+
+    def requests_total(self) -> int:
+        with self._lock:
+            return sum(self.stats.requests.values())
+
+    # --- API endpoints ---------------------------------------------------------------------
+
+    def api(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        m = self.model
+        now = m.clock.now_ms()
+        if path in ("/api/2.2/jobs/runs/list", "/api/2.1/jobs/runs/list"):
+            return self._runs_list(params, now)
+        if path in ("/api/2.2/jobs/runs/get", "/api/2.1/jobs/runs/get"):
+            run_id = _int_param(params, "run_id")
+            run = m.find_run(run_id) if run_id is not None else None
+            if run is None:
+                raise ApiFailure(404, "RESOURCE_DOES_NOT_EXIST", f"Run {run_id} does not exist.")
+            return m.run_json(run, now, self.url, expand_tasks=True)
+        if path in ("/api/2.2/jobs/list", "/api/2.1/jobs/list"):
+            return {"jobs": [{"job_id": j.job_id, "settings": {"name": j.name}} for j in m.jobs], "has_more": False}
+        if path == "/api/2.0/instance-pools/list":
+            return {"instance_pools": m.pools_json()}
+        if path == "/api/2.0/instance-pools/get":
+            for pool in m.pools_json():
+                if pool["instance_pool_id"] == params.get("instance_pool_id"):
+                    return pool
+            raise ApiFailure(400, "INVALID_PARAMETER_VALUE", "Instance pool does not exist")
+        raise ApiFailure(404, "ENDPOINT_NOT_FOUND", f"No API found for 'GET {path}'")
+
+    def _runs_list(self, params: dict[str, str], now: int) -> dict[str, Any]:
+        m = self.model
+        limit = _int_param(params, "limit", 20)
+        assert limit is not None
+        if limit < 0 or limit > 25:
+            raise ApiFailure(400, "INVALID_PARAMETER_VALUE", "The limit field must be between 1 and 25.")
+        limit = limit or 25
+        active_only = _bool(params, "active_only")
+        completed_only = _bool(params, "completed_only")
+        if active_only and completed_only:
+            raise ApiFailure(400, "INVALID_PARAMETER_VALUE",
+                             "active_only and completed_only cannot both be true.")
+        expand = _bool(params, "expand_tasks")
+        lo = _int_param(params, "start_time_from", 0) or 0
+        hi = _int_param(params, "start_time_to", now) or now
+        job_id = _int_param(params, "job_id")
+        if active_only:
+            lo = max(lo, now - m.max_duration_ms)
+        cursor = _decode_cursor(params["page_token"]) if params.get("page_token") else None
+        page: list[SimRun] = []
+        more = False
+        for run in m.runs_desc(lo, hi, cursor, job_id):
+            done = now >= run.end_ms
+            if (active_only and done) or (completed_only and not done):
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(run)
+        body: dict[str, Any] = {"runs": [m.run_json(r, now, self.url, expand) for r in page], "has_more": more}
+        if more:
+            body["next_page_token"] = _encode_cursor(page[-1])
+        if cursor is not None:
+            body["prev_page_token"] = params["page_token"]
+        if not page:
+            del body["runs"]  # the real API omits empty lists
+        return body
+
+    def control(self, method: str, path: str, payload: dict[str, Any], params: dict[str, str]) -> Any:
+        m = self.model
+        if path == "/sim/truth":
+            after = _int_param(params, "after_ms", 0) or 0
+            return m.truth(after, _int_param(params, "until_ms"))
+        if path == "/sim/stats":
+            with self._lock:
+                requests = dict(self.stats.requests)
+                faults = dict(self.stats.faults)
+            return {"requests": requests, "faults": faults, "now_ms": m.clock.now_ms(),
+                    "active": m.active_count(), "history": m.history_size(), "stop_ms": m.stop_ms}
+        if path == "/sim/stop" and method == "POST":
+            m.stop_ms = m.clock.now_ms()
+            return {"stop_ms": m.stop_ms}
+        if path == "/sim/faults" and method == "POST":
+            self.add_faults(*(FaultRule(**rule) for rule in payload.get("rules", [])))
+            if "rate" in payload:
+                self.fault_rate = float(payload["rate"])
+            return {"queued": len(self.faults), "rate": self.fault_rate}
+        if path == "/sim/pools/delete" and method == "POST":
+            m.deleted_pools.add(str(payload.get("pool_id")))
+            return {"deleted": sorted(m.deleted_pools)}
+        raise ApiFailure(404, "ENDPOINT_NOT_FOUND", f"No simulator control at {method} {path}")
+
+
+def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            log.debug("simulator: " + format, *args)
+
+        def do_GET(self) -> None:
+            self._handle("GET")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+        def _handle(self, method: str) -> None:
+            parts = urlsplit(self.path)
+            params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                if parts.path.startswith("/sim/"):
+                    payload = json.loads(raw or b"{}")
+                    self._json(200, server.control(method, parts.path, payload, params))
+                    return
+                server.count(parts.path)
+                if server.model.config.latency_ms:
+                    time.sleep(server.model.config.latency_ms / 1000.0)
+                if self.headers.get("Authorization", "") not in {f"Bearer {t}" for t in server.tokens}:
+                    raise ApiFailure(401, "UNAUTHENTICATED", "Invalid access token.")
+                fault = server.take_fault(parts.path)
+                if fault is not None:
+                    self._fault(fault)
+                    return
+                if method != "GET":
+                    raise ApiFailure(405, "METHOD_NOT_ALLOWED", f"{method} not allowed")
+                self._json(200, server.api(parts.path, params))
+            except ApiFailure as exc:
+                self._json(exc.status, {"error_code": exc.error_code, "message": exc.message})
+            except (ConnectionError, BrokenPipeError):
+                pass
+
+        def _fault(self, rule: FaultRule) -> None:
+            if rule.delay:
+                time.sleep(rule.delay)
+            headers = {}
+            if rule.retry_after is not None:
+                headers["Retry-After"] = str(int(rule.retry_after))
+            if rule.body == "html":
+                data = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+                self._send(rule.status, data, "text/html", headers)
+            elif rule.body == "truncated":
+                self._send(rule.status, b'{"runs": [{"run_id": 1, "sta', "application/json", headers)
+            elif rule.body == "empty":
+                self._send(rule.status, b"", "application/json", headers)
+            else:
+                code = {429: "REQUEST_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE"}.get(rule.status, "INTERNAL_ERROR")
+                data = json.dumps({"error_code": code, "message": f"simulated {rule.status}"}).encode()
+                self._send(rule.status, data, "application/json", headers)
+
+        def _json(self, status: int, body: Any) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json", {})
+
+        def _send(self, status: int, data: bytes, content_type: str, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler

@@ -1,0 +1,92 @@
+"""One workspace's parts wired together: auth → client → collectors, and their health."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from exporter.auth import DatabricksAuth, describe
+from exporter.client import ApiError, DatabricksClient
+from exporter.collectors.pools import PoolsCollector
+from exporter.collectors.runs import RunsCollector
+from exporter.config import Settings, WorkspaceConfig
+from exporter.health import WorkspaceHealth
+from exporter.state import RunLedger
+
+log = logging.getLogger(__name__)
+
+
+class Workspace:
+    """A workspace's collectors and health; ``collect(name)`` is what the scheduler runs."""
+
+    def __init__(
+        self,
+        config: WorkspaceConfig,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = config.name
+        self.health = WorkspaceHealth()
+        self.clock = clock
+        auth = DatabricksAuth(config, self.health)
+        self.client = DatabricksClient(
+            config.name,
+            config.host,
+            auth,
+            self.health,
+            timeout=settings.timeout_seconds,
+            max_retries=settings.max_retries,
+            max_pages=settings.max_pages,
+        )
+        now_ms = int(clock() * 1000)
+        ledger = RunLedger.starting_at(
+            now_ms,
+            lookback_ms=int(settings.lookback_hours * 3600 * 1000),
+            overlap_ms=int(settings.overlap_seconds * 1000),
+        )
+        self.runs = RunsCollector(self.client, ledger, clock_ms=lambda: int(self.clock() * 1000))
+        self.pools = PoolsCollector(self.client)
+        self._succeeded: set[str] = set()
+        self._lock = threading.Lock()
+        if config.token:
+            log.warning(
+                "workspace %s: authenticating with a personal access token; prefer a service "
+                "principal or managed identity",
+                self.name,
+            )
+        else:
+            log.info("workspace %s: authenticating with %s", self.name, describe(config))
+
+    @property
+    def collectors(self) -> tuple[RunsCollector | PoolsCollector, ...]:
+        return (self.runs, self.pools)
+
+    @property
+    def ready(self) -> bool:
+        """True once every collector has completed one collection."""
+        return self._succeeded >= {c.name for c in self.collectors}
+
+    def collect(self, name: str) -> bool:
+        """Run one collector once; log and record failures, never raise."""
+        collector = self.runs if name == "runs" else self.pools
+        started = time.monotonic()
+        ok = False
+        try:
+            count = collector.collect()
+            ok = True
+            log.debug("workspace %s: %s collection ok (%d)", self.name, name, count)
+        except ApiError as exc:
+            log.error("%s (collector %s)", exc, name)
+        except Exception:  # the process must outlive any bug in one collection
+            log.exception("workspace %s: %s collection failed unexpectedly", self.name, name)
+        duration = time.monotonic() - started
+        self.health.record_collection(name, ok, duration, self.clock())
+        if ok:
+            with self._lock:
+                self._succeeded.add(name)
+        return ok
+
+    def close(self) -> None:
+        self.client.close()
