@@ -90,6 +90,8 @@ class SimConfig:
     multi_task_rate: float = 0.4
     pools: int = 3
     workspace_id: int = 1234567890123456
+    # What run_page_url points at: a realistic, fixed workspace URL (not the loopback port).
+    public_host: str = "https://adb-1234567890123456.7.azuredatabricks.net"
     latency_ms: float = 0.0
 
 
@@ -290,9 +292,6 @@ class SimWorkspace:
         return [(key, "SUCCESS") for key in keys]
 
     # --- API shapes ------------------------------------------------------------------------
-
-    def base_url(self, host: str) -> str:
-        return host.rstrip("/")
 
     def run_json(self, run: SimRun, now: int, host: str, expand_tasks: bool) -> dict[str, Any]:
         done = now >= run.end_ms
@@ -535,7 +534,7 @@ class SimServer:
             run = m.find_run(run_id) if run_id is not None else None
             if run is None:
                 raise ApiFailure(404, "RESOURCE_DOES_NOT_EXIST", f"Run {run_id} does not exist.")
-            return m.run_json(run, now, self.url, expand_tasks=True)
+            return m.run_json(run, now, m.config.public_host, expand_tasks=True)
         if path in ("/api/2.2/jobs/list", "/api/2.1/jobs/list"):
             return {"jobs": [{"job_id": j.job_id, "settings": {"name": j.name}} for j in m.jobs], "has_more": False}
         if path == "/api/2.0/instance-pools/list":
@@ -576,7 +575,7 @@ class SimServer:
                 more = True
                 break
             page.append(run)
-        body: dict[str, Any] = {"runs": [m.run_json(r, now, self.url, expand) for r in page], "has_more": more}
+        body: dict[str, Any] = {"runs": [m.run_json(r, now, m.config.public_host, expand) for r in page], "has_more": more}
         if more:
             body["next_page_token"] = _encode_cursor(page[-1])
         if cursor is not None:

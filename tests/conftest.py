@@ -1,0 +1,152 @@
+"""Shared fixtures: the loopback simulator and a real exporter process pointed at it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.simulator import SimConfig, SimServer, SimWorkspace
+
+# Fast jobs: runs start every 1-3 s and last 0.2-1.5 s, so a test sees dozens end in seconds.
+FAST = SimConfig(
+    seed=11,
+    jobs=8,
+    history_hours=0.05,
+    period_seconds=(1.0, 3.0),
+    duration_seconds=(0.2, 1.5),
+    fail_rate=0.25,
+    long_run_rate=0.0,
+    pools=3,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., SimServer]]:
+    """Start simulators on loopback (stopped at teardown); kwargs override FAST."""
+    started: list[SimServer] = []
+
+    def make(**overrides: Any) -> SimServer:
+        config = SimConfig(**{**FAST.__dict__, **overrides})
+        server = SimServer(SimWorkspace(config)).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[SimServer]:
+    """A shared simulator for tests that only read (never stop or inject faults)."""
+    with SimServer(SimWorkspace(FAST)) as server:
+        yield server
+
+
+class ExporterProcess:
+    """`python -m exporter` as a child process, with its stderr captured to a file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "AZURE_"))}
+        full_env.update(env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "exporter", "--listen-address", "127.0.0.1", "--port", str(self.port), *args],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        self._wait(lambda: requests.get(self.url + "/healthz", timeout=1).status_code == 200, timeout, "healthy")
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        self._wait(lambda: requests.get(self.url + "/readyz", timeout=1).status_code == 200, timeout, "ready")
+
+    def _wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exporter exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if check():
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"exporter not {what} after {timeout}s:\n{self.output()}")
+
+    def metrics_text(self) -> str:
+        response = requests.get(self.url + "/metrics", timeout=5)
+        response.raise_for_status()
+        return response.text
+
+    def samples(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        return parse_samples(self.metrics_text())
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def parse_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return out
+
+
+def select(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str) -> dict[frozenset[tuple[str, str]], float]:
+    return {labels: value for (n, labels), value in samples.items() if n == name}
+
+
+@pytest.fixture
+def exporter(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
+    """Start real exporter processes; all are stopped at teardown."""
+    procs: list[ExporterProcess] = []
+
+    def start(args: list[str] | None = None, env: dict[str, str] | None = None) -> ExporterProcess:
+        proc = ExporterProcess(args or [], env or {}, tmp_path / f"exporter-{len(procs)}.log")
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.stop()
+
+
+def sim_env(server: SimServer, **extra: str) -> dict[str, str]:
+    return {"DATABRICKS_HOST": server.url, "DATABRICKS_TOKEN": server.token, **extra}

@@ -1,0 +1,220 @@
+"""The real exporter process against the loopback simulator: exact counts, faults, lifecycle."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+
+from conftest import ExporterProcess, parse_samples, select, sim_env
+from exporter.simulator import FaultRule, SimServer
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
+
+
+def exported_runs(proc: ExporterProcess) -> dict[tuple[str, str, str], float]:
+    series = select(proc.samples(), "databricks_job_runs_total")
+    return {(d["job_id"], d["job_name"], d["result_state"]): v for d, v in ((dict(k), v) for k, v in series.items())}
+
+
+def exported_tasks(proc: ExporterProcess) -> dict[tuple[str, str, str, str], float]:
+    series = select(proc.samples(), "databricks_task_runs_total")
+    return {
+        (d["job_id"], d["job_name"], d["task_key"], d["result_state"]): v
+        for d, v in ((dict(k), v) for k, v in series.items())
+    }
+
+
+def baseline_ms(proc: ExporterProcess) -> int:
+    (value,) = select(proc.samples(), "databricks_exporter_baseline_timestamp_seconds").values()
+    return round(value * 1000)
+
+
+def truth(server: SimServer, after_ms: int) -> tuple[dict, dict]:
+    t = server.model.truth(after_ms)
+    runs = {(r["job_id"], r["job_name"], r["result_state"]): float(r["count"]) for r in t["runs"]}
+    tasks = {
+        (r["job_id"], r["job_name"], r["task_key"], r["result_state"]): float(r["count"]) for r in t["tasks"]
+    }
+    return runs, tasks
+
+
+def drain(server: SimServer) -> None:
+    """Stop new runs and wait until every started run has ended."""
+    requests.post(server.url + "/sim/stop", json={}, timeout=5).raise_for_status()
+    wait_for(lambda: server.model.active_count() == 0, 30, "simulated runs to finish")
+
+
+def assert_counts_match_truth(proc: ExporterProcess, server: SimServer) -> dict:
+    base = baseline_ms(proc)
+    want_runs, want_tasks = truth(server, base)
+    assert sum(want_runs.values()) >= 10, "the simulator should have ended runs during the test"
+    wait_for(lambda: exported_runs(proc) == want_runs, 20, "exported run counts to equal the truth")
+    assert exported_tasks(proc) == want_tasks
+    # A few more cycles must not count anything twice.
+    time.sleep(3)
+    assert exported_runs(proc) == want_runs
+    return want_runs
+
+
+def test_every_run_is_counted_exactly_once(make_sim, exporter):
+    server = make_sim()
+    proc = exporter(["--interval", "1"], sim_env(server))
+    proc.wait_ready()
+    time.sleep(6)
+    drain(server)
+    want = assert_counts_match_truth(proc, server)
+    results = {result for (_, _, result) in want}
+    assert "SUCCESS" in results and results & {"FAILED", "TIMEDOUT"}
+    samples = proc.samples()
+    hist_count = sum(select(samples, "databricks_job_run_duration_seconds_count").values())
+    assert hist_count == sum(want.values())
+    assert not select(samples, "databricks_job_runs_active"), "no run is active after the drain"
+
+
+def test_counts_stay_exact_with_429_and_5xx_injected(make_sim, exporter):
+    server = make_sim()
+    proc = exporter(["--interval", "1"], sim_env(server))
+    proc.wait_ready()
+    server.add_faults(
+        FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=429, retry_after=1, count=2),
+        FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=503, count=2),
+        FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=502, count=1, body="html"),
+    )
+    server.fault_rate = 0.15
+    time.sleep(6)
+    drain(server)
+    server.fault_rate = 0.0
+    assert_counts_match_truth(proc, server)
+    retries = select(proc.samples(), "databricks_exporter_api_retries_total")
+    reasons = {dict(k)["reason"] for k in retries}
+    assert {"429", "503"} <= reasons
+    assert sum(server.stats.faults.values()) >= 5
+
+
+def test_ready_only_after_first_collection_and_serves_contract_families(make_sim, exporter):
+    server = make_sim(latency_ms=300)
+    proc = exporter(["--interval", "5"], sim_env(server))
+    proc.wait_healthy()
+    assert requests.get(proc.url + "/readyz", timeout=2).status_code == 503
+    proc.wait_ready()
+    names = {name for name, _ in proc.samples()}
+    for family in (
+        "databricks_job_last_run_failed",
+        "databricks_job_last_run_info",
+        "databricks_job_last_run_end_timestamp_seconds",
+        "databricks_job_last_run_duration_seconds",
+        "databricks_instance_pool_idle_instances",
+        "databricks_instance_pool_used_instances",
+        "databricks_instance_pool_max_capacity",
+        "databricks_instance_pool_info",
+        "databricks_exporter_collection_success",
+        "databricks_exporter_last_success_timestamp_seconds",
+        "databricks_exporter_api_requests_total",
+        "databricks_exporter_token_requests_total",
+    ):
+        assert family in names, family
+    landing = requests.get(proc.url + "/", timeout=2).text
+    assert "/metrics" in landing and "/readyz" in landing
+
+
+def test_rejected_token_reports_failure_and_keeps_serving(make_sim, exporter):
+    server = make_sim()
+    proc = exporter(["--interval", "1"], {"DATABRICKS_HOST": server.url, "DATABRICKS_TOKEN": "dapi-wrong-token-123"})
+    proc.wait_healthy()
+    wait_for(
+        lambda: select(proc.samples(), "databricks_exporter_collection_success"),
+        10,
+        "a failed collection",
+    )
+    success = {dict(k)["collector"]: v for k, v in select(proc.samples(), "databricks_exporter_collection_success").items()}
+    assert success == {"runs": 0.0, "pools": 0.0}
+    assert requests.get(proc.url + "/readyz", timeout=2).status_code == 503
+    log = proc.output()
+    assert "401 UNAUTHENTICATED" in log and "check the credentials" in log
+    assert "Traceback" not in log
+    assert "dapi-wrong-token-123" not in log
+    assert proc.proc.poll() is None
+
+
+def test_recovers_after_malformed_responses(make_sim, exporter):
+    server = make_sim()
+    server.add_faults(FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=200, body="truncated", count=2))
+    proc = exporter(["--interval", "1"], sim_env(server))
+    proc.wait_ready(30)
+    assert "expected a JSON object" in proc.output()
+    time.sleep(3)
+    drain(server)
+    assert_counts_match_truth(proc, server)
+
+
+def test_pool_deleted_in_the_workspace_disappears_from_metrics(make_sim, exporter):
+    server = make_sim()
+    proc = exporter(["--interval", "1"], sim_env(server))
+    proc.wait_ready()
+    pools = {dict(k)["pool_id"] for k in select(proc.samples(), "databricks_instance_pool_info")}
+    assert len(pools) == 3
+    victim = sorted(pools)[1]
+    requests.post(server.url + "/sim/pools/delete", json={"pool_id": victim}, timeout=5)
+    wait_for(
+        lambda: victim not in {dict(k)["pool_id"] for k in select(proc.samples(), "databricks_instance_pool_info")},
+        10,
+        "the deleted pool to vanish",
+    )
+    text = proc.metrics_text()
+    assert victim not in text
+
+
+def test_sigterm_stops_promptly_with_exit_code_0(make_sim, exporter):
+    server = make_sim()
+    proc = exporter(["--interval", "1"], sim_env(server))
+    proc.wait_ready()
+    started = time.monotonic()
+    code = proc.stop(signal.SIGTERM)
+    assert code == 0
+    assert time.monotonic() - started < 10
+    assert "shutting down" in proc.output()
+
+
+def test_debug_logging_never_prints_the_token(make_sim, exporter):
+    server = make_sim()
+    proc = exporter(["--interval", "1", "--log-level", "DEBUG"], sim_env(server))
+    proc.wait_ready()
+    text = proc.metrics_text()
+    proc.stop()
+    output = proc.output()
+    assert "GET /api/2.2/jobs/runs/list" in output or "runs/list" in output  # DEBUG really is on
+    assert server.token not in output
+    assert server.token not in text
+
+
+def test_simulate_flag_serves_a_demo_workspace(exporter):
+    proc = exporter(["--simulate", "--interval", "2"])
+    proc.wait_ready(60)
+    samples = proc.samples()
+    workspaces = {dict(k)["workspace"] for k in select(samples, "databricks_job_last_run_info")}
+    assert workspaces == {"simulated"}
+    assert len(select(samples, "databricks_job_last_run_info")) == 20
+
+
+def test_metrics_parse_as_openmetrics_on_negotiation(sim, exporter):
+    proc = exporter(["--interval", "5"], sim_env(sim))
+    proc.wait_ready()
+    response = requests.get(
+        proc.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}, timeout=5
+    )
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    assert response.text.rstrip().endswith("# EOF")
+    assert parse_samples(requests.get(proc.url + "/metrics", timeout=5).text)
