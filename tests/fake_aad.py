@@ -1,0 +1,132 @@
+"""A fake Entra ID (Azure AD) token endpoint over TLS on loopback, with its own test CA."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+import ssl
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, cert.pem, key.pem)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "exporter test CA")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                    x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path, cert_path, key_path = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return ca_path, cert_path, key_path
+
+
+class FakeAAD:
+    """Serves openid-configuration and the v2.0 token endpoint; counts token requests."""
+
+    def __init__(self, directory: Path, client_secret: str, expires_in: int = 3600,
+                 on_token: Callable[[str], None] | None = None) -> None:
+        self.ca_path, cert, key = make_tls_files(directory)
+        self.client_secret = client_secret
+        self.expires_in = expires_in
+        self.on_token = on_token
+        self.token_requests: list[dict[str, str]] = []
+        self.fail_next = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeAAD:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        aad = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _json(self, status: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                parts = self.path.strip("/").split("/")
+                tenant = parts[0]
+                if self.path.endswith("/v2.0/.well-known/openid-configuration"):
+                    base = f"{aad.url}/{tenant}"
+                    self._json(200, {
+                        "token_endpoint": f"{base}/oauth2/v2.0/token",
+                        "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                        "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                        "issuer": f"{base}/v2.0",
+                        "tenant_region_scope": None,
+                    })
+                else:
+                    self._json(404, {"error": "not_found"})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = {k: v[-1] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+                if not self.path.endswith("/oauth2/v2.0/token"):
+                    self._json(404, {"error": "not_found"})
+                    return
+                aad.token_requests.append(form)
+                if aad.fail_next > 0:
+                    aad.fail_next -= 1
+                    self._json(503, {"error": "temporarily_unavailable", "error_description": "AAD is down"})
+                    return
+                if form.get("client_secret") != aad.client_secret:
+                    self._json(401, {"error": "invalid_client",
+                                     "error_description": "AADSTS7000215: Invalid client secret provided."})
+                    return
+                token = "eyJ0eXAiOiJKV1Qi." + secrets.token_urlsafe(24)
+                if aad.on_token:
+                    aad.on_token(token)
+                self._json(200, {"token_type": "Bearer", "expires_in": aad.expires_in,
+                                 "ext_expires_in": aad.expires_in, "access_token": token})
+
+        return Handler

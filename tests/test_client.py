@@ -1,0 +1,165 @@
+"""The client's edge cases (requests-mock) and its retries over real sockets (simulator)."""
+
+from __future__ import annotations
+
+import pytest
+import requests_mock as rm
+
+from exporter.auth import DatabricksAuth
+from exporter.client import POOLS_LIST, RUNS_GET, RUNS_LIST, ApiError, DatabricksClient
+from exporter.config import WorkspaceConfig
+from exporter.health import WorkspaceHealth
+from exporter.simulator import FaultRule
+
+HOST = "https://adb-1.2.azuredatabricks.net"
+
+
+def make_client(host: str = HOST, token: str = "dapi-test-token", **kw) -> DatabricksClient:
+    health = WorkspaceHealth()
+    auth = DatabricksAuth(WorkspaceConfig(name="t", host=host, token=token), health)
+    kw.setdefault("backoff_factor", 0.01)
+    return DatabricksClient("t", host, auth, health, **kw)
+
+
+def test_list_runs_sends_lowercase_booleans_limit_25_and_follows_pages(requests_mock: rm.Mocker):
+    requests_mock.get(
+        HOST + RUNS_LIST,
+        [
+            {"json": {"runs": [{"run_id": 1}, {"run_id": 2}], "has_more": True, "next_page_token": "p2"}},
+            {"json": {"runs": [{"run_id": 2}, {"run_id": 3}], "has_more": False}},
+        ],
+    )
+    runs = make_client().list_runs(completed_only=True, start_time_from=123, expand_tasks=True)
+    assert sorted(r["run_id"] for r in runs) == [1, 2, 3]  # the duplicate across pages is kept once
+    first, second = requests_mock.request_history
+    assert first.qs == {"limit": ["25"], "expand_tasks": ["true"], "completed_only": ["true"], "start_time_from": ["123"]}
+    assert second.qs["page_token"] == ["p2"]
+    assert first.headers["Authorization"] == "Bearer dapi-test-token"
+
+
+def test_a_page_token_that_repeats_stops_pagination(requests_mock: rm.Mocker):
+    requests_mock.get(HOST + RUNS_LIST, json={"runs": [{"run_id": 1}], "has_more": True, "next_page_token": "same"})
+    with pytest.raises(ApiError, match="page token repeated"):
+        make_client().list_runs()
+    assert requests_mock.call_count == 2
+
+
+def test_endless_distinct_page_tokens_stop_at_max_pages(requests_mock: rm.Mocker):
+    counter = iter(range(10**6))
+    requests_mock.get(
+        HOST + RUNS_LIST,
+        json=lambda req, ctx: {"runs": [], "has_more": True, "next_page_token": f"t{next(counter)}"},
+    )
+    with pytest.raises(ApiError, match="more than 50 pages"):
+        make_client(max_pages=50).list_runs()
+    assert requests_mock.call_count == 50
+
+
+def test_api_error_body_is_in_the_message(requests_mock: rm.Mocker):
+    requests_mock.get(HOST + RUNS_LIST, status_code=403,
+                      json={"error_code": "PERMISSION_DENIED", "message": "User is not authorized"})
+    with pytest.raises(ApiError) as info:
+        make_client().list_runs()
+    text = str(info.value)
+    assert "workspace t: GET /api/2.2/jobs/runs/list 403 PERMISSION_DENIED: User is not authorized" in text
+    assert "Can View" in text
+    assert info.value.status == 403
+
+
+def test_html_error_page_gives_a_short_clear_error(requests_mock: rm.Mocker):
+    requests_mock.get(HOST + POOLS_LIST, status_code=400, text="<html><body>Bad things</body></html>",
+                      headers={"Content-Type": "text/html"})
+    with pytest.raises(ApiError, match="400 <html><body>Bad things"):
+        make_client().list_pools()
+
+
+def test_malformed_json_with_200_is_an_error_not_empty_data(requests_mock: rm.Mocker):
+    requests_mock.get(HOST + RUNS_LIST, text='{"runs": [', headers={"Content-Type": "application/json"})
+    with pytest.raises(ApiError, match="expected a JSON object"):
+        make_client().list_runs()
+
+
+def test_non_list_runs_field_is_an_error(requests_mock: rm.Mocker):
+    requests_mock.get(HOST + RUNS_LIST, json={"runs": {"oops": 1}, "has_more": False})
+    with pytest.raises(ApiError, match="'runs' is not a list"):
+        make_client().list_runs()
+
+
+def test_missing_runs_field_means_no_runs(requests_mock: rm.Mocker):
+    requests_mock.get(HOST + RUNS_LIST, json={"has_more": False})
+    assert make_client().list_runs(active_only=True) == []
+
+
+def test_run_that_no_longer_exists_is_none(requests_mock: rm.Mocker):
+    requests_mock.get(HOST + RUNS_GET, status_code=400,
+                      json={"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Run 7 does not exist."})
+    assert make_client().get_run(7) is None
+
+
+def test_get_run_follows_task_pages(requests_mock: rm.Mocker):
+    requests_mock.get(
+        HOST + RUNS_GET,
+        [
+            {"json": {"run_id": 7, "tasks": [{"task_key": "a"}], "next_page_token": "n"}},
+            {"json": {"run_id": 7, "tasks": [{"task_key": "b"}]}},
+        ],
+    )
+    run = make_client().get_run(7)
+    assert run is not None and [t["task_key"] for t in run["tasks"]] == ["a", "b"]
+
+
+def test_requests_are_counted_by_endpoint_and_status(requests_mock: rm.Mocker):
+    requests_mock.get(HOST + POOLS_LIST, json={"instance_pools": []})
+    client = make_client()
+    client.list_pools()
+    client.list_pools()
+    assert client.health.snapshot().requests == {(POOLS_LIST, "200"): 2}
+
+
+# --- over real sockets, against the simulator -------------------------------------------------
+
+
+def test_429_with_retry_after_is_retried_and_counted(make_sim):
+    server = make_sim()
+    server.add_faults(FaultRule(path_prefix=POOLS_LIST, status=429, retry_after=1, count=2))
+    client = make_client(server.url, server.token)
+    pools = client.list_pools()
+    assert len(pools) == 3
+    snap = client.health.snapshot()
+    assert snap.retries == {(POOLS_LIST, "429"): 2}
+    assert snap.requests == {(POOLS_LIST, "200"): 1}
+    assert server.stats.requests[POOLS_LIST] == 3
+
+
+def test_5xx_beyond_the_retry_budget_raises_with_the_status(make_sim):
+    server = make_sim()
+    server.add_faults(FaultRule(path_prefix=POOLS_LIST, status=503, count=10))
+    client = make_client(server.url, server.token, max_retries=2)
+    with pytest.raises(ApiError, match="503 TEMPORARILY_UNAVAILABLE"):
+        client.list_pools()
+    assert server.stats.requests[POOLS_LIST] == 3  # one try and two retries: bounded
+
+
+def test_a_stalled_response_times_out_and_is_retried(make_sim):
+    server = make_sim()
+    server.add_faults(FaultRule(path_prefix=POOLS_LIST, status=200, delay=2.0, count=1))
+    client = make_client(server.url, server.token, timeout=0.5)
+    assert len(client.list_pools()) == 3
+    assert client.health.snapshot().retries == {(POOLS_LIST, "timeout"): 1}
+
+
+def test_a_workspace_that_is_down_gives_a_clear_error(make_sim):
+    server = make_sim()
+    url = server.url
+    server.stop()
+    client = make_client(url, "dapi-x", max_retries=1)
+    with pytest.raises(ApiError, match="workspace t: GET /api/2.0/instance-pools/list"):
+        client.list_pools()
+    assert client.health.snapshot().requests == {(POOLS_LIST, "error"): 1}
+
+
+def test_simulator_refuses_limit_above_25_like_the_api(make_sim):
+    server = make_sim()
+    client = make_client(server.url, server.token)
+    with pytest.raises(ApiError, match="400 INVALID_PARAMETER_VALUE"):
+        client.get(RUNS_LIST, {"limit": 26})

@@ -1,0 +1,115 @@
+"""Configuration: every bad value is one clear line and exit code 2; secrets are masked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, load_settings
+
+HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        ([], {}, "DATABRICKS_HOST"),
+        ([], {"DATABRICKS_HOST": "http://adb-1.azuredatabricks.net"}, "http:// is refused"),
+        (["--interval", "0"], {"DATABRICKS_HOST": HOST}, "--interval"),
+        (["--interval", "soon"], {"DATABRICKS_HOST": HOST}, "--interval"),
+        (["--port", "70000"], {"DATABRICKS_HOST": HOST}, "--port"),
+        (["--log-level", "LOUD"], {"DATABRICKS_HOST": HOST}, "--log-level"),
+        (["--config", "/nonexistent/workspaces.yaml"], {}, "--config"),
+    ],
+)
+def test_bad_configuration_exits_2_with_one_line(args, env, names):
+    result = run_cli(*args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert names in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_yaml_names_the_file_and_line(tmp_path: Path):
+    config = tmp_path / "ws.yaml"
+    config.write_text("workspaces:\n  - name: prod\n    host: [unclosed\n")
+    result = run_cli("--config", str(config))
+    assert result.returncode == 2
+    assert "not valid YAML at line" in result.stderr and str(config) in result.stderr
+
+
+def test_http_is_allowed_for_loopback_hosts():
+    for host in ("http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:9"):
+        settings = load_settings([], {"DATABRICKS_HOST": host})
+        assert settings.workspaces[0].host == host
+
+
+def test_defaults_follow_the_contract():
+    settings = load_settings([], {"DATABRICKS_HOST": HOST + "/"})
+    assert (settings.listen_address, settings.port, settings.interval) == ("0.0.0.0", 9180, 60.0)
+    ws = settings.workspaces[0]
+    assert ws.host == HOST
+    assert ws.name == "adb-1234567890123456"
+
+
+def test_yaml_lists_several_workspaces_with_secrets_from_env(tmp_path: Path):
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        f"""
+interval: 30
+lookback_hours: 6
+workspaces:
+  - name: prod
+    host: {HOST}
+    client_id: 00000000-0000-0000-0000-000000000001
+    tenant_id: 00000000-0000-0000-0000-0000000000aa
+    client_secret_env: PROD_SECRET
+  - name: dev
+    host: https://adb-2.8.azuredatabricks.net
+    token_env: DEV_PAT
+"""
+    )
+    env = {"PROD_SECRET": "s3cret-value", "DEV_PAT": "dapi0123456789"}
+    settings = load_settings(["--config", str(config), "--interval", "20"], env)
+    assert settings.interval == 20.0  # the flag wins over the file
+    assert settings.lookback_hours == 6.0
+    prod, dev = settings.workspaces
+    assert (prod.name, prod.client_secret, dev.name, dev.token) == ("prod", "s3cret-value", "dev", "dapi0123456789")
+    shown = repr(settings)
+    assert "s3cret-value" not in shown and "dapi0123456789" not in shown and "***" in shown
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("workspaces: []\n", "non-empty list"),
+        ("workspaces:\n  - host: https://a.azuredatabricks.net\n", "workspaces[0].name: missing"),
+        ("workspaces:\n  - name: a\n", "workspaces[0].host"),
+        ("workspaces:\n  - name: a\n    host: https://a.b\n    colour: red\n", "unknown key(s) colour"),
+        ("workspaces:\n  - name: a\n    host: https://a.b\n  - name: a\n    host: https://c.d\n", "duplicate"),
+        ("workspaces:\n  - name: a\n    host: https://a.b\n    token_env: NOPE\n", "NOPE is not set"),
+        ("workspaces:\n  - name: 'bad name!'\n    host: https://a.b\n", "must be 1-64"),
+        ("intervall: 5\nworkspaces: []\n", "unknown setting(s) intervall"),
+        ("- just\n- a list\n", "must be a mapping"),
+    ],
+)
+def test_bad_yaml_content_names_the_setting(tmp_path: Path, text: str, message: str):
+    config = tmp_path / "ws.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match=r".*") as info:
+        load_settings(["--config", str(config)], {})
+    assert message in str(info.value)

@@ -1,0 +1,109 @@
+"""The incremental runs collector in-process against the simulator, on a hand-moved clock."""
+
+from __future__ import annotations
+
+from exporter.auth import DatabricksAuth
+from exporter.client import RUNS_GET, RUNS_LIST, ApiError, DatabricksClient
+from exporter.collectors.runs import RunsCollector
+from exporter.config import WorkspaceConfig
+from exporter.health import WorkspaceHealth
+from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
+from exporter.state import RunLedger
+
+MIN = 60_000
+
+
+def setup(config: SimConfig, lookback_hours: float = 1.0) -> tuple[SimServer, RunsCollector, SimClock]:
+    clock = SimClock()
+    clock.set(1_800_000_000.0)
+    server = SimServer(SimWorkspace(config, clock)).start()
+    health = WorkspaceHealth()
+    auth = DatabricksAuth(WorkspaceConfig(name="t", host=server.url, token=server.token), health)
+    client = DatabricksClient("t", server.url, auth, health, backoff_factor=0.01)
+    ledger = RunLedger.starting_at(clock.now_ms(), int(lookback_hours * 3600_000), 5 * MIN)
+    return server, RunsCollector(client, ledger, clock.now_ms), clock
+
+
+def counted(collector: RunsCollector) -> int:
+    return sum(collector.ledger.runs_total.values())
+
+
+def test_steady_state_cost_does_not_grow_with_history():
+    # 50 jobs, a run every 2-4 minutes, a week of history: ~25k runs.
+    config = SimConfig(seed=3, jobs=50, history_hours=168, period_seconds=(120, 240), duration_seconds=(30, 300))
+    server, collector, clock = setup(config, lookback_hours=1)
+    try:
+        assert server.model.history_size() > 20_000
+        collector.collect()
+        baseline = clock.now_ms()
+        costs = []
+        for _ in range(10):
+            clock.advance(60)
+            before = server.requests_total()
+            collector.collect()
+            costs.append(server.requests_total() - before)
+        truth = server.model.truth(baseline)
+        assert counted(collector) == sum(r["count"] for r in truth["runs"])
+        # Listing 6 minutes of runs (interval + overlap) of 50 jobs is 1-4 pages; active runs 1-2.
+        assert max(costs) <= 8, costs
+    finally:
+        server.stop()
+
+
+def test_runs_get_only_for_runs_that_left_the_active_list_and_started_before_the_window():
+    config = SimConfig(seed=5, jobs=6, history_hours=2, period_seconds=(600, 900), duration_seconds=(1500, 1800),
+                       long_run_rate=0.0, fail_rate=0.0)
+    server, collector, clock = setup(config)
+    try:
+        collector.collect()
+        baseline = clock.now_ms()
+        gets = 0
+        for _ in range(40):
+            clock.advance(60)
+            before = server.stats.requests[RUNS_GET]
+            collector.collect()
+            gets += server.stats.requests[RUNS_GET] - before
+        truth = sum(r["count"] for r in server.model.truth(baseline)["runs"])
+        assert counted(collector) == truth > 0
+        # Runs last 25-30 minutes: longer than interval + overlap, so each one that ended was
+        # fetched once with runs/get, and nothing else was.
+        assert gets == truth
+    finally:
+        server.stop()
+
+
+def test_failed_cycle_changes_nothing_and_next_cycle_catches_up():
+    config = SimConfig(seed=9, jobs=10, history_hours=1, period_seconds=(60, 120), duration_seconds=(10, 50))
+    server, collector, clock = setup(config)
+    try:
+        collector.collect()
+        baseline = clock.now_ms()
+        clock.advance(300)
+        server.add_faults(FaultRule(path_prefix=RUNS_LIST, status=500, count=100))
+        before = dict(collector.ledger.runs_total), collector.ledger.watermark_ms
+        try:
+            collector.collect()
+            raise AssertionError("collection should have failed")
+        except ApiError:
+            pass
+        assert (dict(collector.ledger.runs_total), collector.ledger.watermark_ms) == before
+        server.faults.clear()
+        clock.advance(600)  # a 15-minute outage in all
+        collector.collect()
+        truth = {(r["job_id"], r["job_name"], r["result_state"]): r["count"] for r in server.model.truth(baseline)["runs"]}
+        assert dict(collector.ledger.runs_total) == truth
+    finally:
+        server.stop()
+
+
+def test_startup_lookback_fills_last_run_of_every_job_without_counting():
+    config = SimConfig(seed=2, jobs=15, history_hours=3, period_seconds=(300, 900), duration_seconds=(10, 100))
+    server, collector, _ = setup(config, lookback_hours=2)
+    try:
+        collector.collect()
+        assert len(collector.ledger.last_runs) == 15
+        assert counted(collector) == 0
+        snap = collector.snapshot
+        assert snap is not None and len(snap.last_runs) == 15
+    finally:
+        server.stop()
