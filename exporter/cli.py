@@ -115,7 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     scheduler.start()
     log.info(
         "databricks-exporter %s serving http://%s:%d/metrics for %d workspace(s), every %gs",
-        __version__, settings.listen_address, server.port, len(workspaces), settings.interval,
+        __version__,
+        settings.listen_address,
+        server.port,
+        len(workspaces),
+        settings.interval,
     )
     stop.wait()
     scheduler.shutdown(wait=False)

@@ -52,7 +52,9 @@ class CountingRetry(Retry):
         retry.on_retry = self.on_retry
         return retry
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def,override]
+    def increment(
+        self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None
+    ):  # type: ignore[no-untyped-def,override]
         retry = super().increment(method, url, response, error, _pool, _stacktrace)
         if self.on_retry is not None:
             self.on_retry(urlsplit(url or "").path, _retry_reason(response, error))
@@ -159,9 +161,7 @@ class DatabricksClient:
             message = body.get("message") if isinstance(body, dict) else None
             detail = f"{code}: {message}" if code or message else _snippet(response)
             hint = _hint(response.status_code)
-            raise ApiError(
-                f"{where} {detail}{hint}", status=response.status_code, error_code=code
-            )
+            raise ApiError(f"{where} {detail}{hint}", status=response.status_code, error_code=code)
         if not isinstance(body, dict):
             kind = response.headers.get("Content-Type", "no content type")
             raise ApiError(f"{where}: expected a JSON object, got {kind}: {_snippet(response)}")
@@ -241,7 +241,9 @@ class DatabricksClient:
         """All instance pools (the API returns them in one response)."""
         pools = self.get(POOLS_LIST).get("instance_pools") or []
         if not isinstance(pools, list):
-            raise ApiError(f"workspace {self.workspace}: GET {POOLS_LIST}: 'instance_pools' is not a list")
+            raise ApiError(
+                f"workspace {self.workspace}: GET {POOLS_LIST}: 'instance_pools' is not a list"
+            )
         return [p for p in pools if isinstance(p, dict)]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -55,8 +54,9 @@ class WorkspaceConfig:
     disable_instance_discovery: bool = False
 
     def __repr__(self) -> str:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
         shown = ", ".join(
-            f"{f.name}={_secret_repr(getattr(self, f.name)) if not f.repr else repr(getattr(self, f.name))}"
+            f"{f.name}={repr(values[f.name]) if f.repr else _secret_repr(values[f.name])}"
             for f in fields(self)
         )
         return f"WorkspaceConfig({shown})"
@@ -182,7 +182,9 @@ def _workspace(setting: str, **kw: Any) -> WorkspaceConfig:
         raise ConfigError(
             f"{setting}: workspace name {name!r} must be 1-64 letters, digits, '_.:-'"
         )
-    clean = {k: (v if not isinstance(v, str) else v.strip() or None) for k, v in kw.items()}
+    clean: dict[str, Any] = {
+        k: (v if not isinstance(v, str) else v.strip() or None) for k, v in kw.items()
+    }
     clean["name"] = name
     clean["disable_instance_discovery"] = bool(kw.get("disable_instance_discovery"))
     return WorkspaceConfig(**clean)
@@ -279,7 +281,9 @@ def _workspaces_from_yaml(doc: Mapping[str, Any], env: Mapping[str, str]) -> lis
     return result
 
 
-def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Parse and validate the command line, environment and config file."""
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
@@ -299,7 +303,9 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
 
     log_level = str(pick(args.log_level, "log_level", env.get("LOG_LEVEL", "INFO"))).upper()
     if log_level not in _LOG_LEVELS:
-        raise ConfigError(f"--log-level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
+        raise ConfigError(
+            f"--log-level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
+        )
     port = _number("--port", pick(args.port, "port", DEFAULT_PORT), int, 0, strict=False)
     if port > 65535:
         raise ConfigError(f"--port: must be <= 65535, got {port}")
@@ -322,7 +328,9 @@ def load_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         timeout_seconds=_number(
             "timeout_seconds", doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS), float, 0
         ),
-        max_retries=_number("max_retries", doc.get("max_retries", DEFAULT_MAX_RETRIES), int, 0, False),
+        max_retries=_number(
+            "max_retries", doc.get("max_retries", DEFAULT_MAX_RETRIES), int, 0, False
+        ),
         max_pages=_number("max_pages", doc.get("max_pages", DEFAULT_MAX_PAGES), int, 0),
         state_file=Path(state_file) if state_file else None,
         simulate=bool(args.simulate),

@@ -23,7 +23,10 @@ from exporter.health import HealthSnapshot
 from exporter.state import RunsSnapshot
 from exporter.workspace import Workspace
 
-SCHEDULED = " Collected on a schedule, not at scrape time; see databricks_exporter_last_success_timestamp_seconds for the data's age."
+SCHEDULED = (
+    " Collected on a schedule, not at scrape time; see"
+    " databricks_exporter_last_success_timestamp_seconds for the data's age."
+)
 
 JOB = ["workspace", "job_id", "job_name"]
 POOL = ["workspace", "pool_id", "pool_name"]
@@ -41,9 +44,16 @@ class ExporterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
-        views = [(ws.name, ws.runs.snapshot, ws.pools.snapshot, ws.health.snapshot()) for ws in self._workspaces]
-        yield from job_families([(name, runs) for name, runs, _, _ in views if runs is not None], now)
-        yield from pool_families([(name, pools) for name, _, pools, _ in views if pools is not None])
+        views = [
+            (ws.name, ws.runs.snapshot, ws.pools.snapshot, ws.health.snapshot())
+            for ws in self._workspaces
+        ]
+        yield from job_families(
+            [(name, runs) for name, runs, _, _ in views if runs is not None], now
+        )
+        yield from pool_families(
+            [(name, pools) for name, _, pools, _ in views if pools is not None]
+        )
         yield from health_families([(name, health) for name, _, _, health in views])
         yield from baseline_family([(name, runs) for name, runs, _, _ in views if runs is not None])
 
@@ -72,7 +82,9 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Itera
         labels=JOB,
     )
     last_duration = GaugeMetricFamily(
-        "databricks_job_last_run_duration_seconds", "Duration of the job's last terminal run.", labels=JOB
+        "databricks_job_last_run_duration_seconds",
+        "Duration of the job's last terminal run.",
+        labels=JOB,
     )
     last_failed = GaugeMetricFamily(
         "databricks_job_last_run_failed",
@@ -133,13 +145,26 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Itera
             active.add_metric([ws, job_id, job_name, state], value)
         for (job_id, job_name), start_ms in sorted(oldest.items()):
             max_age.add_metric([ws, job_id, job_name], max(now - start_ms / 1000.0, 0.0))
-    yield from (runs_total, durations, last_duration, last_failed, last_end, last_success,
-                last_info, active, max_age, tasks_total)
+    yield from (
+        runs_total,
+        durations,
+        last_duration,
+        last_failed,
+        last_end,
+        last_success,
+        last_info,
+        active,
+        max_age,
+        tasks_total,
+    )
 
 
 def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metric]:
     gauges = {
-        "idle": ("databricks_instance_pool_idle_instances", "Running instances not used by a cluster."),
+        "idle": (
+            "databricks_instance_pool_idle_instances",
+            "Running instances not used by a cluster.",
+        ),
         "used": ("databricks_instance_pool_used_instances", "Running instances used by clusters."),
         "pending_idle": (
             "databricks_instance_pool_pending_idle_instances",
@@ -154,7 +179,10 @@ def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metri
             "Configured minimum of idle instances.",
         ),
     }
-    families = {key: GaugeMetricFamily(name, doc + SCHEDULED, labels=POOL) for key, (name, doc) in gauges.items()}
+    families = {
+        key: GaugeMetricFamily(name, doc + SCHEDULED, labels=POOL)
+        for key, (name, doc) in gauges.items()
+    }
     max_capacity = GaugeMetricFamily(
         "databricks_instance_pool_max_capacity",
         "Configured maximum of instances (absent when unlimited).",
@@ -201,7 +229,8 @@ def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Met
     )
     retries = CounterMetricFamily(
         "databricks_exporter_api_retries",
-        "Retried Databricks API requests by endpoint and reason (status code, timeout, connection_error).",
+        "Retried Databricks API requests by endpoint and reason "
+        "(status code, timeout, connection_error).",
         labels=["workspace", "endpoint", "reason"],
     )
     tokens = CounterMetricFamily(

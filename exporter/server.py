@@ -26,11 +26,13 @@ class _Server(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
 
-def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[..., Iterable[bytes]]:
+def make_app(
+    registry: CollectorRegistry, ready: Callable[[], bool]
+) -> Callable[..., Iterable[bytes]]:
     """The WSGI application of the exporter."""
     metrics_app = make_wsgi_app(registry)
 
@@ -43,7 +45,9 @@ def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable
         if path == "/readyz":
             if ready():
                 return _text(start_response, "200 OK", "ready\n")
-            return _text(start_response, "503 Service Unavailable", "not ready: first collection pending\n")
+            return _text(
+                start_response, "503 Service Unavailable", "not ready: first collection pending\n"
+            )
         if path == "/":
             return _landing(start_response)
         return _text(start_response, "404 Not Found", "not found\n")
@@ -53,7 +57,9 @@ def make_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable
 
 def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
     data = body.encode()
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))])
+    start_response(
+        status, [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))]
+    )
     return [data]
 
 
@@ -64,7 +70,9 @@ def _landing(start_response: StartResponse) -> list[bytes]:
         '<li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li>'
         '<li><a href="/readyz">/readyz</a></li></ul></body></html>'
     ).encode()
-    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
+    start_response(
+        "200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
@@ -72,7 +80,9 @@ class MetricsServer:
     """Serves the app on a background thread until ``shutdown``."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]], address: str, port: int) -> None:
-        self.httpd = make_server(address, port, app, server_class=_Server, handler_class=_QuietHandler)
+        self.httpd = make_server(
+            address, port, app, server_class=_Server, handler_class=_QuietHandler
+        )
         self.port = self.httpd.server_port
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
 

@@ -34,8 +34,22 @@ log = logging.getLogger(__name__)
 
 RUN_ID_BASE = 500_000_000_000
 TASK_KEYS = ("ingest", "transform", "publish")
-JOB_WORDS = ("orders", "customers", "events", "inventory", "payments", "clickstream", "billing",
-             "sessions", "ledger", "catalog", "shipments", "returns", "reviews", "ads")
+JOB_WORDS = (
+    "orders",
+    "customers",
+    "events",
+    "inventory",
+    "payments",
+    "clickstream",
+    "billing",
+    "sessions",
+    "ledger",
+    "catalog",
+    "shipments",
+    "returns",
+    "reviews",
+    "ads",
+)
 JOB_KINDS = ("daily_load", "hourly_merge", "compaction", "ml_features", "dq_checks", "export")
 MASK64 = (1 << 64) - 1
 
@@ -174,7 +188,9 @@ class SimWorkspace:
         dlo, dhi = c.duration_seconds
         d1 = dlo + (dhi - dlo) * _unit(seed, j, 2)
         d2 = dlo + (dhi - dlo) * _unit(seed, j, 3)
-        name = f"{JOB_WORDS[j % len(JOB_WORDS)]}_{JOB_KINDS[(j // len(JOB_WORDS)) % len(JOB_KINDS)]}"
+        name = (
+            f"{JOB_WORDS[j % len(JOB_WORDS)]}_{JOB_KINDS[(j // len(JOB_WORDS)) % len(JOB_KINDS)]}"
+        )
         if j >= len(JOB_WORDS) * len(JOB_KINDS):
             name += f"_{j}"
         tasks = TASK_KEYS if _unit(seed, j, 4) < c.multi_task_rate else ("main",)
@@ -235,7 +251,9 @@ class SimWorkspace:
         run = self.run(self.jobs[j], k)
         return run if k <= self._last_k(self.jobs[j], self.clock.now_ms()) else None
 
-    def _job_runs_desc(self, job: SimJob, hi_start: int, lo_start: int) -> Iterator[tuple[int, int, SimRun]]:
+    def _job_runs_desc(
+        self, job: SimJob, hi_start: int, lo_start: int
+    ) -> Iterator[tuple[int, int, SimRun]]:
         k = self._last_k(job, self.clock.now_ms())
         k = min(k, (hi_start - self.origin_ms - job.offset_ms) // job.period_ms)
         k_lo = self._k_at_or_after(job, lo_start)
@@ -256,7 +274,7 @@ class SimWorkspace:
         if cursor is not None:
             hi_start = min(hi_start, cursor[0])
         streams = [self._job_runs_desc(job, hi_start, lo_start) for job in jobs]
-        for _, neg_id, run in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
+        for _, _, run in heapq.merge(*streams, key=lambda item: (item[0], item[1])):
             if cursor is not None and (run.start_ms, run.run_id) >= cursor:
                 continue
             yield run
@@ -297,8 +315,11 @@ class SimWorkspace:
         done = now >= run.end_ms
         life_cycle = self.life_cycle(run, now)
         url = f"{host}/?o={self.config.workspace_id}#job/{run.job.job_id}/run/{run.run_id}"
-        state: dict[str, Any] = {"life_cycle_state": life_cycle, "state_message": "",
-                                 "user_cancelled_or_timedout": run.outcome in ("CANCELED", "TIMEDOUT")}
+        state: dict[str, Any] = {
+            "life_cycle_state": life_cycle,
+            "state_message": "",
+            "user_cancelled_or_timedout": run.outcome in ("CANCELED", "TIMEDOUT"),
+        }
         if done and run.outcome:
             state["result_state"] = run.outcome
         if done and run.outcome == "FAILED":
@@ -343,22 +364,27 @@ class SimWorkspace:
         done = now >= run.end_ms
         results = dict(self.task_results(run)) if done else {}
         tasks = []
+        url_prefix = f"{host}/?o={self.config.workspace_id}#job/{run.job.job_id}/run"
         for i, key in enumerate(run.job.tasks):
             if done and key not in results:
                 continue
             task_run_id = run.run_id * 10 + i + 1
-            state: dict[str, Any] = {"life_cycle_state": run.life_cycle_final if done else "RUNNING"}
+            state: dict[str, Any] = {
+                "life_cycle_state": run.life_cycle_final if done else "RUNNING"
+            }
             if done and results.get(key):
                 state["result_state"] = results[key]
-            tasks.append({
-                "task_key": key,
-                "run_id": task_run_id,
-                "state": state,
-                "start_time": run.start_ms,
-                "end_time": run.end_ms if done else 0,
-                "attempt_number": 0,
-                "run_page_url": f"{host}/?o={self.config.workspace_id}#job/{run.job.job_id}/run/{task_run_id}",
-            })
+            tasks.append(
+                {
+                    "task_key": key,
+                    "run_id": task_run_id,
+                    "state": state,
+                    "start_time": run.start_ms,
+                    "end_time": run.end_ms if done else 0,
+                    "attempt_number": 0,
+                    "run_page_url": f"{url_prefix}/{task_run_id}",
+                }
+            )
         return tasks
 
     def pools_json(self) -> list[dict[str, Any]]:
@@ -413,7 +439,10 @@ class SimWorkspace:
                         tasks[(str(job.job_id), job.name, key, result or "NONE")] += 1
         return {
             "until_ms": until,
-            "runs": [{"job_id": a, "job_name": b, "result_state": c, "count": n} for (a, b, c), n in sorted(runs.items())],
+            "runs": [
+                {"job_id": a, "job_name": b, "result_state": c, "count": n}
+                for (a, b, c), n in sorted(runs.items())
+            ],
             "tasks": [
                 {"job_id": a, "job_name": b, "task_key": c, "result_state": d, "count": n}
                 for (a, b, c, d), n in sorted(tasks.items())
@@ -422,7 +451,9 @@ class SimWorkspace:
 
     def active_count(self) -> int:
         now = self.clock.now_ms()
-        return sum(1 for r in self.runs_desc(now - self.max_duration_ms, now) if self.is_active(r, now))
+        return sum(
+            1 for r in self.runs_desc(now - self.max_duration_ms, now) if self.is_active(r, now)
+        )
 
     def history_size(self) -> int:
         now = self.clock.now_ms()
@@ -468,7 +499,9 @@ def _decode_cursor(token: str) -> tuple[int, int]:
 class SimServer:
     """The simulated workspace served over HTTP on 127.0.0.1; ``url`` and ``token`` to use it."""
 
-    def __init__(self, model: SimWorkspace | None = None, port: int = 0, token: str | None = None) -> None:
+    def __init__(
+        self, model: SimWorkspace | None = None, port: int = 0, token: str | None = None
+    ) -> None:
         self.model = model or SimWorkspace()
         self.token = token or "dapi-sim-" + secrets.token_hex(16)
         self.tokens = {self.token}
@@ -480,7 +513,9 @@ class SimServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="simulator", daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="simulator", daemon=True
+        )
 
     def start(self) -> SimServer:
         self._thread.start()
@@ -508,7 +543,11 @@ class SimServer:
                     self.stats.faults[str(rule.status)] += 1
                     return rule
             self.faults = [r for r in self.faults if r.count > 0]
-            if self.fault_rate and path.startswith("/api/") and self._rng.random() < self.fault_rate:
+            if (
+                self.fault_rate
+                and path.startswith("/api/")
+                and self._rng.random() < self.fault_rate
+            ):
                 status = self._rng.choice((429, 500, 503))
                 self.stats.faults[str(status)] += 1
                 return FaultRule(status=status, retry_after=0 if status == 429 else None)
@@ -536,7 +575,10 @@ class SimServer:
                 raise ApiFailure(404, "RESOURCE_DOES_NOT_EXIST", f"Run {run_id} does not exist.")
             return m.run_json(run, now, m.config.public_host, expand_tasks=True)
         if path in ("/api/2.2/jobs/list", "/api/2.1/jobs/list"):
-            return {"jobs": [{"job_id": j.job_id, "settings": {"name": j.name}} for j in m.jobs], "has_more": False}
+            return {
+                "jobs": [{"job_id": j.job_id, "settings": {"name": j.name}} for j in m.jobs],
+                "has_more": False,
+            }
         if path == "/api/2.0/instance-pools/list":
             return {"instance_pools": m.pools_json()}
         if path == "/api/2.0/instance-pools/get":
@@ -551,13 +593,18 @@ class SimServer:
         limit = _int_param(params, "limit", 20)
         assert limit is not None
         if limit < 0 or limit > 25:
-            raise ApiFailure(400, "INVALID_PARAMETER_VALUE", "The limit field must be between 1 and 25.")
+            raise ApiFailure(
+                400, "INVALID_PARAMETER_VALUE", "The limit field must be between 1 and 25."
+            )
         limit = limit or 25
         active_only = _bool(params, "active_only")
         completed_only = _bool(params, "completed_only")
         if active_only and completed_only:
-            raise ApiFailure(400, "INVALID_PARAMETER_VALUE",
-                             "active_only and completed_only cannot both be true.")
+            raise ApiFailure(
+                400,
+                "INVALID_PARAMETER_VALUE",
+                "active_only and completed_only cannot both be true.",
+            )
         expand = _bool(params, "expand_tasks")
         lo = _int_param(params, "start_time_from", 0) or 0
         hi = _int_param(params, "start_time_to", now) or now
@@ -575,7 +622,10 @@ class SimServer:
                 more = True
                 break
             page.append(run)
-        body: dict[str, Any] = {"runs": [m.run_json(r, now, m.config.public_host, expand) for r in page], "has_more": more}
+        body: dict[str, Any] = {
+            "runs": [m.run_json(r, now, m.config.public_host, expand) for r in page],
+            "has_more": more,
+        }
         if more:
             body["next_page_token"] = _encode_cursor(page[-1])
         if cursor is not None:
@@ -584,7 +634,9 @@ class SimServer:
             del body["runs"]  # the real API omits empty lists
         return body
 
-    def control(self, method: str, path: str, payload: dict[str, Any], params: dict[str, str]) -> Any:
+    def control(
+        self, method: str, path: str, payload: dict[str, Any], params: dict[str, str]
+    ) -> Any:
         m = self.model
         if path == "/sim/truth":
             after = _int_param(params, "after_ms", 0) or 0
@@ -593,8 +645,14 @@ class SimServer:
             with self._lock:
                 requests = dict(self.stats.requests)
                 faults = dict(self.stats.faults)
-            return {"requests": requests, "faults": faults, "now_ms": m.clock.now_ms(),
-                    "active": m.active_count(), "history": m.history_size(), "stop_ms": m.stop_ms}
+            return {
+                "requests": requests,
+                "faults": faults,
+                "now_ms": m.clock.now_ms(),
+                "active": m.active_count(),
+                "history": m.history_size(),
+                "stop_ms": m.stop_ms,
+            }
         if path == "/sim/stop" and method == "POST":
             m.stop_ms = m.clock.now_ms()
             return {"stop_ms": m.stop_ms}
@@ -614,7 +672,7 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out as separate writes
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             log.debug("simulator: " + format, *args)
 
         def do_GET(self) -> None:
@@ -636,7 +694,9 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
                 server.count(parts.path)
                 if server.model.config.latency_ms:
                     time.sleep(server.model.config.latency_ms / 1000.0)
-                if self.headers.get("Authorization", "") not in {f"Bearer {t}" for t in server.tokens}:
+                if self.headers.get("Authorization", "") not in {
+                    f"Bearer {t}" for t in server.tokens
+                }:
                     raise ApiFailure(401, "UNAUTHENTICATED", "Invalid access token.")
                 fault = server.take_fault(parts.path)
                 if fault is not None:
@@ -660,18 +720,26 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
                 data = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
                 self._send(rule.status, data, "text/html", headers)
             elif rule.body == "truncated":
-                self._send(rule.status, b'{"runs": [{"run_id": 1, "sta', "application/json", headers)
+                self._send(
+                    rule.status, b'{"runs": [{"run_id": 1, "sta', "application/json", headers
+                )
             elif rule.body == "empty":
                 self._send(rule.status, b"", "application/json", headers)
             else:
-                code = {429: "REQUEST_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE"}.get(rule.status, "INTERNAL_ERROR")
-                data = json.dumps({"error_code": code, "message": f"simulated {rule.status}"}).encode()
+                code = {429: "REQUEST_LIMIT_EXCEEDED", 503: "TEMPORARILY_UNAVAILABLE"}.get(
+                    rule.status, "INTERNAL_ERROR"
+                )
+                data = json.dumps(
+                    {"error_code": code, "message": f"simulated {rule.status}"}
+                ).encode()
                 self._send(rule.status, data, "application/json", headers)
 
         def _json(self, status: int, body: Any) -> None:
             self._send(status, json.dumps(body).encode(), "application/json", {})
 
-        def _send(self, status: int, data: bytes, content_type: str, headers: dict[str, str]) -> None:
+        def _send(
+            self, status: int, data: bytes, content_type: str, headers: dict[str, str]
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))

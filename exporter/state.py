@@ -22,12 +22,27 @@ TERMINAL_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
 ACTIVE_STATES = frozenset(
     {"QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING_FOR_RETRY", "WAITING"}
 )
-FAILED_RESULTS = frozenset({"FAILED", "TIMEDOUT", "UPSTREAM_FAILED", "MAXIMUM_CONCURRENT_RUNS_REACHED"})
+FAILED_RESULTS = frozenset(
+    {"FAILED", "TIMEDOUT", "UPSTREAM_FAILED", "MAXIMUM_CONCURRENT_RUNS_REACHED"}
+)
 SUCCESS_RESULTS = frozenset({"SUCCESS"})
 NO_RESULT = "NONE"
 # Batch jobs: half a minute to a day.
-RUN_DURATION_BUCKETS = (30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
-                        14400.0, 28800.0, 43200.0, 86400.0)
+RUN_DURATION_BUCKETS = (
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    28800.0,
+    43200.0,
+    86400.0,
+)
 
 JobKey = tuple[str, str]  # (job_id, job_name)
 
@@ -76,6 +91,11 @@ def _int(value: Any) -> int:
         return 0
 
 
+def _obj(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def _str(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -84,7 +104,9 @@ def run_duration_seconds(raw: Mapping[str, Any], start_ms: int, end_ms: int) -> 
     """run_duration, else setup+execution+cleanup, else end-start (all ms in the API)."""
     total = _int(raw.get("run_duration"))
     if total <= 0:
-        total = sum(_int(raw.get(k)) for k in ("setup_duration", "execution_duration", "cleanup_duration"))
+        total = sum(
+            _int(raw.get(k)) for k in ("setup_duration", "execution_duration", "cleanup_duration")
+        )
     if total <= 0 and end_ms > 0 and start_ms > 0:
         total = end_ms - start_ms
     return max(total, 0) / 1000.0
@@ -95,8 +117,8 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
     run_id = raw.get("run_id")
     if run_id is None or isinstance(run_id, bool | dict | list):
         return None
-    state = raw.get("state") if isinstance(raw.get("state"), dict) else {}
-    status = raw.get("status") if isinstance(raw.get("status"), dict) else {}
+    state = _obj(raw, "state")
+    status = _obj(raw, "status")
     life_cycle = _str(state.get("life_cycle_state") or status.get("state")) or "UNKNOWN"
     result = _str(state.get("result_state")) or NO_RESULT
     start_ms = _int(raw.get("start_time"))
@@ -108,8 +130,7 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
     tasks = tuple(
         TaskResult(
             _str(t.get("task_key")),
-            _str((t.get("state") or {}).get("result_state") if isinstance(t.get("state"), dict) else None)
-            or NO_RESULT,
+            _str(_obj(t, "state").get("result_state")) or NO_RESULT,
         )
         for t in (raw.get("tasks") or [])
         if isinstance(t, dict)
@@ -212,7 +233,9 @@ class RunLedger:
         if last is None or run.end_ms >= last.end_ms:
             self.last_runs[run.job_id] = run
         if run.result_state in SUCCESS_RESULTS:
-            self.last_success_ms[run.job_id] = max(self.last_success_ms.get(run.job_id, 0), run.end_ms)
+            self.last_success_ms[run.job_id] = max(
+                self.last_success_ms.get(run.job_id, 0), run.end_ms
+            )
 
     def _prune(self) -> None:
         # A run that started before the next listing's start_time_from can only come back

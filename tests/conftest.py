@@ -68,26 +68,47 @@ class ExporterProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "AZURE_"))}
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "AZURE_"))
+        }
         full_env.update(env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--listen-address", "127.0.0.1", "--port", str(self.port), *args],
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                "--listen-address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *args,
+            ],
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
-        self._wait(lambda: requests.get(self.url + "/healthz", timeout=1).status_code == 200, timeout, "healthy")
+        self._wait(
+            lambda: requests.get(self.url + "/healthz", timeout=1).status_code == 200,
+            timeout,
+            "healthy",
+        )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        self._wait(lambda: requests.get(self.url + "/readyz", timeout=1).status_code == 200, timeout, "ready")
+        self._wait(
+            lambda: requests.get(self.url + "/readyz", timeout=1).status_code == 200,
+            timeout,
+            "ready",
+        )
 
     def _wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"exporter exited with {self.proc.returncode}:\n{self.output()}")
+                raise AssertionError(
+                    f"exporter exited with {self.proc.returncode}:\n{self.output()}"
+                )
             try:
                 if check():
                     return
@@ -129,7 +150,9 @@ def parse_samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
     return out
 
 
-def select(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str) -> dict[frozenset[tuple[str, str]], float]:
+def select(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str
+) -> dict[frozenset[tuple[str, str]], float]:
     return {labels: value for (n, labels), value in samples.items() if n == name}
 
 

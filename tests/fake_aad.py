@@ -25,8 +25,12 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "exporter test CA")])
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
@@ -35,26 +39,48 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     import ipaddress
 
     cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                                    x509.DNSName("localhost")]), critical=False)
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
         .sign(ca_key, hashes.SHA256())
     )
-    ca_path, cert_path, key_path = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    ca_path, cert_path, key_path = (
+        directory / "ca.pem",
+        directory / "cert.pem",
+        directory / "key.pem",
+    )
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return ca_path, cert_path, key_path
 
 
 class FakeAAD:
     """Serves openid-configuration and the v2.0 token endpoint; counts token requests."""
 
-    def __init__(self, directory: Path, client_secret: str, expires_in: int = 3600,
-                 on_token: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        client_secret: str,
+        expires_in: int = 3600,
+        on_token: Callable[[str], None] | None = None,
+    ) -> None:
         self.ca_path, cert, key = make_tls_files(directory)
         self.client_secret = client_secret
         self.expires_in = expires_in
@@ -98,13 +124,16 @@ class FakeAAD:
                 tenant = parts[0]
                 if self.path.endswith("/v2.0/.well-known/openid-configuration"):
                     base = f"{aad.url}/{tenant}"
-                    self._json(200, {
-                        "token_endpoint": f"{base}/oauth2/v2.0/token",
-                        "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                        "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-                        "issuer": f"{base}/v2.0",
-                        "tenant_region_scope": None,
-                    })
+                    self._json(
+                        200,
+                        {
+                            "token_endpoint": f"{base}/oauth2/v2.0/token",
+                            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                            "issuer": f"{base}/v2.0",
+                            "tenant_region_scope": None,
+                        },
+                    )
                 else:
                     self._json(404, {"error": "not_found"})
 
@@ -117,16 +146,31 @@ class FakeAAD:
                 aad.token_requests.append(form)
                 if aad.fail_next > 0:
                     aad.fail_next -= 1
-                    self._json(503, {"error": "temporarily_unavailable", "error_description": "AAD is down"})
+                    self._json(
+                        503,
+                        {"error": "temporarily_unavailable", "error_description": "AAD is down"},
+                    )
                     return
                 if form.get("client_secret") != aad.client_secret:
-                    self._json(401, {"error": "invalid_client",
-                                     "error_description": "AADSTS7000215: Invalid client secret provided."})
+                    self._json(
+                        401,
+                        {
+                            "error": "invalid_client",
+                            "error_description": "AADSTS7000215: Invalid client secret provided.",
+                        },
+                    )
                     return
                 token = "eyJ0eXAiOiJKV1Qi." + secrets.token_urlsafe(24)
                 if aad.on_token:
                     aad.on_token(token)
-                self._json(200, {"token_type": "Bearer", "expires_in": aad.expires_in,
-                                 "ext_expires_in": aad.expires_in, "access_token": token})
+                self._json(
+                    200,
+                    {
+                        "token_type": "Bearer",
+                        "expires_in": aad.expires_in,
+                        "ext_expires_in": aad.expires_in,
+                        "access_token": token,
+                    },
+                )
 
         return Handler

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
-
 from conftest import select
+from fake_aad import FakeAAD
+
 from exporter.auth import DATABRICKS_SCOPE, AuthError, CachedToken, build_credential
 from exporter.config import WorkspaceConfig
-from fake_aad import FakeAAD
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"
 CLIENT = "00000000-0000-0000-0000-000000000001"
@@ -56,12 +56,20 @@ def test_failed_refresh_keeps_the_valid_token_and_a_dead_token_raises_without_se
         cached.get()
 
 
-def test_client_secret_credential_against_fake_entra_id_over_tls(tmp_path: Path, monkeypatch, caplog):
+def test_client_secret_credential_against_fake_entra_id_over_tls(
+    tmp_path: Path, monkeypatch, caplog
+):
     with FakeAAD(tmp_path, SECRET) as aad:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(aad.ca_path))
-        ws = WorkspaceConfig(name="t", host="https://adb-1.2.azuredatabricks.net", client_id=CLIENT,
-                             tenant_id=TENANT, client_secret=SECRET, authority_host=aad.url,
-                             disable_instance_discovery=True)
+        ws = WorkspaceConfig(
+            name="t",
+            host="https://adb-1.2.azuredatabricks.net",
+            client_id=CLIENT,
+            tenant_id=TENANT,
+            client_secret=SECRET,
+            authority_host=aad.url,
+            disable_instance_discovery=True,
+        )
         caplog.set_level(logging.DEBUG)
         counted = []
         cached = CachedToken(build_credential(ws), DATABRICKS_SCOPE, lambda: counted.append(1))
@@ -78,9 +86,15 @@ def test_client_secret_credential_against_fake_entra_id_over_tls(tmp_path: Path,
 def test_wrong_client_secret_gives_a_clear_auth_error(tmp_path: Path, monkeypatch):
     with FakeAAD(tmp_path, SECRET) as aad:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(aad.ca_path))
-        ws = WorkspaceConfig(name="t", host="https://x.azuredatabricks.net", client_id=CLIENT, tenant_id=TENANT,
-                             client_secret="wrong-secret-value", authority_host=aad.url,
-                             disable_instance_discovery=True)
+        ws = WorkspaceConfig(
+            name="t",
+            host="https://x.azuredatabricks.net",
+            client_id=CLIENT,
+            tenant_id=TENANT,
+            client_secret="wrong-secret-value",
+            authority_host=aad.url,
+            disable_instance_discovery=True,
+        )
         cached = CachedToken(build_credential(ws), DATABRICKS_SCOPE, lambda: None)
         with pytest.raises(AuthError) as info:
             cached.get()
@@ -88,7 +102,9 @@ def test_wrong_client_secret_gives_a_clear_auth_error(tmp_path: Path, monkeypatc
         assert "AADSTS7000215" in str(info.value) or "invalid_client" in str(info.value)
 
 
-def test_exporter_process_with_service_principal_makes_one_token_request(tmp_path, make_sim, exporter):
+def test_exporter_process_with_service_principal_makes_one_token_request(
+    tmp_path, make_sim, exporter
+):
     server = make_sim()
     with FakeAAD(tmp_path, SECRET, on_token=server.tokens.add) as aad:
         proc = exporter(

@@ -25,20 +25,34 @@ def test_list_runs_sends_lowercase_booleans_limit_25_and_follows_pages(requests_
     requests_mock.get(
         HOST + RUNS_LIST,
         [
-            {"json": {"runs": [{"run_id": 1}, {"run_id": 2}], "has_more": True, "next_page_token": "p2"}},
+            {
+                "json": {
+                    "runs": [{"run_id": 1}, {"run_id": 2}],
+                    "has_more": True,
+                    "next_page_token": "p2",
+                }
+            },
             {"json": {"runs": [{"run_id": 2}, {"run_id": 3}], "has_more": False}},
         ],
     )
     runs = make_client().list_runs(completed_only=True, start_time_from=123, expand_tasks=True)
     assert sorted(r["run_id"] for r in runs) == [1, 2, 3]  # the duplicate across pages is kept once
     first, second = requests_mock.request_history
-    assert first.qs == {"limit": ["25"], "expand_tasks": ["true"], "completed_only": ["true"], "start_time_from": ["123"]}
+    assert first.qs == {
+        "limit": ["25"],
+        "expand_tasks": ["true"],
+        "completed_only": ["true"],
+        "start_time_from": ["123"],
+    }
     assert second.qs["page_token"] == ["p2"]
     assert first.headers["Authorization"] == "Bearer dapi-test-token"
 
 
 def test_a_page_token_that_repeats_stops_pagination(requests_mock: rm.Mocker):
-    requests_mock.get(HOST + RUNS_LIST, json={"runs": [{"run_id": 1}], "has_more": True, "next_page_token": "same"})
+    requests_mock.get(
+        HOST + RUNS_LIST,
+        json={"runs": [{"run_id": 1}], "has_more": True, "next_page_token": "same"},
+    )
     with pytest.raises(ApiError, match="page token repeated"):
         make_client().list_runs()
     assert requests_mock.call_count == 2
@@ -48,7 +62,11 @@ def test_endless_distinct_page_tokens_stop_at_max_pages(requests_mock: rm.Mocker
     counter = iter(range(10**6))
     requests_mock.get(
         HOST + RUNS_LIST,
-        json=lambda req, ctx: {"runs": [], "has_more": True, "next_page_token": f"t{next(counter)}"},
+        json=lambda req, ctx: {
+            "runs": [],
+            "has_more": True,
+            "next_page_token": f"t{next(counter)}",
+        },
     )
     with pytest.raises(ApiError, match="more than 50 pages"):
         make_client(max_pages=50).list_runs()
@@ -56,25 +74,37 @@ def test_endless_distinct_page_tokens_stop_at_max_pages(requests_mock: rm.Mocker
 
 
 def test_api_error_body_is_in_the_message(requests_mock: rm.Mocker):
-    requests_mock.get(HOST + RUNS_LIST, status_code=403,
-                      json={"error_code": "PERMISSION_DENIED", "message": "User is not authorized"})
+    requests_mock.get(
+        HOST + RUNS_LIST,
+        status_code=403,
+        json={"error_code": "PERMISSION_DENIED", "message": "User is not authorized"},
+    )
     with pytest.raises(ApiError) as info:
         make_client().list_runs()
     text = str(info.value)
-    assert "workspace t: GET /api/2.2/jobs/runs/list 403 PERMISSION_DENIED: User is not authorized" in text
+    assert (
+        "workspace t: GET /api/2.2/jobs/runs/list 403 PERMISSION_DENIED: User is not authorized"
+        in text
+    )
     assert "Can View" in text
     assert info.value.status == 403
 
 
 def test_html_error_page_gives_a_short_clear_error(requests_mock: rm.Mocker):
-    requests_mock.get(HOST + POOLS_LIST, status_code=400, text="<html><body>Bad things</body></html>",
-                      headers={"Content-Type": "text/html"})
+    requests_mock.get(
+        HOST + POOLS_LIST,
+        status_code=400,
+        text="<html><body>Bad things</body></html>",
+        headers={"Content-Type": "text/html"},
+    )
     with pytest.raises(ApiError, match="400 <html><body>Bad things"):
         make_client().list_pools()
 
 
 def test_malformed_json_with_200_is_an_error_not_empty_data(requests_mock: rm.Mocker):
-    requests_mock.get(HOST + RUNS_LIST, text='{"runs": [', headers={"Content-Type": "application/json"})
+    requests_mock.get(
+        HOST + RUNS_LIST, text='{"runs": [', headers={"Content-Type": "application/json"}
+    )
     with pytest.raises(ApiError, match="expected a JSON object"):
         make_client().list_runs()
 
@@ -91,8 +121,11 @@ def test_missing_runs_field_means_no_runs(requests_mock: rm.Mocker):
 
 
 def test_run_that_no_longer_exists_is_none(requests_mock: rm.Mocker):
-    requests_mock.get(HOST + RUNS_GET, status_code=400,
-                      json={"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Run 7 does not exist."})
+    requests_mock.get(
+        HOST + RUNS_GET,
+        status_code=400,
+        json={"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Run 7 does not exist."},
+    )
     assert make_client().get_run(7) is None
 
 
@@ -153,7 +186,7 @@ def test_a_workspace_that_is_down_gives_a_clear_error(make_sim):
     url = server.url
     server.stop()
     client = make_client(url, "dapi-x", max_retries=1)
-    with pytest.raises(ApiError, match="workspace t: GET /api/2.0/instance-pools/list"):
+    with pytest.raises(ApiError, match=r"workspace t: GET /api/2\.0/instance-pools/list"):
         client.list_pools()
     assert client.health.snapshot().requests == {(POOLS_LIST, "error"): 1}
 

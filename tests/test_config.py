@@ -88,7 +88,12 @@ workspaces:
     assert settings.interval == 20.0  # the flag wins over the file
     assert settings.lookback_hours == 6.0
     prod, dev = settings.workspaces
-    assert (prod.name, prod.client_secret, dev.name, dev.token) == ("prod", "s3cret-value", "dev", "dapi0123456789")
+    assert (prod.name, prod.client_secret, dev.name, dev.token) == (
+        "prod",
+        "s3cret-value",
+        "dev",
+        "dapi0123456789",
+    )
     shown = repr(settings)
     assert "s3cret-value" not in shown and "dapi0123456789" not in shown and "***" in shown
 
@@ -99,9 +104,18 @@ workspaces:
         ("workspaces: []\n", "non-empty list"),
         ("workspaces:\n  - host: https://a.azuredatabricks.net\n", "workspaces[0].name: missing"),
         ("workspaces:\n  - name: a\n", "workspaces[0].host"),
-        ("workspaces:\n  - name: a\n    host: https://a.b\n    colour: red\n", "unknown key(s) colour"),
-        ("workspaces:\n  - name: a\n    host: https://a.b\n  - name: a\n    host: https://c.d\n", "duplicate"),
-        ("workspaces:\n  - name: a\n    host: https://a.b\n    token_env: NOPE\n", "NOPE is not set"),
+        (
+            "workspaces:\n  - name: a\n    host: https://a.b\n    colour: red\n",
+            "unknown key(s) colour",
+        ),
+        (
+            "workspaces:\n  - name: a\n    host: https://a.b\n  - name: a\n    host: https://c.d\n",
+            "duplicate",
+        ),
+        (
+            "workspaces:\n  - name: a\n    host: https://a.b\n    token_env: NOPE\n",
+            "NOPE is not set",
+        ),
         ("workspaces:\n  - name: 'bad name!'\n    host: https://a.b\n", "must be 1-64"),
         ("intervall: 5\nworkspaces: []\n", "unknown setting(s) intervall"),
         ("- just\n- a list\n", "must be a mapping"),

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
-
 from conftest import ExporterProcess, parse_samples, select, sim_env
+
 from exporter.simulator import FaultRule, SimServer
 
 
@@ -26,7 +26,10 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condi
 
 def exported_runs(proc: ExporterProcess) -> dict[tuple[str, str, str], float]:
     series = select(proc.samples(), "databricks_job_runs_total")
-    return {(d["job_id"], d["job_name"], d["result_state"]): v for d, v in ((dict(k), v) for k, v in series.items())}
+    return {
+        (d["job_id"], d["job_name"], d["result_state"]): v
+        for d, v in ((dict(k), v) for k, v in series.items())
+    }
 
 
 def exported_tasks(proc: ExporterProcess) -> dict[tuple[str, str, str, str], float]:
@@ -46,7 +49,8 @@ def truth(server: SimServer, after_ms: int) -> tuple[dict, dict]:
     t = server.model.truth(after_ms)
     runs = {(r["job_id"], r["job_name"], r["result_state"]): float(r["count"]) for r in t["runs"]}
     tasks = {
-        (r["job_id"], r["job_name"], r["task_key"], r["result_state"]): float(r["count"]) for r in t["tasks"]
+        (r["job_id"], r["job_name"], r["task_key"], r["result_state"]): float(r["count"])
+        for r in t["tasks"]
     }
     return runs, tasks
 
@@ -132,14 +136,20 @@ def test_ready_only_after_first_collection_and_serves_contract_families(make_sim
 
 def test_rejected_token_reports_failure_and_keeps_serving(make_sim, exporter):
     server = make_sim()
-    proc = exporter(["--interval", "1"], {"DATABRICKS_HOST": server.url, "DATABRICKS_TOKEN": "dapi-wrong-token-123"})
+    proc = exporter(
+        ["--interval", "1"],
+        {"DATABRICKS_HOST": server.url, "DATABRICKS_TOKEN": "dapi-wrong-token-123"},
+    )
     proc.wait_healthy()
     wait_for(
         lambda: select(proc.samples(), "databricks_exporter_collection_success"),
         10,
         "a failed collection",
     )
-    success = {dict(k)["collector"]: v for k, v in select(proc.samples(), "databricks_exporter_collection_success").items()}
+    success = {
+        dict(k)["collector"]: v
+        for k, v in select(proc.samples(), "databricks_exporter_collection_success").items()
+    }
     assert success == {"runs": 0.0, "pools": 0.0}
     assert requests.get(proc.url + "/readyz", timeout=2).status_code == 503
     log = proc.output()
@@ -151,7 +161,9 @@ def test_rejected_token_reports_failure_and_keeps_serving(make_sim, exporter):
 
 def test_recovers_after_malformed_responses(make_sim, exporter):
     server = make_sim()
-    server.add_faults(FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=200, body="truncated", count=2))
+    server.add_faults(
+        FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=200, body="truncated", count=2)
+    )
     proc = exporter(["--interval", "1"], sim_env(server))
     proc.wait_ready(30)
     assert "expected a JSON object" in proc.output()
@@ -169,7 +181,12 @@ def test_pool_deleted_in_the_workspace_disappears_from_metrics(make_sim, exporte
     victim = sorted(pools)[1]
     requests.post(server.url + "/sim/pools/delete", json={"pool_id": victim}, timeout=5)
     wait_for(
-        lambda: victim not in {dict(k)["pool_id"] for k in select(proc.samples(), "databricks_instance_pool_info")},
+        lambda: (
+            victim
+            not in {
+                dict(k)["pool_id"] for k in select(proc.samples(), "databricks_instance_pool_info")
+            }
+        ),
         10,
         "the deleted pool to vanish",
     )
@@ -213,7 +230,9 @@ def test_metrics_parse_as_openmetrics_on_negotiation(sim, exporter):
     proc = exporter(["--interval", "5"], sim_env(sim))
     proc.wait_ready()
     response = requests.get(
-        proc.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}, timeout=5
+        proc.url + "/metrics",
+        headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+        timeout=5,
     )
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert response.text.rstrip().endswith("# EOF")

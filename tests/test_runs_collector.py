@@ -13,7 +13,9 @@ from exporter.state import RunLedger
 MIN = 60_000
 
 
-def setup(config: SimConfig, lookback_hours: float = 1.0) -> tuple[SimServer, RunsCollector, SimClock]:
+def setup(
+    config: SimConfig, lookback_hours: float = 1.0
+) -> tuple[SimServer, RunsCollector, SimClock]:
     clock = SimClock()
     clock.set(1_800_000_000.0)
     server = SimServer(SimWorkspace(config, clock)).start()
@@ -30,7 +32,9 @@ def counted(collector: RunsCollector) -> int:
 
 def test_steady_state_cost_does_not_grow_with_history():
     # 50 jobs, a run every 2-4 minutes, a week of history: ~25k runs.
-    config = SimConfig(seed=3, jobs=50, history_hours=168, period_seconds=(120, 240), duration_seconds=(30, 300))
+    config = SimConfig(
+        seed=3, jobs=50, history_hours=168, period_seconds=(120, 240), duration_seconds=(30, 300)
+    )
     server, collector, clock = setup(config, lookback_hours=1)
     try:
         assert server.model.history_size() > 20_000
@@ -51,8 +55,15 @@ def test_steady_state_cost_does_not_grow_with_history():
 
 
 def test_runs_get_only_for_runs_that_left_the_active_list_and_started_before_the_window():
-    config = SimConfig(seed=5, jobs=6, history_hours=2, period_seconds=(600, 900), duration_seconds=(1500, 1800),
-                       long_run_rate=0.0, fail_rate=0.0)
+    config = SimConfig(
+        seed=5,
+        jobs=6,
+        history_hours=2,
+        period_seconds=(600, 900),
+        duration_seconds=(1500, 1800),
+        long_run_rate=0.0,
+        fail_rate=0.0,
+    )
     server, collector, clock = setup(config)
     try:
         collector.collect()
@@ -73,7 +84,9 @@ def test_runs_get_only_for_runs_that_left_the_active_list_and_started_before_the
 
 
 def test_failed_cycle_changes_nothing_and_next_cycle_catches_up():
-    config = SimConfig(seed=9, jobs=10, history_hours=1, period_seconds=(60, 120), duration_seconds=(10, 50))
+    config = SimConfig(
+        seed=9, jobs=10, history_hours=1, period_seconds=(60, 120), duration_seconds=(10, 50)
+    )
     server, collector, clock = setup(config)
     try:
         collector.collect()
@@ -90,14 +103,19 @@ def test_failed_cycle_changes_nothing_and_next_cycle_catches_up():
         server.faults.clear()
         clock.advance(600)  # a 15-minute outage in all
         collector.collect()
-        truth = {(r["job_id"], r["job_name"], r["result_state"]): r["count"] for r in server.model.truth(baseline)["runs"]}
+        truth = {
+            (r["job_id"], r["job_name"], r["result_state"]): r["count"]
+            for r in server.model.truth(baseline)["runs"]
+        }
         assert dict(collector.ledger.runs_total) == truth
     finally:
         server.stop()
 
 
 def test_startup_lookback_fills_last_run_of_every_job_without_counting():
-    config = SimConfig(seed=2, jobs=15, history_hours=3, period_seconds=(300, 900), duration_seconds=(10, 100))
+    config = SimConfig(
+        seed=2, jobs=15, history_hours=3, period_seconds=(300, 900), duration_seconds=(10, 100)
+    )
     server, collector, _ = setup(config, lookback_hours=2)
     try:
         collector.collect()

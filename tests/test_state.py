@@ -10,13 +10,27 @@ NOW = 1_800_000_000_000
 MIN = 60_000
 
 
-def raw_run(run_id: int, start: int, end: int = 0, life: str = "TERMINATED", result: str | None = "SUCCESS",
-            job_id: Any = 1, **extra: Any) -> dict[str, Any]:
+def raw_run(
+    run_id: int,
+    start: int,
+    end: int = 0,
+    life: str = "TERMINATED",
+    result: str | None = "SUCCESS",
+    job_id: Any = 1,
+    **extra: Any,
+) -> dict[str, Any]:
     state: dict[str, Any] = {"life_cycle_state": life}
     if result is not None:
         state["result_state"] = result
-    return {"run_id": run_id, "job_id": job_id, "run_name": f"job{job_id}", "state": state,
-            "start_time": start, "end_time": end, **extra}
+    return {
+        "run_id": run_id,
+        "job_id": job_id,
+        "run_name": f"job{job_id}",
+        "state": state,
+        "start_time": start,
+        "end_time": end,
+        **extra,
+    }
 
 
 def run(*args: Any, **kw: Any):
@@ -78,7 +92,9 @@ def test_unknown_enum_values_pass_through():
 
 def test_duration_prefers_run_duration_then_parts_then_wall_clock():
     assert run(1, NOW, NOW + 100_000, run_duration=42_000).duration_seconds == 42.0
-    parts = run(1, NOW, NOW + 100_000, setup_duration=1000, execution_duration=5000, cleanup_duration=500)
+    parts = run(
+        1, NOW, NOW + 100_000, setup_duration=1000, execution_duration=5000, cleanup_duration=500
+    )
     assert parts.duration_seconds == 6.5
     assert run(1, NOW, NOW + 100_000, run_duration=0).duration_seconds == 100.0
 
@@ -92,18 +108,34 @@ def test_terminal_run_with_end_time_zero_uses_duration_or_observation_time():
 
 def test_missing_and_null_fields_do_not_break_parsing():
     assert parse_run({"state": None}, NOW) is None  # no run_id: cannot be deduplicated
-    r = parse_run({"run_id": 9, "job_id": None, "run_name": None, "state": None, "start_time": None,
-                   "end_time": None, "tasks": [None, {"task_key": "t", "state": None}]}, NOW)
+    r = parse_run(
+        {
+            "run_id": 9,
+            "job_id": None,
+            "run_name": None,
+            "state": None,
+            "start_time": None,
+            "end_time": None,
+            "tasks": [None, {"task_key": "t", "state": None}],
+        },
+        NOW,
+    )
     assert r is not None
     assert (r.job_id, r.job_name, r.life_cycle_state, r.result_state) == ("", "", "UNKNOWN", "NONE")
     assert [t.result_state for t in r.tasks] == ["NONE"]
 
 
 def test_task_results_are_counted_with_their_run():
-    r = run(1, NOW, NOW + MIN, tasks=[
-        {"task_key": "a", "state": {"result_state": "SUCCESS"}},
-        {"task_key": "b", "state": {"result_state": "FAILED"}},
-    ], result="FAILED")
+    r = run(
+        1,
+        NOW,
+        NOW + MIN,
+        tasks=[
+            {"task_key": "a", "state": {"result_state": "SUCCESS"}},
+            {"task_key": "b", "state": {"result_state": "FAILED"}},
+        ],
+        result="FAILED",
+    )
     book = ledger()
     book.apply(NOW + 2 * MIN, [], [r])
     assert book.tasks_total == {("1", "job1", "a", "SUCCESS"): 1, ("1", "job1", "b", "FAILED"): 1}

@@ -34,7 +34,7 @@ def parse_pool(raw: dict[str, Any]) -> Pool | None:
     pool_id = raw.get("instance_pool_id")
     if not pool_id:
         return None
-    stats = raw.get("stats") if isinstance(raw.get("stats"), dict) else {}
+    stats: dict[str, Any] = raw["stats"] if isinstance(raw.get("stats"), dict) else {}
     max_capacity = raw.get("max_capacity")
     return Pool(
         pool_id=str(pool_id),

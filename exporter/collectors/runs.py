@@ -39,7 +39,7 @@ class RunsCollector:
         self.snapshot: RunsSnapshot | None = None
 
     def collect(self) -> int:
-        """One cycle; returns how many runs were newly counted. Raises ApiError, changing nothing."""
+        """One cycle; returns the runs newly counted. Raises ApiError, changes nothing."""
         cycle_start = self.clock_ms()
         # Active first, then completed: a run that ends between the two calls is in the second.
         active = self._parse(self.client.list_runs(active_only=True), cycle_start)
@@ -50,7 +50,9 @@ class RunsCollector:
             cycle_start,
         )
         terminal = [r for r in completed if r.terminal] + [r for r in active if r.terminal]
-        still_active = [r for r in active if not r.terminal] + [r for r in completed if not r.terminal]
+        still_active = [r for r in active if not r.terminal] + [
+            r for r in completed if not r.terminal
+        ]
         listed = {r.run_id for r in active} | {r.run_id for r in completed}
         vanished: list[int | str] = []
         for run_id in [rid for rid in self.ledger.active if rid not in listed]:
@@ -66,7 +68,10 @@ class RunsCollector:
         self.snapshot = self.ledger.snapshot()
         log.debug(
             "workspace %s: %d active, %d terminal listed, %d newly counted",
-            self.client.workspace, len(still_active), len(terminal), counted,
+            self.client.workspace,
+            len(still_active),
+            len(terminal),
+            counted,
         )
         return counted
 
