@@ -58,10 +58,12 @@ class ExporterCollector(Collector):
         yield from baseline_family([(name, runs) for name, runs, _, _ in views if runs is not None])
 
 
-def build_registry(workspaces: Sequence[Workspace]) -> CollectorRegistry:
+def build_registry(
+    workspaces: Sequence[Workspace], clock: Callable[[], float] = time.time
+) -> CollectorRegistry:
     """A registry with only our families: every series carries `workspace`."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ExporterCollector(workspaces))
+    registry.register(ExporterCollector(workspaces, clock))
     return registry
 
 
