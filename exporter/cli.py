@@ -20,6 +20,7 @@ from exporter.config import ConfigError, Settings, load_settings
 from exporter.metrics import build_registry
 from exporter.redact import RedactingFilter
 from exporter.server import MetricsServer, make_app
+from exporter.statefile import StateFile
 from exporter.workspace import Workspace
 
 log = logging.getLogger("exporter")
@@ -87,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings, sim = start_simulator(settings)
         RedactingFilter.instance().add(*settings.secrets())
     try:
-        workspaces = [Workspace(ws, settings) for ws in settings.workspaces]
+        state = StateFile(settings.state_file) if settings.state_file else None
+        workspaces = [Workspace(ws, settings, state_file=state) for ws in settings.workspaces]
     except Exception as exc:  # e.g. azure-identity refusing its arguments
         print(f"databricks-exporter: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -310,6 +310,8 @@ def load_settings(
     if port > 65535:
         raise ConfigError(f"--port: must be <= 65535, got {port}")
     state_file = pick(args.state_file, "state_file", None)
+    if state_file and not Path(state_file).parent.is_dir():
+        raise ConfigError(f"--state-file: directory {Path(state_file).parent} does not exist")
     return Settings(
         workspaces=tuple(workspaces),
         listen_address=str(pick(args.listen_address, "listen_address", "0.0.0.0")),

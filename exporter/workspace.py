@@ -13,7 +13,8 @@ from exporter.collectors.pools import PoolsCollector
 from exporter.collectors.runs import RunsCollector
 from exporter.config import Settings, WorkspaceConfig
 from exporter.health import WorkspaceHealth
-from exporter.state import RunLedger
+from exporter.state import RUN_DURATION_BUCKETS, RunLedger
+from exporter.statefile import StateFile
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class Workspace:
         config: WorkspaceConfig,
         settings: Settings,
         clock: Callable[[], float] = time.time,
+        state_file: StateFile | None = None,
     ) -> None:
         self.name = config.name
         self.health = WorkspaceHealth()
@@ -40,8 +42,15 @@ class Workspace:
             max_retries=settings.max_retries,
             max_pages=settings.max_pages,
         )
+        self.host = config.host
+        self.state_file = state_file
         now_ms = int(clock() * 1000)
-        ledger = RunLedger.starting_at(
+        restored = (
+            state_file.restore(config.name, config.host, RUN_DURATION_BUCKETS)
+            if state_file
+            else None
+        )
+        ledger = restored or RunLedger.starting_at(
             now_ms,
             lookback_ms=int(settings.lookback_hours * 3600 * 1000),
             overlap_ms=int(settings.overlap_seconds * 1000),
@@ -76,6 +85,8 @@ class Workspace:
         try:
             count = collector.collect()
             ok = True
+            if name == "runs" and self.state_file is not None:
+                self._save_state()
             log.debug("workspace %s: %s collection ok (%d)", self.name, name, count)
         except ApiError as exc:
             log.error("%s (collector %s)", exc, name)
@@ -87,6 +98,13 @@ class Workspace:
             with self._lock:
                 self._succeeded.add(name)
         return ok
+
+    def _save_state(self) -> None:
+        assert self.state_file is not None
+        try:
+            self.state_file.save(self.name, self.host, self.runs.ledger)
+        except OSError as exc:
+            log.error("workspace %s: cannot write state file: %s", self.name, exc)
 
     def close(self) -> None:
         self.client.close()

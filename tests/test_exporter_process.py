@@ -237,3 +237,37 @@ def test_metrics_parse_as_openmetrics_on_negotiation(sim, exporter):
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     assert response.text.rstrip().endswith("# EOF")
     assert parse_samples(requests.get(proc.url + "/metrics", timeout=5).text)
+
+
+def test_sigkill_and_restart_with_state_file_neither_loses_nor_double_counts(
+    make_sim, exporter, tmp_path
+):
+    server = make_sim()
+    state = tmp_path / "state.json"
+    first = exporter(["--interval", "0.5", "--state-file", str(state)], sim_env(server))
+    first.wait_ready()
+    time.sleep(3)
+    base = baseline_ms(first)
+    assert sum(exported_runs(first).values()) > 0
+    first.stop(signal.SIGKILL)
+    time.sleep(3)  # runs end while no exporter is watching
+    second = exporter(["--interval", "0.5", "--state-file", str(state)], sim_env(server))
+    second.wait_ready()
+    assert baseline_ms(second) == base
+    time.sleep(2)
+    drain(server)
+    assert_counts_match_truth(second, server)
+    assert "restored" in second.output()
+
+
+def test_corrupt_state_file_gives_a_warning_and_a_fresh_baseline(make_sim, exporter, tmp_path):
+    server = make_sim()
+    state = tmp_path / "state.json"
+    state.write_text(
+        '{"format": "databricks-jobs-exporter/state/v1", "workspaces": {"default": {"host": "'
+    )
+    proc = exporter(["--interval", "1", "--state-file", str(state)], sim_env(server))
+    proc.wait_ready()
+    assert "unreadable" in proc.output() and "fresh baseline" in proc.output()
+    wait_for(lambda: state.exists() and state.read_text().endswith("}"), 10, "a fresh state file")
+    assert proc.proc.poll() is None
