@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint unit install clean
+.PHONY: demo test lint unit install clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,8 @@ demo: $(VENV)/.installed
 	$(BIN)/databricks-exporter --simulate --listen-address 127.0.0.1 --port 9180 --interval 15
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check exporter tests
-	$(BIN)/ruff format --check exporter tests
+	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff format --check exporter tests bench
 	$(BIN)/mypy
 
 unit: $(VENV)/.installed-test
@@ -34,3 +34,6 @@ test: lint unit
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/steady_state.py
