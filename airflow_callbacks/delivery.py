@@ -1,0 +1,263 @@
+"""Posting to Slack with slack-sdk: target resolution, bounded retries, no raise, no secrets."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.handler import RetryHandler
+
+from exporter.redact import RedactingFilter
+
+log = logging.getLogger("airflow_callbacks")
+
+DEFAULT_BUDGET_SECONDS = 20.0
+DEFAULT_TIMEOUT_SECONDS = 5
+WEBHOOK_HOST = "https://hooks.slack.com/services/"
+
+
+@dataclass(repr=False)
+class SlackTarget:
+    """Where a message goes; ``repr`` never shows the token or the webhook URL."""
+
+    kind: str  # "webhook" or "api"
+    source: str  # which setting chose it, for log lines
+    webhook_url: str = ""
+    token: str = ""
+    channel: str = ""
+    base_url: str = ""
+    secrets: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"SlackTarget(kind={self.kind!r}, source={self.source!r}, channel={self.channel!r})"
+
+
+def _api_base(env: Mapping[str, str]) -> str:
+    base = env.get("SLACK_API_BASE_URL", "").strip()
+    if base and not base.endswith("/"):
+        base += "/"
+    return base
+
+
+def _from_connection(
+    conn_id: str, channel: str | None, env: Mapping[str, str]
+) -> SlackTarget | None:
+    conn = _get_connection(conn_id)
+    if conn is None:
+        return None
+    conn_type = str(getattr(conn, "conn_type", "") or "").lower()
+    password = str(getattr(conn, "password", "") or "")
+    extra = _extra(conn)
+    if conn_type in ("slackwebhook", "slack_incoming_webhook") or "webhook" in conn_type:
+        host = str(getattr(conn, "host", "") or "").strip()
+        if password.startswith(("http://", "https://")):
+            url = password
+        else:
+            base = host if host.startswith(("http://", "https://")) else WEBHOOK_HOST
+            url = base.rstrip("/") + "/" + password.lstrip("/")
+        return SlackTarget(
+            "webhook", f"connection {conn_id}", webhook_url=url, secrets=[url, password]
+        )
+    base = str(extra.get("base_url") or "") or _api_base(env)
+    return SlackTarget(
+        "api",
+        f"connection {conn_id}",
+        token=password,
+        channel=channel or str(extra.get("channel") or "") or env.get("SLACK_CHANNEL", ""),
+        base_url=base,
+        secrets=[password],
+    )
+
+
+def _extra(conn: Any) -> dict[str, Any]:
+    try:
+        value = conn.extra_dejson
+    except Exception:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _get_connection(conn_id: str) -> Any:
+    try:
+        try:
+            from airflow.sdk import BaseHook  # Airflow 3
+        except ImportError:
+            from airflow.hooks.base import BaseHook  # type: ignore  # Airflow 2
+        return BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        log.warning(
+            "Slack alert: Airflow connection %r not usable: %s", conn_id, type(exc).__name__
+        )
+        return None
+
+
+def resolve_target(
+    conn_id: str | None = None,
+    channel: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> SlackTarget | None:
+    """The contract's order: connection, SLACK_WEBHOOK_URL, SLACK_BOT_TOKEN + SLACK_CHANNEL."""
+    env = os.environ if env is None else env
+    conn_id = conn_id or env.get("AIRFLOW_CALLBACKS_SLACK_CONN_ID")
+    if conn_id:
+        target = _from_connection(conn_id, channel, env)
+        if target is not None:
+            return target
+    url = env.get("SLACK_WEBHOOK_URL", "").strip()
+    if url:
+        return SlackTarget("webhook", "SLACK_WEBHOOK_URL", webhook_url=url, secrets=[url])
+    token = env.get("SLACK_BOT_TOKEN", "").strip()
+    if token:
+        return SlackTarget(
+            "api",
+            "SLACK_BOT_TOKEN",
+            token=token,
+            channel=channel or env.get("SLACK_CHANNEL", ""),
+            base_url=_api_base(env),
+            secrets=[token],
+        )
+    return None
+
+
+class _Deadline:
+    def __init__(self, budget: float) -> None:
+        self.end = time.monotonic() + budget
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+
+class _BoundedRateLimit(RateLimitErrorRetryHandler):
+    """Honours Retry-After, but never sleeps past the total time budget."""
+
+    def __init__(self, deadline: _Deadline, max_retry_count: int) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.deadline = deadline
+
+    def _can_retry(
+        self, *, state: Any, request: Any, response: Any = None, error: Any = None
+    ) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        headers = {k.lower(): v for k, v in (response.headers or {}).items()}
+        raw = headers.get("retry-after", ["1"])
+        try:
+            wait = float(raw[0] if isinstance(raw, list) else raw)
+        except (TypeError, ValueError):
+            wait = 1.0
+        return wait + 1 < self.deadline.left()
+
+
+class _BoundedServerError(ServerErrorRetryHandler):
+    def __init__(self, deadline: _Deadline, max_retry_count: int) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.deadline = deadline
+
+    def _can_retry(
+        self, *, state: Any, request: Any, response: Any = None, error: Any = None
+    ) -> bool:
+        ok = response is not None and response.status_code in (500, 502, 503, 504)
+        return ok and self.deadline.left() > 2
+
+
+class _BoundedConnectionError(ConnectionErrorRetryHandler):
+    def __init__(self, deadline: _Deadline, max_retry_count: int) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.deadline = deadline
+
+    def _can_retry(
+        self, *, state: Any, request: Any, response: Any = None, error: Any = None
+    ) -> bool:
+        return super()._can_retry(
+            state=state, request=request, response=response, error=error
+        ) and (self.deadline.left() > 2)
+
+
+def _handlers(budget: float) -> list[RetryHandler]:
+    deadline = _Deadline(budget)
+    return [
+        _BoundedRateLimit(deadline, 3),
+        _BoundedServerError(deadline, 2),
+        _BoundedConnectionError(deadline, 2),
+    ]
+
+
+def _sdk_logger(target: SlackTarget) -> logging.Logger:
+    """slack-sdk logs the webhook URL and bodies at DEBUG: give it a logger that redacts them."""
+    logger = logging.getLogger("airflow_callbacks.slack_sdk")
+    redactor = next((f for f in logger.filters if isinstance(f, RedactingFilter)), None)
+    if redactor is None:
+        redactor = RedactingFilter()
+        logger.addFilter(redactor)
+    redactor.add(*target.secrets)
+    return logger
+
+
+def send(
+    target: SlackTarget,
+    message: Mapping[str, Any],
+    budget: float = DEFAULT_BUDGET_SECONDS,
+    timeout: int = DEFAULT_TIMEOUT_SECONDS,
+) -> bool:
+    """Post once (with bounded retries); True on success. Never raises."""
+    sdk_logger = _sdk_logger(target)
+    timeout = max(1, min(timeout, int(budget)))
+    try:
+        if target.kind == "webhook":
+            from slack_sdk.webhook import WebhookClient
+
+            webhook = WebhookClient(
+                target.webhook_url,
+                timeout=timeout,
+                logger=sdk_logger,
+                retry_handlers=_handlers(budget),
+            )
+            response = webhook.send_dict(dict(message))
+            if response.status_code == 200:
+                return True
+            log.warning(
+                "Slack alert not delivered (%s): HTTP %s %s",
+                target.source,
+                response.status_code,
+                str(response.body or "")[:200],
+            )
+            return False
+        from slack_sdk import WebClient
+
+        if not target.channel:
+            log.warning(
+                "Slack alert not delivered (%s): no channel (set SLACK_CHANNEL)", target.source
+            )
+            return False
+        kwargs: dict[str, Any] = {
+            "timeout": timeout,
+            "logger": sdk_logger,
+            "retry_handlers": _handlers(budget),
+        }
+        if target.base_url:
+            kwargs["base_url"] = target.base_url
+        client = WebClient(token=target.token, **kwargs)
+        client.chat_postMessage(
+            channel=target.channel,
+            text=message.get("text", ""),
+            blocks=message.get("blocks"),
+            unfurl_links=False,
+            unfurl_media=False,
+            link_names=False,
+        )
+        return True
+    except Exception as exc:  # never raise into Airflow
+        reason = getattr(getattr(exc, "response", None), "data", None)
+        detail = reason.get("error") if isinstance(reason, dict) else type(exc).__name__
+        text = RedactingFilter.instance(target.secrets).redact(f"{detail}")
+        log.warning("Slack alert not delivered (%s): %s", target.source, text)
+        return False

@@ -1,0 +1,102 @@
+"""A fake Slack on loopback: incoming webhooks and chat.postMessage, with injectable failures."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+WEBHOOK_PATH = "/services/T000/B000/XXXXSECRETXXXX"
+BOT_TOKEN = "xoxb-000-111-fakeSecretToken"
+
+
+class FakeSlack:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []  # accepted posts
+        self.attempts = 0
+        self.faults: list[tuple[int, dict[str, str], float]] = []  # (status, headers, delay)
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.webhook_url = self.url + WEBHOOK_PATH
+        self.api_base = self.url + "/api/"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeSlack:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def fail_next(
+        self, status: int, count: int = 1, retry_after: int | None = None, delay: float = 0
+    ) -> None:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        self.faults.extend([(status, headers, delay)] * count)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        slack = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _reply(
+                self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
+            ) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length).decode()
+                with slack._lock:
+                    slack.attempts += 1
+                    fault = slack.faults.pop(0) if slack.faults else None
+                if fault is not None:
+                    status, headers, delay = fault
+                    time.sleep(delay)
+                    self._reply(
+                        status,
+                        b'{"ok": false, "error": "ratelimited"}',
+                        "application/json",
+                        headers,
+                    )
+                    return
+                if self.path == WEBHOOK_PATH:
+                    slack.messages.append({"via": "webhook", **json.loads(raw)})
+                    self._reply(200, b"ok", "text/plain")
+                    return
+                if self.path == "/api/chat.postMessage":
+                    if self.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
+                        self._reply(
+                            200, b'{"ok": false, "error": "invalid_auth"}', "application/json"
+                        )
+                        return
+                    ctype = self.headers.get("Content-Type", "")
+                    body = (
+                        json.loads(raw)
+                        if "json" in ctype
+                        else {k: v[-1] for k, v in parse_qs(raw).items()}
+                    )
+                    if isinstance(body.get("blocks"), str):
+                        body["blocks"] = json.loads(body["blocks"])
+                    slack.messages.append({"via": "api", **body})
+                    self._reply(200, b'{"ok": true, "ts": "1.2"}', "application/json")
+                    return
+                self._reply(404, b"no_service", "text/plain")
+
+        return Handler

@@ -1,0 +1,238 @@
+"""Airflow callbacks: message building, target resolution, delivery to a fake Slack on loopback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from fake_slack import BOT_TOKEN, FakeSlack
+
+from airflow_callbacks import notify, slack_failure_callback, slack_recovery_callback
+from airflow_callbacks.context import task_facts
+from airflow_callbacks.delivery import resolve_target
+from airflow_callbacks.message import HEADER_LIMIT, SECTION_LIMIT, build, escape
+
+RUN_URL = "https://adb-1.2.azuredatabricks.net/?o=1#job/7/run/42"
+
+
+class FakeTI:
+    def __init__(
+        self,
+        xcom: dict[tuple[str, int], Any] | None = None,
+        map_index: int = -1,
+        try_number: int = 1,
+    ):
+        self.dag_id = "databricks_etl"
+        self.task_id = "run_job"
+        self.map_index = map_index
+        self.try_number = try_number
+        self.max_tries = 2
+        self.run_id = "manual__2026-11-23"
+        self.log_url = (
+            "https://airflow.contoso.com/dags/databricks_etl/runs/x/tasks/run_job?try_number=1"
+        )
+        self.xcom = xcom or {}
+        self.pulls: list[dict[str, Any]] = []
+
+    def xcom_pull(self, task_ids: str, key: str, map_indexes: int | None = None) -> Any:
+        self.pulls.append({"task_ids": task_ids, "key": key, "map_indexes": map_indexes})
+        return self.xcom.get((key, -1 if map_indexes is None else map_indexes))
+
+
+BOOM = RuntimeError("boom")
+
+
+def context(ti: FakeTI | None = None, exception: BaseException | None = BOOM, **extra: Any) -> dict:
+    ctx: dict[str, Any] = {
+        "ti": ti or FakeTI({("run_page_url", -1): RUN_URL, ("run_id", -1): 42}),
+        "task": SimpleNamespace(owner="data-platform", retries=2, task_id="run_job"),
+        "logical_date": "2026-11-23T00:00:00+00:00",
+        "run_id": "manual__2026-11-23",
+        **extra,
+    }
+    if exception is not None:
+        ctx["exception"] = exception
+    return ctx
+
+
+def text_of(message: dict) -> str:
+    return json.dumps(message, ensure_ascii=False)
+
+
+# --- message -----------------------------------------------------------------------------------
+
+
+def test_message_names_dag_task_try_date_error_and_both_links():
+    message = build(task_facts(context()), "failure")
+    header = message["blocks"][0]["text"]["text"]
+    assert "Failed: databricks_etl · run_job" in header
+    body = text_of(message)
+    for needle in (
+        "*Try*\\n1 of 3",
+        "2026-11-23T00:00:00",
+        "manual__2026-11-23",
+        "data-platform",
+        "RuntimeError: boom",
+    ):
+        assert needle in body, needle
+    actions = next(b for b in message["blocks"] if b["type"] == "actions")
+    urls = {e["text"]["text"]: e["url"] for e in actions["elements"]}
+    assert urls == {"Airflow log": FakeTI().log_url, "Databricks run": RUN_URL}
+    assert RUN_URL in message["text"]
+
+
+def test_exception_text_cannot_mention_or_link():
+    exc = RuntimeError("<!channel> <@U123> <https://evil.example|click> @here & done ```")
+    body = text_of(build(task_facts(context(exception=exc))))
+    for bad in ("<!channel>", "<@U123>", "<https://evil", "@here"):
+        assert bad not in body
+    assert "&lt;!channel&gt;" in body and "&amp; done" in body
+
+
+def test_escape_is_applied_to_names_too():
+    assert escape("a<b>&@channel") == "a&lt;b&gt;&amp;@\u200bchannel"
+
+
+def test_long_error_and_names_are_truncated_to_slack_limits():
+    ti = FakeTI()
+    ti.dag_id = "d" * 500
+    message = build(task_facts(context(ti=ti, exception=ValueError("x" * 100_000))))
+    assert len(message["blocks"][0]["text"]["text"]) <= HEADER_LIMIT
+    for block in message["blocks"]:
+        if block["type"] == "section" and "text" in block:
+            assert len(block["text"]["text"]) <= SECTION_LIMIT
+    assert len(message["text"]) <= 40_000 and len(message["blocks"]) <= 50
+
+
+def test_missing_exception_and_fields_still_give_a_message():
+    ti = FakeTI()
+    ti.log_url = None
+    message = build(task_facts({"ti": ti}))
+    assert "Failed: databricks_etl · run_job" in message["blocks"][0]["text"]["text"]
+    assert "Error" not in text_of(message)
+
+
+def test_databricks_url_order_run_page_url_then_job_run_link_then_built_from_run_id():
+    link = "https://adb-9.azuredatabricks.net/#job/1/run/2"
+    both = FakeTI({("run_page_url", -1): RUN_URL, ("databricks_job_run_link", -1): link})
+    assert task_facts(context(both)).databricks_url == RUN_URL
+    only_link = FakeTI({("databricks_job_run_link", -1): link})
+    assert task_facts(context(only_link)).databricks_url == link
+    only_id = FakeTI({("run_id", -1): 777})
+    facts = task_facts(context(only_id), host="https://adb-5.azuredatabricks.net/")
+    assert facts.databricks_url == "https://adb-5.azuredatabricks.net/#job/runs/777"
+    assert task_facts(context(FakeTI()), host="").databricks_url == ""
+
+
+def test_mapped_task_pulls_xcom_with_its_own_map_index():
+    ti = FakeTI({("run_page_url", 3): RUN_URL}, map_index=3)
+    facts = task_facts(context(ti))
+    assert facts.databricks_url == RUN_URL
+    assert all(p["map_indexes"] == 3 for p in ti.pulls)
+    assert "run_job[3]" in build(facts)["blocks"][0]["text"]["text"]
+
+
+def test_localhost_log_url_adds_a_warning():
+    ti = FakeTI()
+    ti.log_url = "http://localhost:8080/dags/x/runs/y/tasks/z"
+    assert "points at localhost" in text_of(build(task_facts(context(ti))))
+
+
+# --- targets -----------------------------------------------------------------------------------
+
+
+def test_target_order_webhook_before_bot_token():
+    env = {
+        "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/A/B/C",
+        "SLACK_BOT_TOKEN": "xoxb-1",
+        "SLACK_CHANNEL": "#c",
+    }
+    target = resolve_target(env=env)
+    assert target is not None and target.kind == "webhook"
+    del env["SLACK_WEBHOOK_URL"]
+    target = resolve_target(env=env)
+    assert target is not None and (target.kind, target.channel) == ("api", "#c")
+    assert "xoxb-1" not in repr(target)
+    assert resolve_target(env={}) is None
+
+
+# --- delivery over loopback ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def slack():
+    with FakeSlack() as server:
+        yield server
+
+
+def test_webhook_delivery_after_a_429_is_exactly_one_message(slack, monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    slack.fail_next(429, retry_after=1)
+    assert notify(context()) is True
+    assert slack.attempts == 2 and len(slack.messages) == 1
+    assert "RuntimeError: boom" in text_of(slack.messages[0])
+
+
+def test_web_api_delivery_with_bot_token_and_base_url_override(slack, monkeypatch):
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("SLACK_CHANNEL", "#data-oncall")
+    monkeypatch.setenv("SLACK_API_BASE_URL", slack.api_base)
+    slack.fail_next(503)
+    slack_failure_callback(context())
+    assert len(slack.messages) == 1
+    message = slack.messages[0]
+    assert message["channel"] == "#data-oncall" and message["blocks"][0]["type"] == "header"
+
+
+def test_slack_down_is_bounded_in_time_and_never_raises(slack, monkeypatch, caplog):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    slack.fail_next(429, count=50, retry_after=30)  # a Retry-After beyond the budget
+    started = time.monotonic()
+    assert notify(context(), budget=5) is False
+    assert time.monotonic() - started < 8
+    assert "Slack alert not delivered" in caplog.text
+
+
+def test_unreachable_slack_is_bounded_and_logged_once(monkeypatch, caplog):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "http://127.0.0.1:9/services/T/B/SECRET")
+    started = time.monotonic()
+    slack_failure_callback(context())
+    assert time.monotonic() - started < 20
+    warnings = [
+        r for r in caplog.records if r.levelno == logging.WARNING and r.name == "airflow_callbacks"
+    ]
+    assert len(warnings) == 1
+
+
+def test_no_secret_in_logs_at_debug(slack, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    slack.fail_next(500)
+    assert notify(context()) is True
+    monkeypatch.delenv("SLACK_WEBHOOK_URL")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("SLACK_CHANNEL", "#c")
+    monkeypatch.setenv("SLACK_API_BASE_URL", slack.api_base)
+    assert notify(context()) is True
+    assert "Sending a request" in caplog.text  # slack-sdk's DEBUG logging really ran
+    assert "XXXXSECRETXXXX" not in caplog.text and BOT_TOKEN not in caplog.text
+
+
+def test_no_target_configured_logs_how_to_configure(monkeypatch, caplog):
+    for name in ("SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "AIRFLOW_CALLBACKS_SLACK_CONN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert notify(context()) is False
+    assert "SLACK_WEBHOOK_URL" in caplog.text
+
+
+def test_recovery_posts_only_after_a_failed_try(slack, monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    slack_recovery_callback(context(FakeTI(try_number=1), exception=None))
+    assert slack.messages == []
+    slack_recovery_callback(context(FakeTI(try_number=2), exception=None))
+    assert len(slack.messages) == 1
+    assert "Recovered" in slack.messages[0]["blocks"][0]["text"]["text"]
