@@ -1,0 +1,637 @@
+"""Generates the Grafana dashboards (JSON for file provisioning) from one readable description.
+
+python dashboards/generate.py        # rewrites dashboards/*.json; a test checks they are current
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).parent
+DS = {"type": "prometheus", "uid": "${datasource}"}
+FAILED = 'result_state=~"FAILED|TIMEDOUT|UPSTREAM_FAILED|MAXIMUM_CONCURRENT_RUNS_REACHED|NONE"'
+JOB = 'workspace=~"$workspace",job_name=~"$job"'
+WS = 'workspace=~"$workspace"'
+POOL = 'workspace=~"$workspace"'
+
+
+def variables(with_job: bool) -> dict[str, Any]:
+    items: list[dict[str, Any]] = [
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "hide": 0,
+        },
+        _query_var(
+            "workspace",
+            "Workspace",
+            "label_values(databricks_exporter_collection_success, workspace)",
+        ),
+    ]
+    if with_job:
+        items.append(
+            _query_var(
+                "job", "Job", f"label_values(databricks_job_last_run_info{{{WS}}}, job_name)"
+            )
+        )
+    return {"list": items}
+
+
+def _query_var(name: str, label: str, query: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": f"{name}-var"},
+        "definition": query,
+        "refresh": 2,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+        "hide": 0,
+    }
+
+
+class Layout:
+    """Places panels left to right on Grafana's 24-column grid."""
+
+    def __init__(self) -> None:
+        self.x = self.y = self.row_h = 0
+        self.next_id = 1
+        self.panels: list[dict[str, Any]] = []
+
+    def add(self, panel: dict[str, Any], w: int, h: int) -> None:
+        if self.x + w > 24:
+            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
+        panel["gridPos"] = {"x": self.x, "y": self.y, "w": w, "h": h}
+        panel["id"] = self.next_id
+        self.next_id += 1
+        self.x += w
+        self.row_h = max(self.row_h, h)
+        self.panels.append(panel)
+
+
+def panel(
+    kind: str,
+    title: str,
+    description: str,
+    unit: str,
+    targets: list[tuple[str, str]],
+    instant: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": {
+            "defaults": {"unit": unit, **options.pop("defaults", {})},
+            "overrides": options.pop("overrides", []),
+        },
+        "options": options.pop("panel_options", {}),
+        "targets": [
+            {
+                "refId": chr(ord("A") + i),
+                "datasource": DS,
+                "expr": expr,
+                "legendFormat": legend,
+                "instant": instant,
+                "range": not instant,
+                **({"format": "table"} if kind == "table" else {}),
+            }
+            for i, (expr, legend) in enumerate(targets)
+        ],
+        **options,
+    }
+
+
+def dashboard(
+    uid: str, title: str, description: str, layout: Layout, with_job: bool
+) -> dict[str, Any]:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["databricks"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "1m",
+        "time": {"from": "now-24h", "to": "now"},
+        "templating": variables(with_job),
+        "annotations": {"list": []},
+        "links": [
+            {
+                "title": "Databricks",
+                "type": "dashboards",
+                "tags": ["databricks"],
+                "asDropdown": False,
+                "includeVars": True,
+                "keepTime": True,
+            }
+        ],
+        "panels": layout.panels,
+    }
+
+
+def jobs() -> dict[str, Any]:
+    lay = Layout()
+    runs = f"databricks_job_runs_total{{{JOB}}}"
+    failed = f"databricks_job_runs_total{{{JOB},{FAILED}}}"
+    lay.add(
+        panel(
+            "stat",
+            "Runs in range",
+            "Job runs that ended in the selected time range.",
+            "short",
+            [(f"sum(increase({runs}[$__range]))", "runs")],
+            instant=True,
+        ),
+        6,
+        4,
+    )
+    lay.add(
+        panel(
+            "stat",
+            "Failed runs in range",
+            "FAILED, TIMEDOUT, UPSTREAM_FAILED, MAXIMUM_CONCURRENT_RUNS_REACHED or no result.",
+            "short",
+            [(f"sum(increase({failed}[$__range])) or vector(0)", "failed")],
+            instant=True,
+            defaults={
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
+                }
+            },
+        ),
+        6,
+        4,
+    )
+    lay.add(
+        panel(
+            "stat",
+            "Active runs",
+            "Runs not terminal yet (queued, pending, running).",
+            "short",
+            [(f"sum(databricks_job_runs_active{{{JOB}}}) or vector(0)", "active")],
+            instant=True,
+        ),
+        6,
+        4,
+    )
+    lay.add(
+        panel(
+            "stat",
+            "Oldest active run",
+            "Age of the oldest run still active.",
+            "s",
+            [(f"max(databricks_job_active_run_max_age_seconds{{{JOB}}}) or vector(0)", "age")],
+            instant=True,
+        ),
+        6,
+        4,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Failure ratio by job",
+            "Failed runs over all runs in the range.",
+            "percentunit",
+            [
+                (
+                    f"sum by (workspace, job_name) (increase({failed}[$__range])) / "
+                    f"sum by (workspace, job_name) (increase({runs}[$__range]))",
+                    "{{job_name}}",
+                )
+            ],
+            instant=True,
+            defaults={"min": 0, "max": 1},
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Top failing jobs",
+            "Jobs with the most failed runs in the range.",
+            "short",
+            [
+                (
+                    f"topk(10, sum by (workspace, job_name) (increase({failed}[$__range])) > 0)",
+                    "{{job_name}}",
+                )
+            ],
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    bucket = f"databricks_job_run_duration_seconds_bucket{{{JOB}}}"
+    lay.add(
+        panel(
+            "timeseries",
+            "Run duration p50 / p95 by job",
+            "From the histogram of counted runs, over a sliding 6 h window.",
+            "s",
+            [
+                (
+                    f"histogram_quantile(0.5, sum by (workspace, job_name, le) (rate({bucket}[6h])))",
+                    "p50 {{job_name}}",
+                ),
+                (
+                    f"histogram_quantile(0.95, sum by (workspace, job_name, le) (rate({bucket}[6h])))",
+                    "p95 {{job_name}}",
+                ),
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Last run duration vs usual",
+            "Last run's duration divided by the job's 7-day p95; above 100% is slower than usual.",
+            "percentunit",
+            [
+                (
+                    f"max by (workspace, job_name) (databricks_job_last_run_duration_seconds{{{JOB}}}) / "
+                    f"histogram_quantile(0.95, sum by (workspace, job_name, le) (rate({bucket}[7d])))",
+                    "{{job_name}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Active runs by state",
+            "Runs not terminal yet, by life-cycle state.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, life_cycle_state) (databricks_job_runs_active{{{JOB}}})",
+                    "{{life_cycle_state}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Time since last success",
+            "Jobs whose last success is oldest first; compare with how often each job should run.",
+            "s",
+            [
+                (
+                    f"topk(15, time() - max by (workspace, job_name) "
+                    f"(databricks_job_last_success_timestamp_seconds{{{JOB}}}))",
+                    "{{job_name}}",
+                )
+            ],
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "table",
+            "Last run per job",
+            "The last terminal run of each job, with a link to its run page.",
+            "none",
+            [
+                (
+                    f"databricks_job_last_run_info{{{JOB}}} * on (workspace, job_id) group_left "
+                    f"databricks_job_last_run_end_timestamp_seconds{{{JOB}}}",
+                    "",
+                )
+            ],
+            instant=True,
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {
+                            "Time": True,
+                            "__name__": True,
+                            "instance": True,
+                            "job": True,
+                        },
+                        "renameByName": {"Value": "ended", "run_page_url": "run page"},
+                    },
+                }
+            ],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "run page"},
+                    "properties": [
+                        {
+                            "id": "links",
+                            "value": [
+                                {"title": "Open run", "url": "${__value.raw}", "targetBlank": True}
+                            ],
+                        }
+                    ],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "ended"},
+                    "properties": [{"id": "unit", "value": "dateTimeAsIso"}],
+                },
+                {
+                    "matcher": {"id": "byName", "options": "result_state"},
+                    "properties": [
+                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                        {
+                            "id": "mappings",
+                            "value": [
+                                {
+                                    "type": "value",
+                                    "options": {
+                                        "SUCCESS": {"color": "green"},
+                                        "FAILED": {"color": "red"},
+                                        "TIMEDOUT": {"color": "red"},
+                                        "CANCELED": {"color": "orange"},
+                                    },
+                                }
+                            ],
+                        },
+                    ],
+                },
+            ],
+        ),
+        24,
+        10,
+    )
+    return dashboard(
+        "databricks-jobs",
+        "Databricks jobs",
+        "Runs, failures, durations and the last run of every Databricks job.",
+        lay,
+        with_job=True,
+    )
+
+
+def pools() -> dict[str, Any]:
+    lay = Layout()
+    m = "databricks_instance_pool_{}{{" + POOL + "}}"
+    lay.add(
+        panel(
+            "timeseries",
+            "Instances by pool",
+            "Idle, used and pending instances.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pool_name) ({m.format('idle_instances')})",
+                    "idle {{pool_name}}",
+                ),
+                (
+                    f"sum by (workspace, pool_name) ({m.format('used_instances')})",
+                    "used {{pool_name}}",
+                ),
+                (
+                    f"sum by (workspace, pool_name) ({m.format('pending_used_instances')} + "
+                    f"{m.format('pending_idle_instances')})",
+                    "pending {{pool_name}}",
+                ),
+            ],
+        ),
+        24,
+        9,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Idle above min_idle (cost waste)",
+            "Idle instances beyond the configured minimum: paid for, not used.",
+            "short",
+            [
+                (
+                    f"clamp_min({m.format('idle_instances')} - on (workspace, pool_id, pool_name) "
+                    f"{m.format('min_idle_instances')}, 0)",
+                    "{{pool_name}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Use of max capacity",
+            "All instances over max_capacity; at 100% new "
+            "clusters wait. Unlimited pools are not shown.",
+            "percentunit",
+            [
+                (
+                    f"({m.format('used_instances')} + {m.format('idle_instances')} + "
+                    f"{m.format('pending_used_instances')} + {m.format('pending_idle_instances')}) / on "
+                    f"(workspace, pool_id, pool_name) {m.format('max_capacity')}",
+                    "{{pool_name}}",
+                )
+            ],
+            instant=True,
+            defaults={
+                "min": 0,
+                "max": 1,
+                "thresholds": {
+                    "mode": "absolute",
+                    "steps": [
+                        {"color": "green", "value": None},
+                        {"color": "orange", "value": 0.8},
+                        {"color": "red", "value": 1},
+                    ],
+                },
+            },
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Pending instances",
+            "Instances starting; a lasting rise means slow cloud capacity.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pool_name) ({m.format('pending_used_instances')} + "
+                    f"{m.format('pending_idle_instances')})",
+                    "{{pool_name}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "table",
+            "Pools",
+            "Node type and state of every pool.",
+            "none",
+            [(f"databricks_instance_pool_info{{{POOL}}}", "")],
+            instant=True,
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {
+                            "Time": True,
+                            "Value": True,
+                            "__name__": True,
+                            "instance": True,
+                            "job": True,
+                        }
+                    },
+                }
+            ],
+        ),
+        12,
+        8,
+    )
+    return dashboard(
+        "databricks-pools",
+        "Databricks instance pools",
+        "Idle, used and pending capacity of Databricks instance pools.",
+        lay,
+        with_job=False,
+    )
+
+
+def exporter() -> dict[str, Any]:
+    lay = Layout()
+    lay.add(
+        panel(
+            "stat",
+            "Collection success",
+            "1 when the last collection succeeded.",
+            "bool_yes_no",
+            [(f"databricks_exporter_collection_success{{{WS}}}", "{{workspace}} {{collector}}")],
+            instant=True,
+        ),
+        12,
+        5,
+    )
+    lay.add(
+        panel(
+            "stat",
+            "Data age",
+            "Time since the last successful collection.",
+            "s",
+            [
+                (
+                    f"time() - databricks_exporter_last_success_timestamp_seconds{{{WS}}}",
+                    "{{workspace}} {{collector}}",
+                )
+            ],
+            instant=True,
+        ),
+        12,
+        5,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Collection duration p95",
+            "Time a collection takes, retries included.",
+            "s",
+            [
+                (
+                    f"histogram_quantile(0.95, sum by (workspace, collector, le) "
+                    f"(rate(databricks_exporter_collection_duration_seconds_bucket{{{WS}}}[$__rate_interval])))",
+                    "{{workspace}} {{collector}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "API requests by status",
+            "Databricks API requests per second.",
+            "reqps",
+            [
+                (
+                    f"sum by (workspace, status_code) "
+                    f"(rate(databricks_exporter_api_requests_total{{{WS}}}[$__rate_interval]))",
+                    "{{workspace}} {{status_code}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "API retries by reason",
+            "429 means Databricks throttles the exporter.",
+            "reqps",
+            [
+                (
+                    f"sum by (workspace, reason) "
+                    f"(rate(databricks_exporter_api_retries_total{{{WS}}}[$__rate_interval]))",
+                    "{{workspace}} {{reason}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Azure AD token requests per hour",
+            "About one an hour is normal: tokens are cached until shortly before expiry.",
+            "short",
+            [(f"increase(databricks_exporter_token_requests_total{{{WS}}}[1h])", "{{workspace}}")],
+        ),
+        12,
+        8,
+    )
+    return dashboard(
+        "databricks-exporter",
+        "Databricks exporter",
+        "Health of the Databricks jobs exporter: collections, API traffic, tokens.",
+        lay,
+        with_job=False,
+    )
+
+
+DASHBOARDS = {
+    "databricks-jobs.json": jobs,
+    "databricks-pools.json": pools,
+    "databricks-exporter.json": exporter,
+}
+
+
+def render() -> dict[str, str]:
+    return {name: json.dumps(build(), indent=2) + "\n" for name, build in DASHBOARDS.items()}
+
+
+if __name__ == "__main__":
+    for name, text in render().items():
+        (HERE / name).write_text(text)
+        print("wrote", HERE / name)
