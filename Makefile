@@ -23,8 +23,8 @@ demo: $(VENV)/.installed
 	$(BIN)/databricks-exporter --simulate --listen-address 127.0.0.1 --port 9180 --interval 15
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check exporter airflow_callbacks tests bench dashboards
-	$(BIN)/ruff format --check exporter airflow_callbacks tests bench dashboards
+	$(BIN)/ruff check exporter airflow_callbacks tests bench dashboards deploy
+	$(BIN)/ruff format --check exporter airflow_callbacks tests bench dashboards deploy
 	$(BIN)/mypy
 
 unit: $(VENV)/.installed-test

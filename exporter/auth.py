@@ -9,6 +9,7 @@ all in steady state, whichever credential sits behind it.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ DATABRICKS_SCOPE = "2ff814a6-3304-4ab8-85cb-cd0e6f879c1d/.default"
 MANAGEMENT_SCOPE = "https://management.core.windows.net//.default"
 REFRESH_MARGIN_SECONDS = 300.0
 RETRY_DELAY_SECONDS = 30.0
+FORCED_REFRESH_MIN_SECONDS = 300.0  # a workspace that keeps answering 401 costs one token per 5 min
 
 
 class AuthError(Exception):
@@ -84,6 +86,8 @@ class CachedToken:
         self._lock = threading.Lock()
         self._token: AccessToken | None = None
         self._next_check = 0.0
+        self._force = False
+        self._last_forced = float("-inf")
 
     def get(self) -> str:
         with self._lock:
@@ -94,12 +98,29 @@ class CachedToken:
             return self._token.token
 
     def invalidate(self) -> None:
+        """The API rejected the token (revoked?): bypass azure-identity's cache once."""
         with self._lock:
-            self._next_check = 0.0
+            now = self._clock()
+            if now - self._last_forced >= FORCED_REFRESH_MIN_SECONDS:
+                self._force = True
+                self._last_forced = now
+                self._next_check = 0.0
+
+    def _fetch(self, now: float) -> AccessToken:
+        if not self._force:
+            return self._credential.get_token(self._scope)
+        self._force = False
+        # A claims challenge makes MSAL skip its cache, as after a CAE revocation.
+        nbf = {"essential": True, "value": str(int(now))}
+        claims = json.dumps({"access_token": {"nbf": nbf}}, separators=(",", ":"))
+        try:
+            return self._credential.get_token(self._scope, claims=claims)
+        except TypeError:  # a credential without claims support
+            return self._credential.get_token(self._scope)
 
     def _refresh(self, now: float) -> None:
         try:
-            token = self._credential.get_token(self._scope)
+            token = self._fetch(now)
         except ClientAuthenticationError as exc:
             self._on_request()
             if self._token is not None and now < self._token.expires_on - 30:

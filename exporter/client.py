@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,6 +71,29 @@ def _retry_reason(response: Any, error: Exception | None) -> str:
     return "connection_error"
 
 
+class RateLimiter:
+    """A token bucket: at most ``rate`` requests a second on average, bursts of ``burst``."""
+
+    def __init__(self, rate: float, burst: int | None = None) -> None:
+        self.rate = rate
+        self.capacity = float(burst if burst is not None else max(1, int(rate)))
+        self._tokens = self.capacity
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+                self._last = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                wait = (1 - self._tokens) / self.rate
+            time.sleep(wait)
+
+
 class DatabricksClient:
     """GET requests against one workspace, returning parsed JSON objects."""
 
@@ -82,6 +107,7 @@ class DatabricksClient:
         max_retries: int = 5,
         max_pages: int = 20_000,
         backoff_factor: float = 0.5,
+        max_requests_per_second: float = 0.0,
     ) -> None:
         self.workspace = workspace
         self.host = host.rstrip("/")
@@ -89,6 +115,9 @@ class DatabricksClient:
         self.max_pages = max_pages
         self.closed = False
         self._auth = auth
+        self._limiter = (
+            RateLimiter(max_requests_per_second) if max_requests_per_second > 0 else None
+        )
         self._timeout = (min(10.0, timeout), timeout)
         retry = CountingRetry(
             total=max_retries,
@@ -131,6 +160,8 @@ class DatabricksClient:
         where = f"workspace {self.workspace}: GET {path}"
         if self.closed:
             raise ApiError(f"{where}: exporter is shutting down")
+        if self._limiter is not None:
+            self._limiter.acquire()
         try:
             response = self.session.get(
                 self.host + path, params=_wire(params), auth=self._auth, timeout=self._timeout

@@ -25,6 +25,8 @@ DEFAULT_OVERLAP_SECONDS = 300.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_MAX_PAGES = 20_000
+DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0  # per workspace; Databricks allows several times more
+DEFAULT_MAX_JOBS = 5000
 SIMULATED_WORKSPACE = "simulated"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -79,6 +81,8 @@ class Settings:
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     max_retries: int = DEFAULT_MAX_RETRIES
     max_pages: int = DEFAULT_MAX_PAGES
+    max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
+    max_jobs: int = DEFAULT_MAX_JOBS
     state_file: Path | None = None
     simulate: bool = False
     log_level: str = "INFO"
@@ -211,6 +215,8 @@ _YAML_TOP_KEYS = {
     "timeout_seconds",
     "max_retries",
     "max_pages",
+    "max_requests_per_second",
+    "max_jobs",
     "state_file",
     "log_level",
 }
@@ -334,6 +340,13 @@ def load_settings(
             "max_retries", doc.get("max_retries", DEFAULT_MAX_RETRIES), int, 0, False
         ),
         max_pages=_number("max_pages", doc.get("max_pages", DEFAULT_MAX_PAGES), int, 0),
+        max_requests_per_second=_number(
+            "max_requests_per_second",
+            doc.get("max_requests_per_second", DEFAULT_MAX_REQUESTS_PER_SECOND),
+            float,
+            0,
+        ),
+        max_jobs=_number("max_jobs", doc.get("max_jobs", DEFAULT_MAX_JOBS), int, 0),
         state_file=Path(state_file) if state_file else None,
         simulate=bool(args.simulate),
         log_level=log_level,

@@ -261,6 +261,13 @@ def baseline_family(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metri
         "Runs that ended after this time (Unix seconds) are counted in databricks_job_runs_total.",
         labels=["workspace"],
     )
+    folded = GaugeMetricFamily(
+        "databricks_exporter_jobs_folded",
+        'Distinct jobs beyond max_jobs, reported together as job_id="__other__".',
+        labels=["workspace"],
+    )
     for ws, snap in views:
         baseline.add_metric([ws], snap.baseline_ms / 1000.0)
+        folded.add_metric([ws], snap.folded_jobs)
     yield baseline
+    yield folded

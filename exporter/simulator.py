@@ -21,6 +21,8 @@ import json
 import logging
 import random
 import secrets
+import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -156,7 +158,7 @@ class FaultRule:
     status: int = 503
     count: int = 1
     retry_after: float | None = None
-    body: str = "json"  # json | html | truncated | empty
+    body: str = "json"  # json | html | truncated | empty | reset (connection reset, no response)
     delay: float = 0.0
 
 
@@ -496,6 +498,11 @@ def _decode_cursor(token: str) -> tuple[int, int]:
         raise ApiFailure(400, "INVALID_PARAMETER_VALUE", "Invalid page token") from None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("simulator: connection from %s ended abruptly", client_address)
+
+
 class SimServer:
     """The simulated workspace served over HTTP on 127.0.0.1; ``url`` and ``token`` to use it."""
 
@@ -510,7 +517,7 @@ class SimServer:
         self.fault_rate = 0.0
         self._rng = random.Random(self.model.config.seed)
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
+        self.httpd = _QuietServer(("127.0.0.1", port), _make_handler(self))
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_port}"
         self._thread = threading.Thread(
@@ -713,6 +720,14 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
         def _fault(self, rule: FaultRule) -> None:
             if rule.delay:
                 time.sleep(rule.delay)
+            if rule.body == "reset":
+                # SO_LINGER 0: close() sends RST, as a load balancer dropping the connection does.
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
+                self.close_connection = True
+                self.connection.close()
+                return
             headers = {}
             if rule.retry_after is not None:
                 headers["Retry-After"] = str(int(rule.retry_after))

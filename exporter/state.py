@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exporter.health import Histogram
@@ -27,6 +27,7 @@ FAILED_RESULTS = frozenset(
 )
 SUCCESS_RESULTS = frozenset({"SUCCESS"})
 NO_RESULT = "NONE"
+OTHER_JOB = "__other__"  # where jobs beyond the max_jobs cap are folded
 # Batch jobs: half a minute to a day.
 RUN_DURATION_BUCKETS = (
     30.0,
@@ -161,6 +162,7 @@ class RunsSnapshot:
     active: tuple[Run, ...]
     baseline_ms: int
     watermark_ms: int
+    folded_jobs: int = 0
 
 
 @dataclass
@@ -177,6 +179,9 @@ class RunLedger:
     durations: dict[JobKey, Histogram] = field(default_factory=dict)
     last_runs: dict[str, Run] = field(default_factory=dict)
     last_success_ms: dict[str, int] = field(default_factory=dict)
+    max_jobs: int = 5000
+    known_jobs: set[str] = field(default_factory=set)
+    folded: set[str] = field(default_factory=set)
 
     @classmethod
     def starting_at(cls, now_ms: int, lookback_ms: int, overlap_ms: int) -> RunLedger:
@@ -197,10 +202,10 @@ class RunLedger:
     ) -> int:
         """Fold one cycle's observations in; return how many runs were newly counted."""
         counted = 0
-        for run in terminal:
+        for run in map(self._capped, terminal):
             counted += self._observe_terminal(run)
         still_active: dict[int | str, Run] = {}
-        for run in active:
+        for run in map(self._capped, active):
             if run.run_id not in self.seen or run.run_id in self.active:
                 still_active[run.run_id] = run
         for run_id in vanished:
@@ -210,6 +215,24 @@ class RunLedger:
         self.watermark_ms = max(self.watermark_ms, cycle_start_ms)
         self._prune()
         return counted
+
+    def _capped(self, run: Run) -> Run:
+        """The run, or the run relabelled as OTHER_JOB when its job is beyond the job cap."""
+        if run.job_id in self.known_jobs:
+            return run
+        if len(self.known_jobs) < self.max_jobs:
+            self.known_jobs.add(run.job_id)
+            return run
+        if run.job_id not in self.folded:
+            if not self.folded:
+                log.warning(
+                    "more than %d distinct jobs: further jobs are reported as job_id=%r "
+                    "(raise max_jobs to see them; see databricks_exporter_jobs_folded)",
+                    self.max_jobs,
+                    OTHER_JOB,
+                )
+            self.folded.add(run.job_id)
+        return replace(run, job_id=OTHER_JOB, job_name=OTHER_JOB)
 
     def _observe_terminal(self, run: Run) -> int:
         self.active.pop(run.run_id, None)
@@ -256,4 +279,5 @@ class RunLedger:
             active=tuple(self.active.values()),
             baseline_ms=self.baseline_ms,
             watermark_ms=self.watermark_ms,
+            folded_jobs=len(self.folded),
         )

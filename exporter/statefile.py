@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.health import Histogram
-from exporter.state import Run, RunLedger, TaskResult
+from exporter.state import OTHER_JOB, Run, RunLedger, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ def ledger_from_dict(data: dict[str, Any], buckets: tuple[float, ...]) -> RunLed
     }
     ledger.last_runs = {run.job_id: run for run in map(_run, data["last_runs"])}
     ledger.last_success_ms = {k: int(v) for k, v in data["last_success_ms"].items()}
+    ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
+    ledger.known_jobs |= {job_id for job_id, _, _ in ledger.runs_total if job_id != OTHER_JOB}
     return ledger
 
 

@@ -41,6 +41,7 @@ class Workspace:
             timeout=settings.timeout_seconds,
             max_retries=settings.max_retries,
             max_pages=settings.max_pages,
+            max_requests_per_second=settings.max_requests_per_second,
         )
         self.host = config.host
         self.state_file = state_file
@@ -55,6 +56,7 @@ class Workspace:
             lookback_ms=int(settings.lookback_hours * 3600 * 1000),
             overlap_ms=int(settings.overlap_seconds * 1000),
         )
+        ledger.max_jobs = settings.max_jobs
         self.runs = RunsCollector(self.client, ledger, clock_ms=lambda: int(self.clock() * 1000))
         self.pools = PoolsCollector(self.client)
         self._succeeded: set[str] = set()

@@ -87,6 +87,7 @@ class FakeAAD:
         self.on_token = on_token
         self.token_requests: list[dict[str, str]] = []
         self.fail_next = 0
+        self.fail_status = 503
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
@@ -147,7 +148,7 @@ class FakeAAD:
                 if aad.fail_next > 0:
                     aad.fail_next -= 1
                     self._json(
-                        503,
+                        aad.fail_status,
                         {"error": "temporarily_unavailable", "error_description": "AAD is down"},
                     )
                     return

@@ -167,3 +167,15 @@ def test_histogram_observes_counted_runs_only():
     hist = book.durations[("1", "job1")]
     assert hist.count == 1 and hist.total == 100.0
     assert dict(hist.buckets())["120.0"] == 1 and dict(hist.buckets())["60.0"] == 0
+
+
+def test_jobs_beyond_the_cap_fold_into_other_and_say_so(caplog):
+    book = ledger()
+    book.max_jobs = 3
+    runs = [run(i, NOW + MIN, NOW + 2 * MIN, job_id=j) for i, j in enumerate(range(1, 7), start=1)]
+    book.apply(NOW + 3 * MIN, [], runs)
+    jobs = {job_id for job_id, _, _ in book.runs_total}
+    assert jobs == {"1", "2", "3", "__other__"}
+    assert book.runs_total[("__other__", "__other__", "SUCCESS")] == 3
+    assert book.snapshot().folded_jobs == 3
+    assert caplog.text.count("more than 3 distinct jobs") == 1

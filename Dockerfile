@@ -1,0 +1,20 @@
+# Multi-stage: build a wheel with the build tools, install it into a clean slim image.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+COPY airflow_callbacks ./airflow_callbacks
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin exporter \
+    && mkdir -p /var/lib/databricks-exporter && chown 10001 /var/lib/databricks-exporter
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER 10001
+EXPOSE 9180
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9180/healthz', timeout=4).status != 200)"]
+ENTRYPOINT ["databricks-exporter"]
+CMD ["--state-file", "/var/lib/databricks-exporter/state.json"]
