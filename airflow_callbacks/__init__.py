@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow_callbacks.context import task_facts
 from airflow_callbacks.delivery import DEFAULT_BUDGET_SECONDS, resolve_target, send
+from airflow_callbacks.enrich import run_details
 from airflow_callbacks.message import build
 
 __all__ = [
@@ -47,7 +48,9 @@ def notify(
                 "or SLACK_BOT_TOKEN and SLACK_CHANNEL"
             )
             return False
-        message = build(task_facts(context), kind)
+        facts = task_facts(context)
+        details = run_details(facts.databricks_run_id) if kind != "recovery" else []
+        message = build(facts, kind, details)
         return send(target, message, budget=budget)
     except Exception as exc:  # a bug here must not fail the task's callback chain
         log.warning("Slack alert not sent: %s", type(exc).__name__)

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fake_slack import FakeSlack
+from fake_slack import BOT_TOKEN, FakeSlack
 
 pytest.importorskip("airflow.sdk", reason="apache-airflow is in the test extra")
 
@@ -44,7 +44,9 @@ DAG_FILE = textwrap.dedent(
             retries=1,
             retry_delay=datetime.timedelta(seconds=0),
             on_retry_callback=slack_retry_callback,
-            on_failure_callback=DatabricksSlackNotifier(kind="failure"),
+            on_failure_callback=DatabricksSlackNotifier(
+                slack_conn_id="slack_alerts", kind="failure"
+            ),
         )
         def flaky():
             raise ValueError("still broken")
@@ -71,6 +73,14 @@ def test_failing_dag_posts_one_alert_per_final_failure(tmp_path: Path):
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
             "SLACK_WEBHOOK_URL": slack.webhook_url,
+            # The notifier's connection, as Airflow reads connections from the environment.
+            "AIRFLOW_CONN_SLACK_ALERTS": json.dumps(
+                {
+                    "conn_type": "slack",
+                    "password": BOT_TOKEN,
+                    "extra": {"base_url": slack.api_base, "channel": "#data-oncall"},
+                }
+            ),
         }
         airflow = Path(sys.executable).parent / "airflow"
         migrate = subprocess.run(
@@ -87,9 +97,12 @@ def test_failing_dag_posts_one_alert_per_final_failure(tmp_path: Path):
     assert len(failures) == 1, headers
     flaky = sorted(h.split(" ", 1)[1].split(":")[0] for h in headers if "flaky" in h)
     assert flaky == ["Failed", "Retrying"], headers  # a retry is not a failure
-    message = next(
-        m for m in slack.messages if "run_databricks_job" in m["blocks"][0]["text"]["text"]
-    )
+    # The notifier went through the Airflow connection (Web API), the function through the webhook.
+    by_header = {m["blocks"][0]["text"]["text"]: m for m in slack.messages}
+    flaky_failed = next(m for h, m in by_header.items() if "Failed" in h and "flaky" in h)
+    assert (flaky_failed["via"], flaky_failed["channel"]) == ("api", "#data-oncall")
+    message = next(m for h, m in by_header.items() if "run_databricks_job" in h)
+    assert message["via"] == "webhook"
     body = json.dumps(message)
     assert "https://adb-1.2.azuredatabricks.net/?o=1#job/7/run/123456" in body
     assert "RuntimeError: Databricks run 123456 FAILED: &lt;!channel&gt; boom &amp; bust" in body

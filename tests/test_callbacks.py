@@ -236,3 +236,40 @@ def test_recovery_posts_only_after_a_failed_try(slack, monkeypatch):
     slack_recovery_callback(context(FakeTI(try_number=2), exception=None))
     assert len(slack.messages) == 1
     assert "Recovered" in slack.messages[0]["blocks"][0]["text"]["text"]
+
+
+def failed_sim_run(server) -> int:
+    model = server.model
+    now = model.clock.now_ms()
+    for job in model.jobs:
+        if len(job.tasks) < 2:
+            continue
+        for k in range(model._last_k(job, now), -1, -1):
+            run = model.run(job, k)
+            if run.outcome == "FAILED" and run.end_ms < now:
+                return run.run_id
+    raise AssertionError("the simulator has no failed multi-task run")
+
+
+def test_databricks_state_message_and_failed_tasks_are_added_when_configured(
+    make_sim, slack, monkeypatch
+):
+    server = make_sim(fail_rate=0.9, multi_task_rate=1.0, history_hours=0.2)
+    run_id = failed_sim_run(server)
+    monkeypatch.setenv("DATABRICKS_HOST", server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    assert notify(context(FakeTI({("run_id", -1): run_id}))) is True
+    body = text_of(slack.messages[0])
+    assert "java.lang.RuntimeException: boom" in body  # the run's state_message
+    assert "Failed task" in body and "#job/" in body
+    assert server.stats.requests["/api/2.2/jobs/runs/get"] == 1
+
+
+def test_enrichment_failure_is_silent_and_the_alert_still_goes(make_sim, slack, monkeypatch):
+    server = make_sim()
+    monkeypatch.setenv("DATABRICKS_HOST", server.url)
+    monkeypatch.setenv("DATABRICKS_TOKEN", "dapi-wrong")
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    assert notify(context(FakeTI({("run_id", -1): 123}))) is True
+    assert "Failed task" not in text_of(slack.messages[0])
