@@ -54,7 +54,7 @@ def run_details(run_id: str, env: Mapping[str, str] | None = None) -> list[str]:
     if not run:
         return []
     lines = []
-    state = run.get("state") if isinstance(run.get("state"), dict) else {}
+    state: dict = run["state"] if isinstance(run.get("state"), dict) else {}
     message = str(state.get("state_message") or "").strip()
     if message:
         lines.append(f"Databricks: {message}")
