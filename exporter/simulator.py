@@ -16,6 +16,7 @@ Control endpoints for tests and benchmarks live under ``/sim/`` (truth, stop, fa
 from __future__ import annotations
 
 import base64
+import bisect
 import heapq
 import json
 import logging
@@ -86,6 +87,10 @@ class SimClock:
 
     def now_ms(self) -> int:
         return int(self.time() * 1000)
+
+    @property
+    def frozen(self) -> bool:
+        return self._fixed is not None
 
     def set(self, t: float) -> None:
         self._fixed = t
@@ -515,6 +520,9 @@ class SimServer:
         self.stats = SimStats()
         self.faults: list[FaultRule] = []
         self.fault_rate = 0.0
+        self.rate_limit = 0.0  # requests a second the workspace accepts before answering 429
+        self._bucket = (0.0, time.monotonic())
+        self._listings: dict[tuple[Any, ...], tuple[list[tuple[int, int]], list[SimRun]]] = {}
         self._rng = random.Random(self.model.config.seed)
         self._lock = threading.Lock()
         self.httpd = _QuietServer(("127.0.0.1", port), _make_handler(self))
@@ -544,6 +552,15 @@ class SimServer:
 
     def take_fault(self, path: str) -> FaultRule | None:
         with self._lock:
+            if self.rate_limit and path.startswith("/api/"):
+                tokens, last = self._bucket
+                now = time.monotonic()
+                tokens = min(self.rate_limit, tokens + (now - last) * self.rate_limit)
+                if tokens < 1:
+                    self._bucket = (tokens, now)
+                    self.stats.faults["429"] += 1
+                    return FaultRule(status=429, retry_after=1)
+                self._bucket = (tokens - 1, now)
             for rule in self.faults:
                 if rule.count > 0 and path.startswith(rule.path_prefix):
                     rule.count -= 1
@@ -619,16 +636,20 @@ class SimServer:
         if active_only:
             lo = max(lo, now - m.max_duration_ms)
         cursor = _decode_cursor(params["page_token"]) if params.get("page_token") else None
-        page: list[SimRun] = []
-        more = False
-        for run in m.runs_desc(lo, hi, cursor, job_id):
-            done = now >= run.end_ms
-            if (active_only and done) or (completed_only and not done):
-                continue
-            if len(page) == limit:
-                more = True
-                break
-            page.append(run)
+        if m.clock.frozen:
+            page, more = self._cached_page(
+                lo, hi, job_id, active_only, completed_only, now, cursor, limit
+            )
+        else:
+            page, more = [], False
+            for run in m.runs_desc(lo, hi, cursor, job_id):
+                done = now >= run.end_ms
+                if (active_only and done) or (completed_only and not done):
+                    continue
+                if len(page) == limit:
+                    more = True
+                    break
+                page.append(run)
         body: dict[str, Any] = {
             "runs": [m.run_json(r, now, m.config.public_host, expand) for r in page],
             "has_more": more,
@@ -640,6 +661,36 @@ class SimServer:
         if not page:
             del body["runs"]  # the real API omits empty lists
         return body
+
+    def _cached_page(
+        self,
+        lo: int,
+        hi: int,
+        job_id: int | None,
+        active_only: bool,
+        completed_only: bool,
+        now: int,
+        cursor: tuple[int, int] | None,
+        limit: int,
+    ) -> tuple[list[SimRun], bool]:
+        """On a frozen clock every page of a listing is cut from one sorted list (benchmarks)."""
+        key = (lo, hi, job_id, active_only, completed_only, now)
+        with self._lock:
+            hit = self._listings.get(key)
+        if hit is None:
+            runs = [
+                r
+                for r in self.model.runs_desc(lo, hi, None, job_id)
+                if not (active_only and now >= r.end_ms) and not (completed_only and now < r.end_ms)
+            ]
+            hit = ([(-r.start_ms, -r.run_id) for r in runs], runs)
+            with self._lock:
+                self._listings[key] = hit
+                while len(self._listings) > 8:
+                    self._listings.pop(next(iter(self._listings)))
+        keys, runs = hit
+        start = bisect.bisect_right(keys, (-cursor[0], -cursor[1])) if cursor else 0
+        return runs[start : start + limit], start + limit < len(runs)
 
     def control(
         self, method: str, path: str, payload: dict[str, Any], params: dict[str, str]
