@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,24 +74,32 @@ def _retry_reason(response: Any, error: Exception | None) -> str:
 class RateLimiter:
     """A token bucket: at most ``rate`` requests a second on average, bursts of ``burst``."""
 
-    def __init__(self, rate: float, burst: int | None = None) -> None:
+    def __init__(
+        self,
+        rate: float,
+        burst: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.rate = rate
         self.capacity = float(burst if burst is not None else max(1, int(rate)))
+        self._clock = clock
+        self._sleep = sleep
         self._tokens = self.capacity
-        self._last = time.monotonic()
+        self._last = clock()
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self._clock()
                 self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
                 self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._tokens >= 1 - 1e-9:  # float dust must not stall the bucket
+                    self._tokens = max(self._tokens - 1, 0.0)
                     return
-                wait = (1 - self._tokens) / self.rate
-            time.sleep(wait)
+                wait = max((1 - self._tokens) / self.rate, 0.001)
+            self._sleep(wait)
 
 
 class DatabricksClient:

@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOURS",
         help=f"history read at startup for the last-run gauges ({DEFAULT_LOOKBACK_HOURS:g})",
     )
+    p.add_argument(
+        "--max-requests-per-second",
+        metavar="N",
+        help=f"client-side API rate limit per workspace ({DEFAULT_MAX_REQUESTS_PER_SECOND:g})",
+    )
     p.add_argument("--state-file", metavar="PATH", help="persist the watermark and counters here")
     p.add_argument(
         "--simulate", action="store_true", help="serve a simulated workspace on loopback and use it"
@@ -341,8 +346,12 @@ def load_settings(
         ),
         max_pages=_number("max_pages", doc.get("max_pages", DEFAULT_MAX_PAGES), int, 0),
         max_requests_per_second=_number(
-            "max_requests_per_second",
-            doc.get("max_requests_per_second", DEFAULT_MAX_REQUESTS_PER_SECOND),
+            "--max-requests-per-second",
+            pick(
+                args.max_requests_per_second,
+                "max_requests_per_second",
+                DEFAULT_MAX_REQUESTS_PER_SECOND,
+            ),
             float,
             0,
         ),

@@ -81,6 +81,12 @@ class ExporterProcess:
                 "127.0.0.1",
                 "--port",
                 str(self.port),
+                # Loopback is fast; the client-side limit itself is unit-tested (test_faults).
+                *(
+                    []
+                    if "--max-requests-per-second" in args
+                    else ["--max-requests-per-second", "1000"]
+                ),
                 *args,
             ],
             env=full_env,

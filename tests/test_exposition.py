@@ -56,7 +56,9 @@ def render_fixed_workspace() -> str:
     with SimServer(SimWorkspace(config, clock), token="dapi-golden") as server:
         ws_config = WorkspaceConfig(name="golden", host=server.url, token=server.token)
         ws = Workspace(
-            ws_config, Settings(workspaces=(ws_config,), lookback_hours=2), clock=clock.time
+            ws_config,
+            Settings(workspaces=(ws_config,), lookback_hours=2, max_requests_per_second=1000),
+            clock=clock.time,
         )
         assert ws.collect("runs") and ws.collect("pools")
         clock.advance(1800)
@@ -157,7 +159,10 @@ def _render(families: list) -> str:
 def test_concurrent_scrapes_during_collection_all_get_complete_output(make_sim):
     server = make_sim()
     ws_config = WorkspaceConfig(name="c", host=server.url, token=server.token)
-    ws = Workspace(ws_config, Settings(workspaces=(ws_config,), lookback_hours=0.05))
+    ws = Workspace(
+        ws_config,
+        Settings(workspaces=(ws_config,), lookback_hours=0.05, max_requests_per_second=1000),
+    )
     assert ws.collect("runs") and ws.collect("pools")
     registry = build_registry([ws])
     reference = {f.name for f in text_string_to_metric_families(generate_latest(registry).decode())}

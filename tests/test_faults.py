@@ -10,7 +10,6 @@ from fake_aad import FakeAAD
 from test_auth import CLIENT, SECRET, TENANT
 from test_exporter_process import assert_counts_match_truth, drain, wait_for
 
-import exporter.client as client_module
 from exporter.client import RateLimiter
 from exporter.simulator import FaultRule
 
@@ -90,7 +89,7 @@ def test_entra_id_outage_fails_collections_then_recovers(tmp_path, make_sim, exp
         assert proc.proc.poll() is None
 
 
-def test_rate_limiter_spaces_requests_to_the_configured_rate(monkeypatch):
+def test_rate_limiter_spaces_requests_to_the_configured_rate():
     now = [100.0]
     slept = []
 
@@ -98,9 +97,7 @@ def test_rate_limiter_spaces_requests_to_the_configured_rate(monkeypatch):
         slept.append(seconds)
         now[0] += seconds
 
-    monkeypatch.setattr(client_module.time, "monotonic", lambda: now[0])
-    monkeypatch.setattr(client_module.time, "sleep", sleep)
-    limiter = RateLimiter(rate=5, burst=5)
+    limiter = RateLimiter(rate=5, burst=5, clock=lambda: now[0], sleep=sleep)
     for _ in range(25):
         limiter.acquire()
     # 5 at once (the burst), then 20 more at 5 a second: 4 simulated seconds.
