@@ -136,12 +136,16 @@ class _Deadline:
         return self.end - time.monotonic()
 
 
-class _BoundedRateLimit(RateLimitErrorRetryHandler):
-    """Honours Retry-After, but never sleeps past the total time budget."""
+class _Budgeted:
+    """A slack-sdk retry handler that knows the deadline of the whole delivery."""
 
     def __init__(self, deadline: _Deadline, max_retry_count: int) -> None:
-        super().__init__(max_retry_count=max_retry_count)
+        super().__init__(max_retry_count=max_retry_count)  # type: ignore[call-arg]
         self.deadline = deadline
+
+
+class _BoundedRateLimit(_Budgeted, RateLimitErrorRetryHandler):
+    """Honours Retry-After, but never sleeps past the total time budget."""
 
     def _can_retry(
         self, *, state: Any, request: Any, response: Any = None, error: Any = None
@@ -157,11 +161,7 @@ class _BoundedRateLimit(RateLimitErrorRetryHandler):
         return wait + 1 < self.deadline.left()
 
 
-class _BoundedServerError(ServerErrorRetryHandler):
-    def __init__(self, deadline: _Deadline, max_retry_count: int) -> None:
-        super().__init__(max_retry_count=max_retry_count)
-        self.deadline = deadline
-
+class _BoundedServerError(_Budgeted, ServerErrorRetryHandler):
     def _can_retry(
         self, *, state: Any, request: Any, response: Any = None, error: Any = None
     ) -> bool:
@@ -169,11 +169,7 @@ class _BoundedServerError(ServerErrorRetryHandler):
         return ok and self.deadline.left() > 2
 
 
-class _BoundedConnectionError(ConnectionErrorRetryHandler):
-    def __init__(self, deadline: _Deadline, max_retry_count: int) -> None:
-        super().__init__(max_retry_count=max_retry_count)
-        self.deadline = deadline
-
+class _BoundedConnectionError(_Budgeted, ConnectionErrorRetryHandler):
     def _can_retry(
         self, *, state: Any, request: Any, response: Any = None, error: Any = None
     ) -> bool:

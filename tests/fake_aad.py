@@ -175,3 +175,21 @@ class FakeAAD:
                 )
 
         return Handler
+
+
+TENANT = "00000000-0000-0000-0000-0000000000aa"
+CLIENT = "00000000-0000-0000-0000-000000000001"
+SECRET = "sp-secret-Zq8~not-for-logs"
+
+
+def exporter_env(workspace_url: str, aad: FakeAAD) -> dict[str, str]:
+    """The environment of an exporter that authenticates as a service principal against ``aad``."""
+    return {
+        "DATABRICKS_HOST": workspace_url,
+        "AZURE_CLIENT_ID": CLIENT,
+        "AZURE_TENANT_ID": TENANT,
+        "AZURE_CLIENT_SECRET": SECRET,
+        "AZURE_AUTHORITY_HOST": aad.url,
+        "AZURE_DISABLE_INSTANCE_DISCOVERY": "true",
+        "REQUESTS_CA_BUNDLE": str(aad.ca_path),
+    }

@@ -9,14 +9,10 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 from conftest import select
-from fake_aad import FakeAAD
+from fake_aad import CLIENT, SECRET, TENANT, FakeAAD, exporter_env
 
 from exporter.auth import DATABRICKS_SCOPE, AuthError, CachedToken, build_credential
 from exporter.config import WorkspaceConfig
-
-TENANT = "00000000-0000-0000-0000-0000000000aa"
-CLIENT = "00000000-0000-0000-0000-000000000001"
-SECRET = "sp-secret-Zq8~not-for-logs"
 
 
 class FakeCredential:
@@ -108,16 +104,7 @@ def test_exporter_process_with_service_principal_makes_one_token_request(
     server = make_sim()
     with FakeAAD(tmp_path, SECRET, on_token=server.tokens.add) as aad:
         proc = exporter(
-            ["--interval", "0.5", "--log-level", "DEBUG"],
-            {
-                "DATABRICKS_HOST": server.url,
-                "AZURE_CLIENT_ID": CLIENT,
-                "AZURE_TENANT_ID": TENANT,
-                "AZURE_CLIENT_SECRET": SECRET,
-                "AZURE_AUTHORITY_HOST": aad.url,
-                "AZURE_DISABLE_INSTANCE_DISCOVERY": "true",
-                "REQUESTS_CA_BUNDLE": str(aad.ca_path),
-            },
+            ["--interval", "0.5", "--log-level", "DEBUG"], exporter_env(server.url, aad)
         )
         proc.wait_ready()
         import time

@@ -6,8 +6,7 @@ import time
 from pathlib import Path
 
 from conftest import select
-from fake_aad import FakeAAD
-from test_auth import CLIENT, SECRET, TENANT
+from fake_aad import SECRET, FakeAAD, exporter_env
 from test_exporter_process import assert_counts_match_truth, drain, wait_for
 
 from exporter.client import RateLimiter
@@ -41,22 +40,10 @@ def test_connection_resets_and_stalls_are_retried_and_counts_stay_exact(
     assert proc.proc.poll() is None
 
 
-def aad_env(server, aad) -> dict[str, str]:
-    return {
-        "DATABRICKS_HOST": server.url,
-        "AZURE_CLIENT_ID": CLIENT,
-        "AZURE_TENANT_ID": TENANT,
-        "AZURE_CLIENT_SECRET": SECRET,
-        "AZURE_AUTHORITY_HOST": aad.url,
-        "AZURE_DISABLE_INSTANCE_DISCOVERY": "true",
-        "REQUESTS_CA_BUNDLE": str(aad.ca_path),
-    }
-
-
 def test_revoked_token_gets_one_fresh_token_then_success(tmp_path, make_sim, exporter):
     server = make_sim()
     with FakeAAD(tmp_path, SECRET, on_token=server.tokens.add) as aad:
-        proc = exporter(["--interval", "0.5"], aad_env(server, aad))
+        proc = exporter(["--interval", "0.5"], exporter_env(server.url, aad))
         proc.wait_ready()
         assert len(aad.token_requests) == 1
         server.tokens.clear()  # Databricks no longer accepts the token (revoked)
@@ -74,7 +61,7 @@ def test_entra_id_outage_fails_collections_then_recovers(tmp_path, make_sim, exp
     server = make_sim()
     with FakeAAD(tmp_path, SECRET, on_token=server.tokens.add) as aad:
         aad.fail_next = 4  # azure-identity retries a 503 itself: all of one token attempt fails
-        proc = exporter(["--interval", "0.5"], aad_env(server, aad))
+        proc = exporter(["--interval", "0.5"], exporter_env(server.url, aad))
         proc.wait_healthy()
         wait_for(
             lambda: (
