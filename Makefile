@@ -37,3 +37,4 @@ clean:
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/steady_state.py
+	$(BIN)/python bench/scrape_latency.py
