@@ -89,16 +89,20 @@ class RateLimiter:
         self._last = clock()
         self._lock = threading.Lock()
 
+    def try_acquire(self) -> float:
+        """Take a token and return 0, or return how long to wait for one (taking nothing)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens >= 1 - 1e-9:  # float dust must not stall the bucket
+                self._tokens = max(self._tokens - 1, 0.0)
+                return 0.0
+            return max((1 - self._tokens) / self.rate, 0.001)
+
     def acquire(self) -> None:
-        while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-                if self._tokens >= 1 - 1e-9:  # float dust must not stall the bucket
-                    self._tokens = max(self._tokens - 1, 0.0)
-                    return
-                wait = max((1 - self._tokens) / self.rate, 0.001)
+        """Block until a token is taken."""
+        while (wait := self.try_acquire()) > 0:
             self._sleep(wait)
 
 

@@ -33,6 +33,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from exporter.client import RateLimiter
+
 log = logging.getLogger(__name__)
 
 RUN_ID_BASE = 500_000_000_000
@@ -489,6 +491,12 @@ def _int_param(params: dict[str, str], name: str, default: int | None = None) ->
         raise ApiFailure(400, "INVALID_PARAMETER_VALUE", f"Invalid value for {name}") from None
 
 
+def _listed(run: SimRun, now: int, active_only: bool, completed_only: bool) -> bool:
+    """Whether runs/list's active_only / completed_only filters let the run through."""
+    done = now >= run.end_ms
+    return not (active_only and done) and not (completed_only and not done)
+
+
 def _encode_cursor(run: SimRun) -> str:
     raw = json.dumps([run.start_ms, run.run_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -520,8 +528,8 @@ class SimServer:
         self.stats = SimStats()
         self.faults: list[FaultRule] = []
         self.fault_rate = 0.0
-        self.rate_limit = 0.0  # requests a second the workspace accepts before answering 429
-        self._bucket = (0.0, time.monotonic())
+        # Requests a second the workspace accepts before answering 429 (None: no limit).
+        self.rate_limiter: RateLimiter | None = None
         self._listings: dict[tuple[Any, ...], tuple[list[tuple[int, int]], list[SimRun]]] = {}
         self._rng = random.Random(self.model.config.seed)
         self._lock = threading.Lock()
@@ -552,15 +560,10 @@ class SimServer:
 
     def take_fault(self, path: str) -> FaultRule | None:
         with self._lock:
-            if self.rate_limit and path.startswith("/api/"):
-                tokens, last = self._bucket
-                now = time.monotonic()
-                tokens = min(self.rate_limit, tokens + (now - last) * self.rate_limit)
-                if tokens < 1:
-                    self._bucket = (tokens, now)
-                    self.stats.faults["429"] += 1
-                    return FaultRule(status=429, retry_after=1)
-                self._bucket = (tokens - 1, now)
+            limiter = self.rate_limiter
+            if limiter is not None and path.startswith("/api/") and limiter.try_acquire() > 0:
+                self.stats.faults["429"] += 1
+                return FaultRule(status=429, retry_after=1)
             for rule in self.faults:
                 if rule.count > 0 and path.startswith(rule.path_prefix):
                     rule.count -= 1
@@ -643,8 +646,7 @@ class SimServer:
         else:
             page, more = [], False
             for run in m.runs_desc(lo, hi, cursor, job_id):
-                done = now >= run.end_ms
-                if (active_only and done) or (completed_only and not done):
+                if not _listed(run, now, active_only, completed_only):
                     continue
                 if len(page) == limit:
                     more = True
@@ -681,7 +683,7 @@ class SimServer:
             runs = [
                 r
                 for r in self.model.runs_desc(lo, hi, None, job_id)
-                if not (active_only and now >= r.end_ms) and not (completed_only and now < r.end_ms)
+                if _listed(r, now, active_only, completed_only)
             ]
             hit = ([(-r.start_ms, -r.run_id) for r in runs], runs)
             with self._lock:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.health import Histogram
-from exporter.state import OTHER_JOB, Run, RunLedger, TaskResult
+from exporter.state import OTHER_JOB, RUN_DURATION_BUCKETS, Run, RunLedger, TaskResult
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _run(data: dict[str, Any]) -> Run:
     return Run(**data, tasks=tasks)
 
 
-def ledger_from_dict(data: dict[str, Any], buckets: tuple[float, ...]) -> RunLedger:
+def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
     ledger = RunLedger(
         baseline_ms=int(data["baseline_ms"]),
         watermark_ms=int(data["watermark_ms"]),
@@ -59,7 +59,7 @@ def ledger_from_dict(data: dict[str, Any], buckets: tuple[float, ...]) -> RunLed
     ledger.runs_total = Counter({tuple(row[:3]): int(row[3]) for row in data["runs_total"]})
     ledger.tasks_total = Counter({tuple(row[:4]): int(row[4]) for row in data["tasks_total"]})
     ledger.durations = {
-        (job_id, name): Histogram(buckets, list(counts), float(total), int(count))
+        (job_id, name): Histogram(RUN_DURATION_BUCKETS, list(counts), float(total), int(count))
         for job_id, name, counts, total, count in data["durations"]
     }
     ledger.last_runs = {run.job_id: run for run in map(_run, data["last_runs"])}
@@ -97,7 +97,7 @@ class StateFile:
         workspaces = doc.get("workspaces")
         return workspaces if isinstance(workspaces, dict) else {}
 
-    def restore(self, workspace: str, host: str, buckets: tuple[float, ...]) -> RunLedger | None:
+    def restore(self, workspace: str, host: str) -> RunLedger | None:
         """The persisted ledger of a workspace, or None (with a warning when it is unusable)."""
         entry = self._loaded.get(workspace)
         if entry is None:
@@ -108,7 +108,7 @@ class StateFile:
             )
             return None
         try:
-            ledger = ledger_from_dict(dict(entry["ledger"]), buckets)
+            ledger = ledger_from_dict(dict(entry["ledger"]))
         except (KeyError, TypeError, ValueError) as exc:
             log.warning(
                 "state file: workspace %s has a damaged entry (%s); fresh baseline", workspace, exc

@@ -13,7 +13,7 @@ from exporter.collectors.pools import PoolsCollector
 from exporter.collectors.runs import RunsCollector
 from exporter.config import Settings, WorkspaceConfig
 from exporter.health import WorkspaceHealth
-from exporter.state import RUN_DURATION_BUCKETS, RunLedger
+from exporter.state import RunLedger
 from exporter.statefile import StateFile
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,7 @@ class Workspace:
         self.host = config.host
         self.state_file = state_file
         now_ms = int(clock() * 1000)
-        restored = (
-            state_file.restore(config.name, config.host, RUN_DURATION_BUCKETS)
-            if state_file
-            else None
-        )
+        restored = state_file.restore(config.name, config.host) if state_file else None
         ledger = restored or RunLedger.starting_at(
             now_ms,
             lookback_ms=int(settings.lookback_hours * 3600 * 1000),
