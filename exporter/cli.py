@@ -17,7 +17,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter import __version__
 from exporter.config import ConfigError, Settings, load_settings
-from exporter.metrics import build_registry
+from exporter.exposition import Exposition
 from exporter.redact import RedactingFilter
 from exporter.server import MetricsServer, make_app
 from exporter.statefile import StateFile
@@ -52,8 +52,18 @@ def start_simulator(settings: Settings) -> tuple[Settings, object]:
     return replace(settings, workspaces=(ws,)), sim
 
 
-def schedule(workspaces: Sequence[Workspace], interval: float) -> BackgroundScheduler:
-    """One job per workspace and collector; never overlapping, late runs coalesced."""
+def collect_and_render(ws: Workspace, name: str, exposition: Exposition) -> None:
+    if ws.collect(name):
+        exposition.refresh()
+
+
+def schedule(
+    workspaces: Sequence[Workspace], interval: float, exposition: Exposition
+) -> BackgroundScheduler:
+    """One job per workspace and collector; never overlapping, late runs coalesced.
+
+    After each collection the exposition is rendered for the new snapshot, so scrapes find it
+    ready instead of paying for it."""
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=max(2, 2 * len(workspaces)))},
         timezone=timezone.utc,
@@ -62,10 +72,10 @@ def schedule(workspaces: Sequence[Workspace], interval: float) -> BackgroundSche
     for ws in workspaces:
         for collector in ws.collectors:
             scheduler.add_job(
-                ws.collect,
+                collect_and_render,
                 "interval",
                 seconds=interval,
-                args=[collector.name],
+                args=[ws, collector.name, exposition],
                 id=f"{ws.name}:{collector.name}",
                 name=f"{ws.name}:{collector.name}",
                 max_instances=1,
@@ -93,8 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # e.g. azure-identity refusing its arguments
         print(f"databricks-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
-    registry = build_registry(workspaces)
-    app = make_app(registry, lambda: all(ws.ready for ws in workspaces))
+    exposition = Exposition(workspaces)
+    app = make_app(exposition, lambda: all(ws.ready for ws in workspaces))
     try:
         server = MetricsServer(app, settings.listen_address, settings.port)
     except OSError as exc:
@@ -112,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    scheduler = schedule(workspaces, settings.interval)
+    scheduler = schedule(workspaces, settings.interval, exposition)
     server.start()
     scheduler.start()
     log.info(

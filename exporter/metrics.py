@@ -32,42 +32,62 @@ JOB = ["workspace", "job_id", "job_name"]
 POOL = ["workspace", "pool_id", "pool_name"]
 
 
-class ExporterCollector(Collector):
-    """Yields every family of the contract for the given workspaces."""
+class SnapshotCollector(Collector):
+    """The families that change only when a collection publishes a new snapshot.
+
+    They are most of the exposition (every job's counters and histogram), so the server renders
+    them once per snapshot and reuses the text (see exporter.exposition).
+    """
+
+    def __init__(self, workspaces: Sequence[Workspace]):
+        self._workspaces = workspaces
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # families depend on the data; skip the registry's describe-time collect
+
+    def snapshots(self) -> tuple[tuple[RunsSnapshot | None, tuple[Pool, ...] | None], ...]:
+        """What collect() renders; a different tuple (by identity) means different text."""
+        return tuple((ws.runs.snapshot, ws.pools.snapshot) for ws in self._workspaces)
+
+    def collect(
+        self, snapshots: Sequence[tuple[RunsSnapshot | None, tuple[Pool, ...] | None]] | None = None
+    ) -> Iterator[Metric]:
+        views = list(zip(self._workspaces, snapshots or self.snapshots(), strict=True))
+        runs = [(ws.name, r) for ws, (r, _) in views if r is not None]
+        yield from job_families(runs)
+        yield from pool_families([(ws.name, p) for ws, (_, p) in views if p is not None])
+        yield from baseline_family(runs)
+
+
+class LiveCollector(Collector):
+    """The few families that change between collections: exporter health, active-run ages."""
 
     def __init__(self, workspaces: Sequence[Workspace], clock: Callable[[], float] = time.time):
         self._workspaces = workspaces
         self._clock = clock
 
     def describe(self) -> Iterable[Metric]:
-        return []  # families depend on the data; skip the registry's describe-time collect
+        return []
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
-        views = [
-            (ws.name, ws.runs.snapshot, ws.pools.snapshot, ws.health.snapshot())
-            for ws in self._workspaces
-        ]
-        yield from job_families(
-            [(name, runs) for name, runs, _, _ in views if runs is not None], now
+        yield from active_age_family(
+            [(ws.name, ws.runs.snapshot) for ws in self._workspaces if ws.runs.snapshot], now
         )
-        yield from pool_families(
-            [(name, pools) for name, _, pools, _ in views if pools is not None]
-        )
-        yield from health_families([(name, health) for name, _, _, health in views])
-        yield from baseline_family([(name, runs) for name, runs, _, _ in views if runs is not None])
+        yield from health_families([(ws.name, ws.health.snapshot()) for ws in self._workspaces])
 
 
 def build_registry(
     workspaces: Sequence[Workspace], clock: Callable[[], float] = time.time
 ) -> CollectorRegistry:
-    """A registry with only our families: every series carries `workspace`."""
+    """A registry with all our families, in exposition order: every series carries `workspace`."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ExporterCollector(workspaces, clock))
+    registry.register(SnapshotCollector(workspaces))
+    registry.register(LiveCollector(workspaces, clock))
     return registry
 
 
-def job_families(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Iterator[Metric]:
+def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
     runs_total = CounterMetricFamily(
         "databricks_job_runs_total",
         "Job runs that ended since the exporter's baseline, by result_state." + SCHEDULED,
@@ -114,11 +134,6 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Itera
         "Runs of the job that are not terminal yet, by life_cycle_state." + SCHEDULED,
         labels=[*JOB, "life_cycle_state"],
     )
-    max_age = GaugeMetricFamily(
-        "databricks_job_active_run_max_age_seconds",
-        "Age of the job's oldest active run (now minus its start time).",
-        labels=JOB,
-    )
     for ws, snap in views:
         for (job_id, job_name, result), value in snap.runs_total.items():
             runs_total.add_metric([ws, job_id, job_name, result], value)
@@ -137,16 +152,11 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Itera
             success_ms = snap.last_success_ms.get(job_id)
             if success_ms:
                 last_success.add_metric(labels, success_ms / 1000.0)
-        by_state: Counter[tuple[str, str, str]] = Counter()
-        oldest: dict[tuple[str, str], int] = {}
-        for run in snap.active:
-            by_state[(run.job_id, run.job_name, run.life_cycle_state)] += 1
-            if run.start_ms > 0:
-                oldest[run.job] = min(oldest.get(run.job, run.start_ms), run.start_ms)
+        by_state: Counter[tuple[str, str, str]] = Counter(
+            (run.job_id, run.job_name, run.life_cycle_state) for run in snap.active
+        )
         for (job_id, job_name, state), value in sorted(by_state.items()):
             active.add_metric([ws, job_id, job_name, state], value)
-        for (job_id, job_name), start_ms in sorted(oldest.items()):
-            max_age.add_metric([ws, job_id, job_name], max(now - start_ms / 1000.0, 0.0))
     yield from (
         runs_total,
         durations,
@@ -156,9 +166,24 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Itera
         last_success,
         last_info,
         active,
-        max_age,
         tasks_total,
     )
+
+
+def active_age_family(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Iterator[Metric]:
+    max_age = GaugeMetricFamily(
+        "databricks_job_active_run_max_age_seconds",
+        "Age of the job's oldest active run (now minus its start time).",
+        labels=JOB,
+    )
+    for ws, snap in views:
+        oldest: dict[tuple[str, str], int] = {}
+        for run in snap.active:
+            if run.start_ms > 0:
+                oldest[run.job] = min(oldest.get(run.job, run.start_ms), run.start_ms)
+        for (job_id, job_name), start_ms in sorted(oldest.items()):
+            max_age.add_metric([ws, job_id, job_name], max(now - start_ms / 1000.0, 0.0))
+    yield max_age
 
 
 def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metric]:

@@ -10,10 +10,8 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import make_wsgi_app
-from prometheus_client.registry import CollectorRegistry
-
 from exporter import __version__
+from exporter.exposition import Exposition
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +28,13 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-def make_app(
-    registry: CollectorRegistry, ready: Callable[[], bool]
-) -> Callable[..., Iterable[bytes]]:
+def make_app(exposition: Exposition, ready: Callable[[], bool]) -> Callable[..., Iterable[bytes]]:
     """The WSGI application of the exporter."""
-    metrics_app = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            return metrics_app(environ, start_response)
+            return _metrics(exposition, environ, start_response)
         if path == "/healthz":
             return _text(start_response, "200 OK", "ok\n")
         if path == "/readyz":
@@ -53,6 +48,19 @@ def make_app(
         return _text(start_response, "404 Not Found", "not found\n")
 
     return app
+
+
+def _metrics(
+    exposition: Exposition, environ: dict[str, Any], start_response: StartResponse
+) -> list[bytes]:
+    """Text format or OpenMetrics, as the Accept header asks; gzip when accepted."""
+    gzip = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+    body, content_type = exposition.render(environ.get("HTTP_ACCEPT"), gzip)
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    if gzip:
+        headers.append(("Content-Encoding", "gzip"))
+    start_response("200 OK", headers)
+    return [body]
 
 
 def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:

@@ -133,7 +133,7 @@ def test_hostile_label_values_render_as_valid_exposition():
     for name in names:
         run = hostile_run(name)
         snap = RunsSnapshot({("7", name, run.result_state): 1}, {}, {}, {"7": run}, {}, (), 0, 0)
-        registry_text = _render(list(job_families([("w", snap)], now=10.0)))
+        registry_text = _render(list(job_families([("w", snap)])))
         parsed = {
             s.labels["job_name"]
             for f in text_string_to_metric_families(registry_text)

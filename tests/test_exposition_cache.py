@@ -1,0 +1,178 @@
+"""/metrics renders the snapshot families once per collection and stays byte-identical to a
+fresh prometheus-client render, in text format, OpenMetrics and gzip."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Iterator
+
+import pytest
+import requests
+from conftest import parse_samples
+from prometheus_client import generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
+
+import exporter.metrics
+from exporter.config import Settings, WorkspaceConfig
+from exporter.exposition import Exposition
+from exporter.metrics import build_registry
+from exporter.server import MetricsServer, make_app
+from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
+from exporter.workspace import Workspace
+
+MAX_AGE = "databricks_job_active_run_max_age_seconds"
+
+
+@pytest.fixture
+def setup() -> Iterator[tuple[Workspace, SimClock]]:
+    clock = SimClock()
+    clock.set(1_800_000_000.0)
+    config = SimConfig(seed=5, jobs=6, history_hours=2, period_seconds=(120, 600))
+    with SimServer(SimWorkspace(config, clock)) as server:
+        ws_config = WorkspaceConfig(name="cache", host=server.url, token=server.token)
+        ws = Workspace(
+            ws_config,
+            Settings(workspaces=(ws_config,), lookback_hours=1, max_requests_per_second=1000),
+            clock=clock.time,
+        )
+        assert ws.collect("runs") and ws.collect("pools")
+        yield ws, clock
+        ws.close()
+
+
+@pytest.fixture
+def renders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times the job families were built (once per render of the snapshot part)."""
+    calls: list[int] = []
+    original = exporter.metrics.job_families
+
+    def counting(views):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(views)
+
+    monkeypatch.setattr(exporter.metrics, "job_families", counting)
+    return calls
+
+
+def test_every_format_is_byte_identical_to_a_fresh_render(setup):
+    ws, clock = setup
+    exposition = Exposition([ws], clock.time)
+    registry = build_registry([ws], clock.time)
+    for _ in range(2):  # the first render fills the cache, the second serves from it
+        text, text_type = exposition.render(None)
+        assert text == generate_latest(registry)
+        assert text_type.startswith("text/plain; version=0.0.4")
+        om, om_type = exposition.render(OPENMETRICS)
+        assert om == generate_openmetrics(registry)
+        assert om_type.startswith(OPENMETRICS)
+        assert om.count(b"# EOF") == 1 and om.endswith(b"# EOF\n")
+        zipped, _ = exposition.render(OPENMETRICS, gzip=True)
+        assert gzip.decompress(zipped) == om
+        assert gzip.decompress(exposition.render(None, gzip=True)[0]) == text
+
+
+def test_snapshot_part_is_rendered_once_per_snapshot_and_live_part_per_scrape(setup, renders):
+    ws, clock = setup
+    exposition = Exposition([ws], clock.time)
+    first = parse_samples(exposition.render(None)[0].decode())
+    clock.advance(30)
+    second = parse_samples(exposition.render(None)[0].decode())
+    assert len(renders) == 1
+    ages = [(k, v) for k, v in first.items() if k[0] == MAX_AGE]
+    assert ages, "the fixture has active runs"
+    for key, value in ages:
+        assert second[key] == pytest.approx(value + 30)  # live: ages move with the clock
+    assert ws.collect("runs")
+    third = parse_samples(exposition.render(None)[0].decode())
+    assert len(renders) == 2
+    requests_key = next(
+        k
+        for k in third
+        if k[0] == "databricks_exporter_api_requests_total"
+        and ("endpoint", "/api/2.2/jobs/runs/list") in k[1]
+    )
+    assert third[requests_key] > first[requests_key]
+
+
+def test_refresh_renders_the_scraped_formats_ahead_of_the_next_scrape(setup, renders):
+    ws, clock = setup
+    exposition = Exposition([ws], clock.time)
+    exposition.refresh()
+    assert renders == []  # nothing scraped yet: nothing to prepare
+    exposition.render(OPENMETRICS, gzip=True)
+    exposition.render(None)
+    assert len(renders) == 2
+    clock.advance(60)
+    assert ws.collect("runs")
+    exposition.refresh()
+    assert len(renders) == 4
+    body, _ = exposition.render(OPENMETRICS, gzip=True)
+    exposition.render(None)
+    assert len(renders) == 4
+    assert gzip.decompress(body) == generate_openmetrics(build_registry([ws], clock.time))
+
+
+def test_scrapes_during_a_re_render_get_the_previous_render_without_waiting(
+    setup, monkeypatch: pytest.MonkeyPatch
+):
+    ws, clock = setup
+    exposition = Exposition([ws], clock.time)
+    before = exposition.render(None)[0]
+    original = exporter.metrics.job_families
+    started, release = threading.Event(), threading.Event()
+
+    def slow(views):  # type: ignore[no-untyped-def]
+        started.set()
+        assert release.wait(10)
+        return original(views)
+
+    monkeypatch.setattr(exporter.metrics, "job_families", slow)
+    clock.advance(600)
+    assert ws.collect("runs")
+    refresher = threading.Thread(target=exposition.refresh)
+    refresher.start()
+    try:
+        assert started.wait(10)
+        during = exposition.render(None)[0]  # would deadlock the test if it waited
+    finally:
+        release.set()
+        refresher.join()
+    after = exposition.render(None)[0]
+    snapshot_part = "databricks_job_last_run_info"
+    assert _lines(during, snapshot_part) == _lines(before, snapshot_part)
+    assert _lines(after, snapshot_part) != _lines(before, snapshot_part)
+
+
+def _lines(body: bytes, prefix: str) -> list[str]:
+    return [line for line in body.decode().splitlines() if line.startswith(prefix)]
+
+
+def test_http_scrape_negotiates_openmetrics_and_gzip_like_prometheus(setup):
+    ws, clock = setup
+    server = MetricsServer(make_app(Exposition([ws], clock.time), lambda: True), "127.0.0.1", 0)
+    server.start()
+    url = f"http://127.0.0.1:{server.port}/metrics"
+    try:
+        prom = requests.get(
+            url,
+            headers={
+                "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-"
+                "text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                "Accept-Encoding": "gzip",
+            },
+            timeout=10,
+        )
+        plain = requests.get(url, headers={"Accept-Encoding": "identity"}, timeout=10)
+    finally:
+        server.shutdown()
+    assert prom.status_code == 200 and prom.headers["Content-Encoding"] == "gzip"
+    assert prom.headers["Content-Type"].startswith("application/openmetrics-text")
+    names = {f.name for f in parse_om(prom.text)}
+    assert {"databricks_job_last_run_info", "databricks_exporter_api_requests", MAX_AGE} <= names
+    assert "Content-Encoding" not in plain.headers
+    assert plain.headers["Content-Type"].startswith("text/plain")
+    assert int(plain.headers["Content-Length"]) == len(plain.content)
+    assert "databricks_job_last_run_info{" in plain.text
