@@ -10,7 +10,8 @@ Shapes and limits follow the real Jobs API 2.2 and Instance Pools API 2.0: runs/
 start_time_from / start_time_to, expand_tasks, runs/get, jobs/list, instance-pools list/get,
 bearer-token check, 429 with Retry-After and 5xx injection, latency.
 
-Control endpoints for tests and benchmarks live under ``/sim/`` (truth, stop, faults, stats).
+Control endpoints for tests and benchmarks live under ``/sim/`` (truth, stop, faults, stats,
+clock).
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ class FaultRule:
 class SimStats:
     requests: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
+    runs_served: int = 0  # run objects in runs/list and runs/get answers (what a client reads)
 
 
 class SimWorkspace:
@@ -584,6 +586,10 @@ class SimServer:
         with self._lock:
             self.stats.requests[path] += 1
 
+    def _served(self, runs: int) -> None:
+        with self._lock:
+            self.stats.runs_served += runs
+
     def requests_total(self) -> int:
         with self._lock:
             return sum(self.stats.requests.values())
@@ -600,6 +606,7 @@ class SimServer:
             run = m.find_run(run_id) if run_id is not None else None
             if run is None:
                 raise ApiFailure(404, "RESOURCE_DOES_NOT_EXIST", f"Run {run_id} does not exist.")
+            self._served(1)
             return m.run_json(run, now, m.config.public_host, expand_tasks=True)
         if path in ("/api/2.2/jobs/list", "/api/2.1/jobs/list"):
             return {
@@ -652,6 +659,7 @@ class SimServer:
                     more = True
                     break
                 page.append(run)
+        self._served(len(page))
         body: dict[str, Any] = {
             "runs": [m.run_json(r, now, m.config.public_host, expand) for r in page],
             "has_more": more,
@@ -708,11 +716,20 @@ class SimServer:
             return {
                 "requests": requests,
                 "faults": faults,
+                "runs_served": self.stats.runs_served,
                 "now_ms": m.clock.now_ms(),
                 "active": m.active_count(),
                 "history": m.history_size(),
                 "stop_ms": m.stop_ms,
             }
+        if path == "/sim/clock" and method == "POST":
+            # Moves a frozen clock from another process (benchmarks run the simulator apart).
+            if not m.clock.frozen:
+                raise ApiFailure(400, "INVALID_STATE", "the simulator's clock is not frozen")
+            if "set" in payload:
+                m.clock.set(float(payload["set"]))
+            m.clock.advance(float(payload.get("advance", 0)))
+            return {"now_ms": m.clock.now_ms()}
         if path == "/sim/stop" and method == "POST":
             m.stop_ms = m.clock.now_ms()
             return {"stop_ms": m.stop_ms}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import requests
 import requests_mock as rm
 
 from exporter.auth import DatabricksAuth
 from exporter.client import POOLS_LIST, RUNS_GET, RUNS_LIST, ApiError, DatabricksClient
 from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
-from exporter.simulator import FaultRule
+from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 
 HOST = "https://adb-1.2.azuredatabricks.net"
 
@@ -196,3 +197,23 @@ def test_simulator_refuses_limit_above_25_like_the_api(make_sim):
     client = make_client(server.url, server.token)
     with pytest.raises(ApiError, match="400 INVALID_PARAMETER_VALUE"):
         client.get(RUNS_LIST, {"limit": 26})
+
+
+def test_simulator_clock_moves_from_another_process_and_counts_runs_served():
+    clock = SimClock()
+    clock.set(1_800_000_000.0)
+    with SimServer(SimWorkspace(SimConfig(jobs=4, history_hours=1), clock)) as server:
+        client = make_client(server.url, server.token)
+        runs = client.list_runs(completed_only=True, start_time_from=0)
+        answer = requests.post(server.url + "/sim/clock", json={"advance": 600}, timeout=5).json()
+        later = client.list_runs(completed_only=True, start_time_from=0)
+        stats = requests.get(server.url + "/sim/stats", timeout=5).json()
+    assert answer["now_ms"] == 1_800_000_600_000
+    assert len(later) > len(runs) > 0
+    assert stats["runs_served"] == len(runs) + len(later)
+
+
+def test_simulator_clock_control_refuses_a_running_clock(make_sim):
+    server = make_sim()
+    answer = requests.post(server.url + "/sim/clock", json={"advance": 60}, timeout=5)
+    assert answer.status_code == 400 and answer.json()["error_code"] == "INVALID_STATE"
