@@ -154,6 +154,12 @@ class DatabricksClient:
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.headers["Accept"] = "application/json"
+        # Read HTTPS_PROXY / NO_PROXY / REQUESTS_CA_BUNDLE once, not on every request: requests
+        # re-scans the whole environment per request otherwise (17% of a busy cycle's CPU).
+        env = self.session.merge_environment_settings(self.host, {}, None, None, None)
+        self.session.proxies.update(env["proxies"])
+        self.session.verify = env["verify"]
+        self.session.trust_env = False
 
     def close(self) -> None:
         """Stop: requests after this raise at once (between pages of a running collection too)."""
@@ -235,15 +241,19 @@ class DatabricksClient:
             "stopped (raise max_pages if the workspace really is that large)"
         )
 
-    def list_runs(
+    def iter_runs(
         self,
         *,
         active_only: bool = False,
         completed_only: bool = False,
         start_time_from: int | None = None,
         expand_tasks: bool = False,
-    ) -> list[dict[str, Any]]:
-        """All job runs matching the filters, each run once (pages may overlap)."""
+    ) -> Iterator[dict[str, Any]]:
+        """Job runs matching the filters, page by page, each run once (pages may overlap).
+
+        Lazy, so a caller can turn each page into small objects before the next arrives: the
+        first collection of a large workspace never holds every raw run at once.
+        """
         params: dict[str, Any] = {"limit": RUNS_PAGE_LIMIT, "expand_tasks": expand_tasks}
         if active_only:
             params["active_only"] = True
@@ -251,12 +261,16 @@ class DatabricksClient:
             params["completed_only"] = True
         if start_time_from is not None:
             params["start_time_from"] = int(start_time_from)
-        runs: dict[Any, dict[str, Any]] = {}
+        seen: set[Any] = set()
         for run in self.paginate(RUNS_LIST, params, "runs"):
             run_id = run.get("run_id")
-            if run_id is not None:
-                runs[run_id] = run
-        return list(runs.values())
+            if run_id is not None and run_id not in seen and not isinstance(run_id, list | dict):
+                seen.add(run_id)
+                yield run
+
+    def list_runs(self, **filters: Any) -> list[dict[str, Any]]:
+        """``iter_runs`` as a list."""
+        return list(self.iter_runs(**filters))
 
     def get_run(self, run_id: int | str) -> dict[str, Any] | None:
         """One run with all its tasks, or None when the run no longer exists."""

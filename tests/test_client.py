@@ -217,3 +217,19 @@ def test_simulator_clock_control_refuses_a_running_clock(make_sim):
     server = make_sim()
     answer = requests.post(server.url + "/sim/clock", json={"advance": 60}, timeout=5)
     assert answer.status_code == 400 and answer.json()["error_code"] == "INVALID_STATE"
+
+
+def test_proxy_and_ca_bundle_from_the_environment_are_honoured(make_sim, monkeypatch, tmp_path):
+    server = make_sim()
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    # The simulator answers absolute-form proxy requests too, so it can stand in for a proxy:
+    # the host name below is never resolved, the request goes to the proxy on loopback.
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    client = make_client("http://adb-1.2.azuredatabricks.invalid", server.token)
+    assert client.session.verify == str(bundle)
+    assert client.list_pools()
+    assert server.stats.requests["/api/2.0/instance-pools/list"] == 1

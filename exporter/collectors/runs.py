@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.client import DatabricksClient
@@ -42,9 +42,9 @@ class RunsCollector:
         """One cycle; returns the runs newly counted. Raises ApiError, changes nothing."""
         cycle_start = self.clock_ms()
         # Active first, then completed: a run that ends between the two calls is in the second.
-        active = self._parse(self.client.list_runs(active_only=True), cycle_start)
+        active = self._parse(self.client.iter_runs(active_only=True), cycle_start)
         completed = self._parse(
-            self.client.list_runs(
+            self.client.iter_runs(
                 completed_only=True, start_time_from=self.ledger.list_from_ms, expand_tasks=True
             ),
             cycle_start,
@@ -75,7 +75,7 @@ class RunsCollector:
         )
         return counted
 
-    def _parse(self, raws: list[dict[str, Any]], observed_ms: int) -> list[Run]:
+    def _parse(self, raws: Iterable[dict[str, Any]], observed_ms: int) -> list[Run]:
         runs = []
         for raw in raws:
             run = parse_run(raw, observed_ms)
