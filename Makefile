@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint unit install clean bench
+.PHONY: demo test lint unit install clean bench bench-quick
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ test: lint unit
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
+# Figures of README's performance section, written to bench/results.md (about half an hour).
 bench: $(VENV)/.installed-test
-	$(BIN)/python bench/steady_state.py
-	$(BIN)/python bench/scrape_latency.py
+	$(BIN)/python bench/run.py
+
+bench-quick: $(VENV)/.installed-test
+	$(BIN)/python bench/run.py --quick --out bench/out/results-quick.md

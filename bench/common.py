@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import statistics
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -117,10 +117,8 @@ def simulator_process(config: SimConfig, start: float = START) -> Iterator[Remot
         assert proc.pid is not None
         yield RemoteSim(url, token, clock, proc.pid)
     finally:
-        try:
+        with suppress(OSError):
             parent.send("stop")
-        except OSError:
-            pass
         proc.join(10)
         if proc.is_alive():
             proc.kill()

@@ -13,8 +13,6 @@ import argparse
 import resource
 import time
 
-from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
-
 from common import (
     large_workspace,
     rss_mb,
@@ -22,6 +20,8 @@ from common import (
     simulator_process,
     workspace,
 )
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
+
 from exporter.exposition import Exposition
 
 RENDER_EVERY = 30  # cycles between two renders of /metrics (each takes seconds at 5,000 jobs)
