@@ -123,7 +123,7 @@ def main() -> None:
     for r in results:
         print(
             f"| {r['naive_runs']:,.0f} | {r['median']:g} ({r['max']:g}) | {r['runs']:g} "
-            f"| {r['naive']:g} | {r['naive_runs']:,.0f} | {r['naive'] / r['median']:.0f}x "
+            f"| {r['naive']:,g} | {r['naive_runs']:,.0f} | {r['naive'] / r['median']:.0f}x "
             f"| {r['first_requests']:,} requests, {r['first_seconds']:.1f} s "
             f"| {'yes' if r['exact'] else 'NO'} ({r['counted']:,}) |"
         )

@@ -64,9 +64,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--jobs", type=int, default=5000)
     p.add_argument("--outage-hours", type=float, default=1)
-    p.add_argument("--quick", action="store_true", help="500 jobs: a smoke run")
+    p.add_argument("--quick", action="store_true", help="200 jobs: a smoke run")
     args = p.parse_args()
-    jobs = 500 if args.quick else args.jobs
+    jobs = 200 if args.quick else args.jobs
     outage = args.outage_hours * 3600
     limited = catch_up(jobs, LIMIT, outage)
     unlimited = catch_up(jobs, 0.0, outage)

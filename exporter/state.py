@@ -161,7 +161,7 @@ class RunsSnapshot:
     last_success_ms: Mapping[str, int]
     active: tuple[Run, ...]
     baseline_ms: int
-    watermark_ms: int
+    watermark_ms: int = field(compare=False)  # not rendered: a moved watermark alone is no change
     folded_jobs: int = 0
 
 

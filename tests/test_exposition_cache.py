@@ -85,6 +85,7 @@ def test_snapshot_part_is_rendered_once_per_snapshot_and_live_part_per_scrape(se
     assert ages, "the fixture has active runs"
     for key, value in ages:
         assert second[key] == pytest.approx(value + 30)  # live: ages move with the clock
+    clock.advance(600)
     assert ws.collect("runs")
     third = parse_samples(exposition.render(None)[0].decode())
     assert len(renders) == 2
@@ -95,6 +96,23 @@ def test_snapshot_part_is_rendered_once_per_snapshot_and_live_part_per_scrape(se
         and ("endpoint", "/api/2.2/jobs/runs/list") in k[1]
     )
     assert third[requests_key] > first[requests_key]
+
+
+def test_a_collection_that_changes_nothing_keeps_the_render(setup, renders):
+    ws, clock = setup
+    exposition = Exposition([ws], clock.time)
+    exposition.render(None)
+    runs, pools = ws.runs.snapshot, ws.pools.snapshot
+    assert ws.collect("runs") and ws.collect("pools")  # same simulated instant: same answers
+    assert ws.runs.snapshot is runs and ws.pools.snapshot is pools
+    exposition.refresh()
+    exposition.render(None)
+    assert len(renders) == 1
+    clock.advance(600)
+    assert ws.collect("runs")
+    assert ws.runs.snapshot is not runs
+    exposition.render(None)
+    assert len(renders) == 2
 
 
 def test_refresh_renders_the_scraped_formats_ahead_of_the_next_scrape(setup, renders):

@@ -61,5 +61,7 @@ class PoolsCollector:
 
     def collect(self) -> int:
         pools = [p for p in map(parse_pool, self.client.list_pools()) if p is not None]
-        self.snapshot = tuple(pools)
+        snapshot = tuple(pools)
+        if snapshot != self.snapshot:  # an unchanged snapshot keeps its rendered /metrics text
+            self.snapshot = snapshot
         return len(pools)

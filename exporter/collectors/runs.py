@@ -65,7 +65,9 @@ class RunsCollector:
             else:
                 still_active.append(run)
         counted = self.ledger.apply(cycle_start, still_active, terminal, vanished)
-        self.snapshot = self.ledger.snapshot()
+        snapshot = self.ledger.snapshot()
+        if snapshot != self.snapshot:  # an unchanged snapshot keeps its rendered /metrics text
+            self.snapshot = snapshot
         log.debug(
             "workspace %s: %d active, %d terminal listed, %d newly counted",
             self.client.workspace,
