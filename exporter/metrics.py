@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.collectors.pools import Pool
 from exporter.health import HealthSnapshot
-from exporter.state import RunsSnapshot
+from exporter.state import Run, RunsSnapshot
 from exporter.workspace import Workspace
 
 SCHEDULED = (
@@ -88,86 +88,98 @@ def build_registry(
 
 
 def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
+    """One family at a time: at 5,000 jobs a family holds up to 100k samples, and the
+    exposition formats each before the next is built, so only one is ever in memory."""
     runs_total = CounterMetricFamily(
         "databricks_job_runs_total",
         "Job runs that ended since the exporter's baseline, by result_state." + SCHEDULED,
         labels=[*JOB, "result_state"],
     )
-    tasks_total = CounterMetricFamily(
-        "databricks_task_runs_total",
-        "Task runs of counted job runs, by task_key and result_state." + SCHEDULED,
-        labels=[*JOB, "task_key", "result_state"],
-    )
+    for ws, snap in views:
+        for (job_id, job_name, result), value in snap.runs_total.items():
+            runs_total.add_metric([ws, job_id, job_name, result], value)
+    yield runs_total
+    del runs_total
     durations = HistogramMetricFamily(
         "databricks_job_run_duration_seconds",
         "Duration of counted job runs." + SCHEDULED,
         labels=JOB,
     )
-    last_duration = GaugeMetricFamily(
-        "databricks_job_last_run_duration_seconds",
-        "Duration of the job's last terminal run.",
-        labels=JOB,
-    )
-    last_failed = GaugeMetricFamily(
-        "databricks_job_last_run_failed",
-        "1 if the job's last terminal run failed (FAILED, TIMEDOUT, UPSTREAM_FAILED, "
-        "MAXIMUM_CONCURRENT_RUNS_REACHED or INTERNAL_ERROR), else 0.",
-        labels=JOB,
-    )
-    last_end = GaugeMetricFamily(
-        "databricks_job_last_run_end_timestamp_seconds",
-        "End time of the job's last terminal run (Unix seconds).",
-        labels=JOB,
-    )
-    last_success = GaugeMetricFamily(
-        "databricks_job_last_success_timestamp_seconds",
-        "End time of the job's last successful run (Unix seconds).",
-        labels=JOB,
-    )
-    last_info = GaugeMetricFamily(
-        "databricks_job_last_run_info",
-        "The job's last terminal run: run_id, result_state and run page URL.",
-        labels=[*JOB, "run_id", "result_state", "run_page_url"],
-    )
+    for ws, snap in views:
+        for (job_id, job_name), hist in snap.durations.items():
+            durations.add_metric([ws, job_id, job_name], hist.buckets(), hist.total)
+    yield durations
+    del durations
+    yield from last_run_families(views)
     active = GaugeMetricFamily(
         "databricks_job_runs_active",
         "Runs of the job that are not terminal yet, by life_cycle_state." + SCHEDULED,
         labels=[*JOB, "life_cycle_state"],
     )
     for ws, snap in views:
-        for (job_id, job_name, result), value in snap.runs_total.items():
-            runs_total.add_metric([ws, job_id, job_name, result], value)
-        for (job_id, job_name, task_key, result), value in snap.tasks_total.items():
-            tasks_total.add_metric([ws, job_id, job_name, task_key, result], value)
-        for (job_id, job_name), hist in snap.durations.items():
-            durations.add_metric([ws, job_id, job_name], hist.buckets(), hist.total)
-        for job_id, run in snap.last_runs.items():
-            labels = [ws, job_id, run.job_name]
-            last_duration.add_metric(labels, run.duration_seconds)
-            last_failed.add_metric(labels, 1.0 if run.failed else 0.0)
-            last_end.add_metric(labels, run.end_ms / 1000.0)
-            last_info.add_metric(
-                [*labels, str(run.run_id), run.result_state, run.run_page_url], 1.0
-            )
-            success_ms = snap.last_success_ms.get(job_id)
-            if success_ms:
-                last_success.add_metric(labels, success_ms / 1000.0)
         by_state: Counter[tuple[str, str, str]] = Counter(
             (run.job_id, run.job_name, run.life_cycle_state) for run in snap.active
         )
         for (job_id, job_name, state), value in sorted(by_state.items()):
             active.add_metric([ws, job_id, job_name, state], value)
-    yield from (
-        runs_total,
-        durations,
-        last_duration,
-        last_failed,
-        last_end,
-        last_success,
-        last_info,
-        active,
-        tasks_total,
+    yield active
+    del active
+    tasks_total = CounterMetricFamily(
+        "databricks_task_runs_total",
+        "Task runs of counted job runs, by task_key and result_state." + SCHEDULED,
+        labels=[*JOB, "task_key", "result_state"],
     )
+    for ws, snap in views:
+        for (job_id, job_name, task_key, result), value in snap.tasks_total.items():
+            tasks_total.add_metric([ws, job_id, job_name, task_key, result], value)
+    yield tasks_total
+
+
+def last_run_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
+    gauges: list[tuple[str, str, Callable[[Run, int | None], float | None]]] = [
+        (
+            "databricks_job_last_run_duration_seconds",
+            "Duration of the job's last terminal run.",
+            lambda run, _: run.duration_seconds,
+        ),
+        (
+            "databricks_job_last_run_failed",
+            "1 if the job's last terminal run failed (FAILED, TIMEDOUT, UPSTREAM_FAILED, "
+            "MAXIMUM_CONCURRENT_RUNS_REACHED or INTERNAL_ERROR), else 0.",
+            lambda run, _: 1.0 if run.failed else 0.0,
+        ),
+        (
+            "databricks_job_last_run_end_timestamp_seconds",
+            "End time of the job's last terminal run (Unix seconds).",
+            lambda run, _: run.end_ms / 1000.0,
+        ),
+        (
+            "databricks_job_last_success_timestamp_seconds",
+            "End time of the job's last successful run (Unix seconds).",
+            lambda _, success_ms: success_ms / 1000.0 if success_ms else None,
+        ),
+    ]
+    for name, doc, value_of in gauges:
+        family = GaugeMetricFamily(name, doc, labels=JOB)
+        for ws, snap in views:
+            for job_id, run in snap.last_runs.items():
+                value = value_of(run, snap.last_success_ms.get(job_id))
+                if value is not None:
+                    family.add_metric([ws, job_id, run.job_name], value)
+        yield family
+        del family
+    info = GaugeMetricFamily(
+        "databricks_job_last_run_info",
+        "The job's last terminal run: run_id, result_state and run page URL.",
+        labels=[*JOB, "run_id", "result_state", "run_page_url"],
+    )
+    for ws, snap in views:
+        for job_id, run in snap.last_runs.items():
+            info.add_metric(
+                [ws, job_id, run.job_name, str(run.run_id), run.result_state, run.run_page_url],
+                1.0,
+            )
+    yield info
 
 
 def active_age_family(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Iterator[Metric]:
