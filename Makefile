@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint unit install clean bench bench-quick
+.PHONY: demo test lint unit install clean bench bench-quick profile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ clean:
 # Figures of README's performance section, written to bench/results.md (about half an hour).
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py
+
+profile: $(VENV)/.installed-test
+	$(BIN)/python bench/profile.py
 
 bench-quick: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py --quick --out bench/out/results-quick.md
