@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from exporter.workspace import Workspace
 
 EOF_MARKER = b"# EOF\n"  # OpenMetrics ends the whole exposition with it, once
 GZIP_LEVEL = 6
+SLICE = 10_000  # samples formatted at a time
 
 
 class _Fixed(Collector):
@@ -102,21 +103,39 @@ class Exposition:
     def _render(
         self, snapshots: tuple[Any, ...], gzip: bool, encoder: Callable[..., bytes]
     ) -> _Rendered:
-        # Family by family: only one family's samples and text exist at a time, which keeps the
-        # transient memory of a render at 5,000 jobs to tens of MB. prometheus-client's encoders
-        # join per-family text, so the result is byte-identical to one encoder call.
+        # Family by family, and a large family in slices of its samples, each slice's samples
+        # dropped once formatted: a render at 5,000 jobs never holds the whole text or a whole
+        # family's text. prometheus-client's encoders join per-family text, and a slice after
+        # the first differs only by the repeated HELP/TYPE lines, so the result is
+        # byte-identical to one encoder call over everything.
         compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if gzip else None
         parts: list[bytes] = []
         for family in self._snapshot.collect(snapshots):
-            text = encoder(_registry(_Fixed([family])))
+            for text in _slices(family, encoder):
+                parts.append(compressor.compress(text) if compressor else text)
             del family
-            if text.endswith(EOF_MARKER):  # OpenMetrics: the live part ends the exposition
-                text = text[: -len(EOF_MARKER)]
-            parts.append(compressor.compress(text) if compressor else text)
         if compressor is None:
             return _Rendered(snapshots, b"".join(parts))
         parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
         return _Rendered(snapshots, b"".join(parts), compressor)
+
+
+def _slices(family: Metric, encoder: Callable[..., bytes]) -> Iterator[bytes]:
+    """The family's text in slices of SLICE samples, consuming ``family.samples``."""
+    first = True
+    while first or family.samples:
+        part = Metric(family.name, family.documentation, family.type, family.unit)
+        part.samples = family.samples[:SLICE]
+        del family.samples[:SLICE]
+        text = encoder(_registry(_Fixed([part])))
+        del part
+        if text.endswith(EOF_MARKER):  # OpenMetrics: the live part ends the exposition
+            text = text[: -len(EOF_MARKER)]
+        if not first:  # drop the repeated "# HELP", "# TYPE" (and "# UNIT") lines
+            while text.startswith(b"# "):
+                text = text[text.index(b"\n") + 1 :]
+        first = False
+        yield text
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:

@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
+import exporter.exposition
 import exporter.metrics
 from exporter.config import Settings, WorkspaceConfig
 from exporter.exposition import Exposition
@@ -57,7 +58,9 @@ def renders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def test_every_format_is_byte_identical_to_a_fresh_render(setup):
+@pytest.mark.parametrize("slice_size", [10_000, 7, 1])
+def test_every_format_is_byte_identical_to_a_fresh_render(setup, monkeypatch, slice_size):
+    monkeypatch.setattr(exporter.exposition, "SLICE", slice_size)  # families cut in slices too
     ws, clock = setup
     exposition = Exposition([ws], clock.time)
     registry = build_registry([ws], clock.time)
