@@ -47,6 +47,7 @@ def _registry(collector: Collector) -> CollectorRegistry:
 @dataclass
 class _Rendered:
     snapshots: tuple[Any, ...]
+    encoder: Callable[..., bytes]
     head: bytes  # the snapshot families' text, or its gzip stream so far
     compressor: Any = None  # zlib compress object after ``head`` (gzip only)
 
@@ -73,12 +74,8 @@ class Exposition:
 
     def refresh(self) -> None:
         """Render every format scraped so far for the current snapshots (after a collection)."""
-        for content_type, gzip in list(self._cache):
-            encoder, _ = choose_encoder(content_type)
-            self._cached(content_type, gzip, encoder)
-
-    def cached_bytes(self) -> int:
-        return sum(len(r.head) for r in self._cache.values())
+        for (content_type, gzip), rendered in list(self._cache.items()):
+            self._cached(content_type, gzip, rendered.encoder)
 
     def _cached(self, content_type: str, gzip: bool, encoder: Callable[..., bytes]) -> _Rendered:
         key = (content_type, gzip)
@@ -115,9 +112,9 @@ class Exposition:
                 parts.append(compressor.compress(text) if compressor else text)
             del family
         if compressor is None:
-            return _Rendered(snapshots, b"".join(parts))
+            return _Rendered(snapshots, encoder, b"".join(parts))
         parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
-        return _Rendered(snapshots, b"".join(parts), compressor)
+        return _Rendered(snapshots, encoder, b"".join(parts), compressor)
 
 
 def _slices(family: Metric, encoder: Callable[..., bytes]) -> Iterator[bytes]:
