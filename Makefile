@@ -40,7 +40,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py
 
 profile: $(VENV)/.installed-test
-	$(BIN)/python bench/profile.py
+	$(BIN)/python bench/cpu_profile.py
 
 bench-quick: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py --quick --out bench/out/results-quick.md

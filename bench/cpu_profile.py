@@ -6,7 +6,7 @@ top functions by cumulative CPU time. This is how the hot paths fixed so far wer
 per-scrape render (now once per collection), requests re-reading the environment on every
 request (now once), and a whole listing held as raw JSON (now parsed page by page).
 
-Usage: python bench/profile.py [--cycles 10] [--top 25]
+Usage: python bench/cpu_profile.py [--cycles 10] [--top 25]
 """
 
 from __future__ import annotations
