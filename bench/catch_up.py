@@ -44,11 +44,9 @@ def catch_up(jobs: int, client_limit: float, outage: float) -> dict[str, float]:
         seconds = time.perf_counter() - t0
         requests = server.requests_total() - before
         throttled = server.stats.faults["429"] - throttled_before
-        ended = sum(
-            r["count"] for r in server.model.truth(int((START + 60) * 1000), clock.now_ms())["runs"]
-        )
+        ended = server.model.truth(int((START + 60) * 1000), clock.now_ms())["total"]
         counted = sum(ws.runs.ledger.runs_total.values())
-        truth = sum(r["count"] for r in server.model.truth(ws.runs.ledger.baseline_ms)["runs"])
+        truth = server.model.truth(ws.runs.ledger.baseline_ms)["total"]
         ws.close()
     return {
         "ok": ok,

@@ -92,7 +92,7 @@ class RemoteSim:
 
     def truth(self, after_ms: int) -> int:
         answer = requests.get(self.url + "/sim/truth", params={"after_ms": after_ms}, timeout=300)
-        return sum(r["count"] for r in answer.json()["runs"])
+        return answer.json()["total"]
 
 
 def _serve(config: SimConfig, start: float, conn: Connection) -> None:

@@ -110,7 +110,6 @@ class Exposition:
         for family in self._snapshot.collect(snapshots):
             for text in _slices(family, encoder):
                 parts.append(compressor.compress(text) if compressor else text)
-            del family
         if compressor is None:
             return _Rendered(snapshots, encoder, b"".join(parts))
         parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))

@@ -89,7 +89,7 @@ def build_registry(
 
 def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
     """One family at a time: at 5,000 jobs a family holds up to 100k samples, and the
-    exposition formats each before the next is built, so only one is ever in memory."""
+    exposition formats (and empties) each before the next is built."""
     runs_total = CounterMetricFamily(
         "databricks_job_runs_total",
         "Job runs that ended since the exporter's baseline, by result_state." + SCHEDULED,
@@ -99,7 +99,6 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
         for (job_id, job_name, result), value in snap.runs_total.items():
             runs_total.add_metric([ws, job_id, job_name, result], value)
     yield runs_total
-    del runs_total
     durations = HistogramMetricFamily(
         "databricks_job_run_duration_seconds",
         "Duration of counted job runs." + SCHEDULED,
@@ -109,7 +108,6 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
         for (job_id, job_name), hist in snap.durations.items():
             durations.add_metric([ws, job_id, job_name], hist.buckets(), hist.total)
     yield durations
-    del durations
     yield from last_run_families(views)
     active = GaugeMetricFamily(
         "databricks_job_runs_active",
@@ -123,7 +121,6 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
         for (job_id, job_name, state), value in sorted(by_state.items()):
             active.add_metric([ws, job_id, job_name, state], value)
     yield active
-    del active
     tasks_total = CounterMetricFamily(
         "databricks_task_runs_total",
         "Task runs of counted job runs, by task_key and result_state." + SCHEDULED,
@@ -167,7 +164,6 @@ def last_run_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Met
                 if value is not None:
                     family.add_metric([ws, job_id, run.job_name], value)
         yield family
-        del family
     info = GaugeMetricFamily(
         "databricks_job_last_run_info",
         "The job's last terminal run: run_id, result_state and run page URL.",

@@ -450,6 +450,7 @@ class SimWorkspace:
                         tasks[(str(job.job_id), job.name, key, result or "NONE")] += 1
         return {
             "until_ms": until,
+            "total": sum(runs.values()),
             "runs": [
                 {"job_id": a, "job_name": b, "result_state": c, "count": n}
                 for (a, b, c), n in sorted(runs.items())
