@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,8 @@ POOLS_LIST = "/api/2.0/instance-pools/list"
 RUNS_PAGE_LIMIT = 25  # the API refuses more
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 USER_AGENT = "databricks-jobs-exporter"
+# The messages the Databricks SDK recognises as "run not found" behind a 400.
+_DOES_NOT_EXIST = re.compile(r"Run .* does not exist|Run: .* in job: .* doesn't exist")
 
 
 class ApiError(Exception):
@@ -273,25 +276,38 @@ class DatabricksClient:
         return list(self.iter_runs(**filters))
 
     def get_run(self, run_id: int | str) -> dict[str, Any] | None:
-        """One run with all its tasks, or None when the run no longer exists."""
-        params: dict[str, Any] = {"run_id": run_id}
+        """One run with all its tasks and its repair history, or None when it no longer exists.
+
+        Databricks answers 400 INVALID_PARAMETER_VALUE "Run N does not exist" for the runs of a
+        deleted job (the Databricks SDK maps that message to NotFound too), 404 for a deleted
+        run, and 403 once the job's permissions are gone with it: all mean "gone".
+        """
+        params: dict[str, Any] = {"run_id": run_id, "include_history": True}
         try:
             run = self.get(RUNS_GET, params)
         except ApiError as exc:
-            if exc.status == 404 or exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            if run_gone(exc):
                 return None
             raise
-        tasks = list(run.get("tasks") or [])
+        arrays: dict[str, list[Any]] = {
+            key: list(run.get(key) or []) for key in ("tasks", "repair_history")
+        }
         token = run.get("next_page_token")
-        pages = 0
-        while token and pages < self.max_pages:
+        seen_tokens: set[str] = set()
+        # Arrays of over 100 items come 100 a page; later pages carry only those arrays.
+        while token and token not in seen_tokens and len(seen_tokens) < self.max_pages:
+            seen_tokens.add(token)
             page = self.get(RUNS_GET, {**params, "page_token": token})
-            tasks.extend(page.get("tasks") or [])
-            next_token = page.get("next_page_token")
-            token = next_token if next_token != token else None
-            pages += 1
-        if tasks:
-            run["tasks"] = tasks
+            for key, items in arrays.items():
+                more = page.get(key)
+                if isinstance(more, list):
+                    items.extend(more)
+            token = page.get("next_page_token")
+        for key, items in arrays.items():
+            if items:
+                run[key] = items
+        run.pop("next_page_token", None)
+        run["has_more"] = False
         return run
 
     def list_pools(self) -> list[dict[str, Any]]:
@@ -302,6 +318,17 @@ class DatabricksClient:
                 f"workspace {self.workspace}: GET {POOLS_LIST}: 'instance_pools' is not a list"
             )
         return [p for p in pools if isinstance(p, dict)]
+
+
+def run_gone(exc: ApiError) -> bool:
+    """Whether a runs/get error means the run no longer exists (or is no longer ours to see)."""
+    if exc.status in (403, 404) or exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+        return True
+    return (
+        exc.status == 400
+        and exc.error_code == "INVALID_PARAMETER_VALUE"
+        and _DOES_NOT_EXIST.search(str(exc)) is not None
+    )
 
 
 def _wire(params: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.collectors.pools import Pool
 from exporter.health import HealthSnapshot
+from exporter.outcomes import FAILED, results_of
 from exporter.state import Run, RunsSnapshot
 from exporter.workspace import Workspace
 
@@ -116,11 +117,35 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
     )
     for ws, snap in views:
         by_state: Counter[tuple[str, str, str]] = Counter(
-            (run.job_id, run.job_name, run.life_cycle_state) for run in snap.active
+            (run.job_id, run.job_name, run.life_cycle_state)
+            for run in snap.active
+            if not run.one_time
         )
         for (job_id, job_name, state), value in sorted(by_state.items()):
             active.add_metric([ws, job_id, job_name, state], value)
     yield active
+    continuous = GaugeMetricFamily(
+        "databricks_job_continuous",
+        "1 for jobs with a continuous trigger (always one active run: never 'stuck')." + SCHEDULED,
+        labels=JOB,
+    )
+    for ws, snap in views:
+        jobs = {run.job for run in snap.active if run.continuous and not run.one_time}
+        jobs |= {run.job for run in snap.last_runs.values() if run.continuous}
+        for job_id, job_name in sorted(jobs):
+            continuous.add_metric([ws, job_id, job_name], 1.0)
+    yield continuous
+    repairs = CounterMetricFamily(
+        "databricks_job_run_repairs",
+        "Repairs of job runs that ended since the baseline, by the repair's result_state "
+        "(a repaired run keeps its run_id and is counted once in databricks_job_runs_total)."
+        + SCHEDULED,
+        labels=[*JOB, "result_state"],
+    )
+    for ws, snap in views:
+        for (job_id, job_name, result), value in snap.repairs_total.items():
+            repairs.add_metric([ws, job_id, job_name, result], value)
+    yield repairs
     tasks_total = CounterMetricFamily(
         "databricks_task_runs_total",
         "Task runs of counted job runs, by task_key and result_state." + SCHEDULED,
@@ -130,6 +155,45 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
         for (job_id, job_name, task_key, result), value in snap.tasks_total.items():
             tasks_total.add_metric([ws, job_id, job_name, task_key, result], value)
     yield tasks_total
+    yield from one_time_families(views)
+
+
+ONE_TIME = ["workspace", "run_name", "run_type"]
+
+
+def one_time_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
+    """Runs of runs/submit and dbutils.notebook.run, by normalised run name, never by job_id."""
+    total = CounterMetricFamily(
+        "databricks_one_time_runs_total",
+        "One-time runs (SUBMIT_RUN, WORKFLOW_RUN) that ended since the baseline, by normalised "
+        "run_name and result_state." + SCHEDULED,
+        labels=[*ONE_TIME, "result_state"],
+    )
+    for ws, snap in views:
+        for (name, run_type, result), value in snap.one_time_total.items():
+            total.add_metric([ws, name, run_type, result], value)
+    yield total
+    durations = HistogramMetricFamily(
+        "databricks_one_time_run_duration_seconds",
+        "Duration of counted one-time runs." + SCHEDULED,
+        labels=ONE_TIME,
+    )
+    for ws, snap in views:
+        for (name, run_type), hist in snap.one_time_durations.items():
+            durations.add_metric([ws, name, run_type], hist.buckets(), hist.total)
+    yield durations
+    active = GaugeMetricFamily(
+        "databricks_one_time_runs_active",
+        "One-time runs that are not terminal yet, by life_cycle_state." + SCHEDULED,
+        labels=[*ONE_TIME, "life_cycle_state"],
+    )
+    for ws, snap in views:
+        by_state: Counter[tuple[str, str, str]] = Counter(
+            (*run.one_time_key, run.life_cycle_state) for run in snap.active if run.one_time
+        )
+        for (name, run_type, state), value in sorted(by_state.items()):
+            active.add_metric([ws, name, run_type, state], value)
+    yield active
 
 
 def last_run_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
@@ -141,8 +205,9 @@ def last_run_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Met
         ),
         (
             "databricks_job_last_run_failed",
-            "1 if the job's last terminal run failed (FAILED, TIMEDOUT, UPSTREAM_FAILED, "
-            "MAXIMUM_CONCURRENT_RUNS_REACHED or INTERNAL_ERROR), else 0.",
+            "1 if the job's last terminal run (or its last repair) failed ("
+            + ", ".join(results_of(FAILED))
+            + "), else 0.",
             lambda run, _: 1.0 if run.failed else 0.0,
         ),
         (
@@ -181,14 +246,16 @@ def last_run_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Met
 def active_age_family(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> Iterator[Metric]:
     max_age = GaugeMetricFamily(
         "databricks_job_active_run_max_age_seconds",
-        "Age of the job's oldest active run (now minus its start time).",
+        "Running time of the job's oldest active run (now minus the time it left the queue; "
+        "queued runs are not counted).",
         labels=JOB,
     )
     for ws, snap in views:
         oldest: dict[tuple[str, str], int] = {}
         for run in snap.active:
-            if run.start_ms > 0:
-                oldest[run.job] = min(oldest.get(run.job, run.start_ms), run.start_ms)
+            since = run.running_since_ms
+            if since > 0 and not run.queued and not run.one_time:
+                oldest[run.job] = min(oldest.get(run.job, since), since)
         for (job_id, job_name), start_ms in sorted(oldest.items()):
             max_age.add_metric([ws, job_id, job_name], max(now - start_ms / 1000.0, 0.0))
     yield max_age
@@ -228,6 +295,17 @@ def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metri
         "Facts about the pool: node type and state.",
         labels=[*POOL, "node_type_id", "state"],
     )
+    errors = GaugeMetricFamily(
+        "databricks_instance_pool_pending_instance_errors",
+        "Instances that failed to start (status.pending_instance_errors: cloud quota, capacity)."
+        + SCHEDULED,
+        labels=POOL,
+    )
+    error_info = GaugeMetricFamily(
+        "databricks_instance_pool_pending_instance_error_info",
+        "The latest error of an instance that failed to start, as Databricks words it.",
+        labels=[*POOL, "message"],
+    )
     for ws, pools in views:
         for pool in pools:
             labels = [ws, pool.pool_id, pool.pool_name]
@@ -236,9 +314,14 @@ def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metri
             if pool.max_capacity is not None:
                 max_capacity.add_metric(labels, float(pool.max_capacity))
             info.add_metric([*labels, pool.node_type_id, pool.state], 1.0)
+            errors.add_metric(labels, float(pool.pending_errors))
+            if pool.pending_error_message:
+                error_info.add_metric([*labels, pool.pending_error_message], 1.0)
     yield from families.values()
     yield max_capacity
     yield info
+    yield errors
+    yield error_info
 
 
 def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Metric]:
@@ -299,8 +382,22 @@ def baseline_family(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metri
         'Distinct jobs beyond max_jobs, reported together as job_id="__other__".',
         labels=["workspace"],
     )
+    folded_names = GaugeMetricFamily(
+        "databricks_exporter_one_time_run_names_folded",
+        'Distinct one-time run names beyond their cap, reported together as run_name="__other__".',
+        labels=["workspace"],
+    )
+    vanished = CounterMetricFamily(
+        "databricks_exporter_runs_vanished",
+        "Active runs that disappeared before they ended (job or run deleted); not counted.",
+        labels=["workspace"],
+    )
     for ws, snap in views:
         baseline.add_metric([ws], snap.baseline_ms / 1000.0)
         folded.add_metric([ws], snap.folded_jobs)
+        folded_names.add_metric([ws], snap.folded_one_time_names)
+        vanished.add_metric([ws], snap.vanished_runs)
     yield baseline
     yield folded
+    yield folded_names
+    yield vanished

@@ -1,33 +1,41 @@
 """The runs ledger: counting rules, watermark, last-run facts, and the snapshot the metrics render.
 
-Counting rules (CONTRACT.md): a run is counted exactly once, when first seen terminal, if its
-end time is after the baseline. Runs that ended before the baseline only fill the last-run
-facts. The ledger is plain data; the collector feeds it parsed runs after a successful fetch,
-so a failed collection changes nothing.
+Counting rules (README, "Counting rules"): a run is counted exactly once, when first seen
+terminal, if its end time is after the baseline. Runs that ended before the baseline only fill
+the last-run facts. A repair keeps the run_id: it is counted in repairs_total, never as a second
+run, and moves the last-run facts to the repaired outcome. One-time runs (runs/submit) are
+counted by their normalised run name, never by their ephemeral job_id.
+
+The ledger is plain data; the collector feeds it parsed runs after a successful fetch, so a
+failed collection changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from exporter.health import Histogram
+from exporter.outcomes import (
+    ACTIVE_LIFE_CYCLES,
+    CONTINUOUS_TRIGGERS,
+    ONE_TIME_RUN_TYPES,
+    QUEUED_LIFE_CYCLES,
+    SUCCEEDED,
+    TERMINAL_LIFE_CYCLES,
+    is_failure,
+    life_cycle_of,
+    outcome,
+    result_state_of,
+)
 
 log = logging.getLogger(__name__)
 
-TERMINAL_STATES = frozenset({"TERMINATED", "SKIPPED", "INTERNAL_ERROR"})
-ACTIVE_STATES = frozenset(
-    {"QUEUED", "PENDING", "RUNNING", "TERMINATING", "BLOCKED", "WAITING_FOR_RETRY", "WAITING"}
-)
-FAILED_RESULTS = frozenset(
-    {"FAILED", "TIMEDOUT", "UPSTREAM_FAILED", "MAXIMUM_CONCURRENT_RUNS_REACHED"}
-)
-SUCCESS_RESULTS = frozenset({"SUCCESS"})
-NO_RESULT = "NONE"
-OTHER_JOB = "__other__"  # where jobs beyond the max_jobs cap are folded
+OTHER_JOB = "__other__"  # where jobs (and one-time run names) beyond their cap are folded
 # Batch jobs: half a minute to a day.
 RUN_DURATION_BUCKETS = (
     30.0,
@@ -44,13 +52,31 @@ RUN_DURATION_BUCKETS = (
     43200.0,
     86400.0,
 )
+# Parts of one-time run names that change per run (ADF pipeline run ids, Airflow logical dates,
+# epoch stamps): each match becomes "*", so runs of one Airflow task or ADF activity share series.
+DEFAULT_RUN_NAME_PATTERNS = (
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
+    r"\d{4}-\d{2}-\d{2}(?:[T _]\d{2}[:_-]?\d{2}(?:[:_-]?\d{2})?(?:\.\d+)?)?"
+    r"(?:Z|[+-]\d{2}:?\d{2})?",
+    r"\d{6,}",
+)
+MAX_ONE_TIME_NAMES = 1000
 
 JobKey = tuple[str, str]  # (job_id, job_name)
+OneTimeKey = tuple[str, str]  # (run_name, run_type)
 
 
 @dataclass(frozen=True)
 class TaskResult:
     task_key: str
+    result_state: str
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One item of a run's repair_history: the original attempt or a repair."""
+
+    end_ms: int
     result_state: str
 
 
@@ -68,27 +94,59 @@ class Run:
     duration_seconds: float
     run_page_url: str
     tasks: tuple[TaskResult, ...] = ()
+    run_type: str = "JOB_RUN"
+    trigger: str = ""
+    queue_ms: int = 0  # time spent queued, not running
+    end_reported: bool = True  # end_ms came from the API (not inferred)
+    more_tasks: bool = False  # the listing cut the tasks at 100 (has_more)
+    original: Attempt | None = None  # from repair_history (runs/get include_history)
+    repairs: tuple[Attempt, ...] = ()
+    reopened: bool = False  # counted before and active again: being repaired
 
     @property
     def terminal(self) -> bool:
-        if self.life_cycle_state in TERMINAL_STATES:
+        if self.life_cycle_state in TERMINAL_LIFE_CYCLES:
             return True
         # An unknown life-cycle state with an end time is over, whatever the API calls it.
-        return self.life_cycle_state not in ACTIVE_STATES and self.end_ms > 0
+        return self.life_cycle_state not in ACTIVE_LIFE_CYCLES and self.end_ms > 0
 
     @property
     def failed(self) -> bool:
-        return self.result_state in FAILED_RESULTS or self.life_cycle_state == "INTERNAL_ERROR"
+        return is_failure(self.result_state)
+
+    @property
+    def one_time(self) -> bool:
+        """A runs/submit or dbutils.notebook.run run: its job_id exists for this run only."""
+        return self.run_type in ONE_TIME_RUN_TYPES
+
+    @property
+    def continuous(self) -> bool:
+        return self.trigger in CONTINUOUS_TRIGGERS
+
+    @property
+    def queued(self) -> bool:
+        return self.life_cycle_state in QUEUED_LIFE_CYCLES
+
+    @property
+    def running_since_ms(self) -> int:
+        """When the run left the queue (its start time counts from submission)."""
+        return self.start_ms + self.queue_ms if self.start_ms > 0 else 0
 
     @property
     def job(self) -> JobKey:
         return (self.job_id, self.job_name)
 
+    @property
+    def one_time_key(self) -> OneTimeKey:
+        return (self.job_name, self.run_type)
+
 
 def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
     try:
         return int(value or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 
@@ -101,16 +159,32 @@ def _str(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def run_duration_seconds(raw: Mapping[str, Any], start_ms: int, end_ms: int) -> float:
-    """run_duration, else setup+execution+cleanup, else end-start (all ms in the API)."""
+def run_duration_seconds(
+    raw: Mapping[str, Any], start_ms: int, end_ms: int, queue_ms: int = 0
+) -> float:
+    """run_duration, else setup+execution+cleanup, else end-start-queue (all ms in the API)."""
     total = _int(raw.get("run_duration"))
     if total <= 0:
         total = sum(
             _int(raw.get(k)) for k in ("setup_duration", "execution_duration", "cleanup_duration")
         )
     if total <= 0 and end_ms > 0 and start_ms > 0:
-        total = end_ms - start_ms
+        total = end_ms - start_ms - queue_ms
     return max(total, 0) / 1000.0
+
+
+def _history(raw: Mapping[str, Any]) -> tuple[Attempt | None, tuple[Attempt, ...]]:
+    """The original attempt and the repairs, when runs/get was asked for the history."""
+    original, repairs = None, []
+    for item in raw.get("repair_history") or ():
+        if not isinstance(item, dict):
+            continue
+        attempt = Attempt(_int(item.get("end_time")), result_state_of(item))
+        if _str(item.get("type")).upper() == "REPAIR":
+            repairs.append(attempt)
+        elif original is None:
+            original = attempt
+    return original, tuple(repairs)
 
 
 def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
@@ -118,21 +192,19 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
     run_id = raw.get("run_id")
     if run_id is None or isinstance(run_id, bool | dict | list):
         return None
-    state = _obj(raw, "state")
-    status = _obj(raw, "status")
-    life_cycle = _str(state.get("life_cycle_state") or status.get("state")) or "UNKNOWN"
-    result = _str(state.get("result_state")) or NO_RESULT
+    life_cycle = life_cycle_of(raw)
     start_ms = _int(raw.get("start_time"))
     end_ms = _int(raw.get("end_time"))
-    duration = run_duration_seconds(raw, start_ms, end_ms)
-    if end_ms <= 0 and (life_cycle in TERMINAL_STATES):
+    queue_ms = max(_int(raw.get("queue_duration")), 0)
+    original, repairs = _history(raw)
+    end_ms = max([end_ms, *(a.end_ms for a in repairs)])
+    end_reported = end_ms > 0
+    duration = run_duration_seconds(raw, start_ms, end_ms, queue_ms)
+    if end_ms <= 0 and life_cycle in TERMINAL_LIFE_CYCLES:
         # The API sometimes reports a finished run with end_time 0: use what we know.
         end_ms = start_ms + int(duration * 1000) if duration > 0 and start_ms > 0 else observed_ms
     tasks = tuple(
-        TaskResult(
-            _str(t.get("task_key")),
-            _str(_obj(t, "state").get("result_state")) or NO_RESULT,
-        )
+        TaskResult(_str(t.get("task_key")), result_state_of(t))
         for t in (raw.get("tasks") or [])
         if isinstance(t, dict)
     )
@@ -141,12 +213,19 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
         job_id=_str(raw.get("job_id")),
         job_name=_str(raw.get("run_name")),
         life_cycle_state=life_cycle,
-        result_state=result,
+        result_state=result_state_of(raw, life_cycle),
         start_ms=start_ms,
         end_ms=end_ms,
         duration_seconds=duration,
         run_page_url=_str(raw.get("run_page_url")),
         tasks=tasks,
+        run_type=_str(raw.get("run_type")).upper() or "JOB_RUN",
+        trigger=_str(raw.get("trigger")).upper(),
+        queue_ms=queue_ms,
+        end_reported=end_reported,
+        more_tasks=raw.get("has_more") is True,
+        original=original,
+        repairs=repairs,
     )
 
 
@@ -163,6 +242,15 @@ class RunsSnapshot:
     baseline_ms: int
     watermark_ms: int = field(compare=False)  # not rendered: a moved watermark alone is no change
     folded_jobs: int = 0
+    repairs_total: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    one_time_total: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    one_time_durations: Mapping[OneTimeKey, Histogram] = field(default_factory=dict)
+    folded_one_time_names: int = 0
+    vanished_runs: int = 0
+
+
+def _compiled(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(p) for p in patterns)
 
 
 @dataclass
@@ -172,26 +260,45 @@ class RunLedger:
     baseline_ms: int
     watermark_ms: int
     overlap_ms: int = 300_000
-    seen: dict[int | str, int] = field(default_factory=dict)  # run_id -> start_ms
+    # run_id -> (start_ms, end_ms as the API reported it, 0 if it did not)
+    seen: dict[int | str, tuple[int, int]] = field(default_factory=dict)
     active: dict[int | str, Run] = field(default_factory=dict)
     runs_total: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     tasks_total: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     durations: dict[JobKey, Histogram] = field(default_factory=dict)
     last_runs: dict[str, Run] = field(default_factory=dict)
     last_success_ms: dict[str, int] = field(default_factory=dict)
+    repairs_total: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    one_time_total: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    one_time_durations: dict[OneTimeKey, Histogram] = field(default_factory=dict)
+    vanished_runs: int = 0
     max_jobs: int = 5000
     known_jobs: set[str] = field(default_factory=set)
     folded: set[str] = field(default_factory=set)
+    max_one_time_names: int = MAX_ONE_TIME_NAMES
+    known_one_time_names: set[str] = field(default_factory=set)
+    folded_one_time_names: set[str] = field(default_factory=set)
+    run_name_patterns: tuple[re.Pattern[str], ...] = field(
+        default_factory=lambda: _compiled(DEFAULT_RUN_NAME_PATTERNS)
+    )
 
     @classmethod
     def starting_at(cls, now_ms: int, lookback_ms: int, overlap_ms: int) -> RunLedger:
         """A fresh ledger: baseline now, first listing reaching back over the look-back."""
         return cls(baseline_ms=now_ms, watermark_ms=now_ms - lookback_ms, overlap_ms=overlap_ms)
 
+    def set_run_name_patterns(self, extra: Iterable[str]) -> None:
+        """The built-in patterns plus the configured ones (each match becomes "*")."""
+        self.run_name_patterns = _compiled([*DEFAULT_RUN_NAME_PATTERNS, *extra])
+
     @property
     def list_from_ms(self) -> int:
         """start_time_from for the completed-runs listing of the next cycle."""
         return self.watermark_ms - self.overlap_ms
+
+    def needs_tasks(self, run: Run) -> bool:
+        """Whether a terminal run's full task list matters: it is about to be counted."""
+        return run.more_tasks and run.run_id not in self.seen and run.end_ms > self.baseline_ms
 
     def apply(
         self,
@@ -202,22 +309,28 @@ class RunLedger:
     ) -> int:
         """Fold one cycle's observations in; return how many runs were newly counted."""
         counted = 0
-        for run in map(self._capped, terminal):
-            counted += self._observe_terminal(run)
+        watermark_before = self.watermark_ms
+        for run in map(self._keyed, terminal):
+            counted += self._observe_terminal(run, watermark_before)
         still_active: dict[int | str, Run] = {}
-        for run in map(self._capped, active):
-            if run.run_id not in self.seen or run.run_id in self.active:
-                still_active[run.run_id] = run
+        for run in map(self._keyed, active):
+            if run.run_id in self.seen:
+                # Counted once already and running again: a repair (it keeps its run_id).
+                run = replace(run, reopened=True)
+            still_active[run.run_id] = run
         for run_id in vanished:
             if self.active.pop(run_id, None) is not None:
-                log.info("run %s vanished before it was seen terminal; not counted", run_id)
+                self.vanished_runs += 1
+                log.info("run %s no longer exists (job or run deleted); not counted", run_id)
         self.active = still_active
         self.watermark_ms = max(self.watermark_ms, cycle_start_ms)
         self._prune()
         return counted
 
-    def _capped(self, run: Run) -> Run:
-        """The run, or the run relabelled as OTHER_JOB when its job is beyond the job cap."""
+    def _keyed(self, run: Run) -> Run:
+        """The run under the key it is reported by: its job (capped), or its one-time name."""
+        if run.one_time:
+            return replace(run, job_id="", job_name=self._one_time_name(run.job_name))
         if run.job_id in self.known_jobs:
             return run
         if len(self.known_jobs) < self.max_jobs:
@@ -234,37 +347,90 @@ class RunLedger:
             self.folded.add(run.job_id)
         return replace(run, job_id=OTHER_JOB, job_name=OTHER_JOB)
 
-    def _observe_terminal(self, run: Run) -> int:
-        self.active.pop(run.run_id, None)
-        if run.run_id in self.seen:
+    def _one_time_name(self, run_name: str) -> str:
+        name = run_name
+        for pattern in self.run_name_patterns:
+            name = pattern.sub("*", name)
+        if name in self.known_one_time_names:
+            return name
+        if len(self.known_one_time_names) < self.max_one_time_names:
+            self.known_one_time_names.add(name)
+            return name
+        if not self.folded_one_time_names:
+            log.warning(
+                "more than %d distinct one-time run names: further names are reported as "
+                "run_name=%r (add a run-name pattern for the part that changes per run)",
+                self.max_one_time_names,
+                OTHER_JOB,
+            )
+        self.folded_one_time_names.add(name)
+        return OTHER_JOB
+
+    def _observe_terminal(self, run: Run, watermark_before: int) -> int:
+        tracked = self.active.pop(run.run_id, None)
+        reported_end = run.end_ms if run.end_reported else 0
+        previous = self.seen.get(run.run_id)
+        if previous is not None:
+            _, seen_end = previous
+            reopened = tracked is not None and tracked.reopened
+            if reopened or (reported_end and seen_end and reported_end > seen_end):
+                self.seen[run.run_id] = (run.start_ms, reported_end)
+                self._count_repairs(run, after_ms=seen_end)
             return 0
-        self.seen[run.run_id] = run.start_ms
+        self.seen[run.run_id] = (run.start_ms, reported_end)
+        if run.original is not None and run.repairs and run.original.end_ms <= watermark_before:
+            # A repaired run whose original attempt ended before the last cycle: counted then
+            # (or before the baseline), forgotten since. Only its new repairs count now.
+            self._count_repairs(run, after_ms=watermark_before - self.overlap_ms)
+            return 0
         self._update_last_run(run)
         if run.end_ms <= self.baseline_ms:
             return 0
+        if run.one_time:
+            self.one_time_total[(*run.one_time_key, run.result_state)] += 1
+            self._observe(self.one_time_durations, run.one_time_key, run.duration_seconds)
+            return 1
         self.runs_total[(run.job_id, run.job_name, run.result_state)] += 1
         for task in run.tasks:
             self.tasks_total[(run.job_id, run.job_name, task.task_key, task.result_state)] += 1
-        hist = self.durations.get(run.job)
-        if hist is None:
-            hist = self.durations[run.job] = Histogram(RUN_DURATION_BUCKETS)
-        hist.observe(run.duration_seconds)
+        self._observe(self.durations, run.job, run.duration_seconds)
         return 1
 
+    @staticmethod
+    def _observe(histograms: dict[Any, Histogram], key: Any, value: float) -> None:
+        hist = histograms.get(key)
+        if hist is None:
+            hist = histograms[key] = Histogram(RUN_DURATION_BUCKETS)
+        hist.observe(value)
+
+    def _count_repairs(self, run: Run, after_ms: int) -> None:
+        """Repairs that ended after ``after_ms`` (one, with the run's result, without history)."""
+        self._update_last_run(run)
+        if run.end_ms <= self.baseline_ms or run.one_time:
+            return
+        attempts = [a for a in run.repairs if a.end_ms > max(after_ms, self.baseline_ms)]
+        if not run.repairs:
+            attempts = [Attempt(run.end_ms, run.result_state)]
+        for attempt in attempts:
+            self.repairs_total[(run.job_id, run.job_name, attempt.result_state)] += 1
+
     def _update_last_run(self, run: Run) -> None:
+        if run.one_time:
+            return  # its job never runs again: no last-run gauges for it
         last = self.last_runs.get(run.job_id)
         if last is None or run.end_ms >= last.end_ms:
-            self.last_runs[run.job_id] = run
-        if run.result_state in SUCCESS_RESULTS:
+            self.last_runs[run.job_id] = replace(run, tasks=(), original=None, repairs=())
+        if outcome(run.result_state) == SUCCEEDED:
             self.last_success_ms[run.job_id] = max(
                 self.last_success_ms.get(run.job_id, 0), run.end_ms
             )
 
     def _prune(self) -> None:
         # A run that started before the next listing's start_time_from can only come back
-        # through the active list or runs/get, and those paths check `active` first.
+        # through the active list or runs/get, and those paths check `active` first. A run
+        # that ended (or was repaired) recently is kept, so its repairs are recognised.
         horizon = self.list_from_ms
-        stale = [run_id for run_id, start in self.seen.items() if start < horizon]
+        stale = [rid for rid, (start, end) in self.seen.items() if max(start, end) < horizon]
         for run_id in stale:
             del self.seen[run_id]
 
@@ -280,4 +446,9 @@ class RunLedger:
             baseline_ms=self.baseline_ms,
             watermark_ms=self.watermark_ms,
             folded_jobs=len(self.folded),
+            repairs_total=dict(self.repairs_total),
+            one_time_total=dict(self.one_time_total),
+            one_time_durations={k: h.copy() for k, h in self.one_time_durations.items()},
+            folded_one_time_names=len(self.folded_one_time_names),
+            vanished_runs=self.vanished_runs,
         )

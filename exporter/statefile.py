@@ -18,11 +18,30 @@ from pathlib import Path
 from typing import Any
 
 from exporter.health import Histogram
-from exporter.state import OTHER_JOB, RUN_DURATION_BUCKETS, Run, RunLedger, TaskResult
+from exporter.state import OTHER_JOB, RUN_DURATION_BUCKETS, Attempt, Run, RunLedger, TaskResult
 
 log = logging.getLogger(__name__)
 
-FORMAT = "databricks-jobs-exporter/state/v1"
+FORMAT = "databricks-jobs-exporter/state/v2"
+FORMATS = ("databricks-jobs-exporter/state/v1", FORMAT)  # v1: before repairs and one-time runs
+
+
+def _hists(hists: dict[Any, Histogram]) -> list[list[Any]]:
+    return [[*key, list(h.bounds), h.counts, h.total, h.count] for key, h in hists.items()]
+
+
+def _restore_hists(rows: list[list[Any]], key_len: int) -> dict[Any, Histogram]:
+    out = {}
+    for row in rows:
+        key, rest = tuple(str(k) for k in row[:key_len]), row[key_len:]
+        if len(rest) == 3:  # v1: no bounds saved, the buckets of that version
+            rest = [RUN_DURATION_BUCKETS, *rest]
+        bounds, counts, total, count = rest
+        bounds = tuple(float(b) for b in bounds)
+        if len(counts) != len(bounds):
+            raise ValueError(f"histogram of {key} has {len(counts)} counts for {len(bounds)}")
+        out[key] = Histogram(bounds, [int(c) for c in counts], float(total), int(count))
+    return out
 
 
 def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
@@ -30,40 +49,58 @@ def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
         "baseline_ms": ledger.baseline_ms,
         "watermark_ms": ledger.watermark_ms,
         "overlap_ms": ledger.overlap_ms,
-        "seen": [[run_id, start] for run_id, start in ledger.seen.items()],
+        "seen": [[run_id, start, end] for run_id, (start, end) in ledger.seen.items()],
         "active": [asdict(run) for run in ledger.active.values()],
         "runs_total": [[*key, n] for key, n in ledger.runs_total.items()],
         "tasks_total": [[*key, n] for key, n in ledger.tasks_total.items()],
-        "durations": [
-            [job_id, job_name, h.counts, h.total, h.count]
-            for (job_id, job_name), h in ledger.durations.items()
-        ],
+        "durations": _hists(ledger.durations),
         "last_runs": [asdict(run) for run in ledger.last_runs.values()],
         "last_success_ms": ledger.last_success_ms,
+        "repairs_total": [[*key, n] for key, n in ledger.repairs_total.items()],
+        "one_time_total": [[*key, n] for key, n in ledger.one_time_total.items()],
+        "one_time_durations": _hists(ledger.one_time_durations),
+        "one_time_names": sorted(ledger.known_one_time_names),
+        "vanished_runs": ledger.vanished_runs,
     }
 
 
+def _attempt(data: Any) -> Attempt | None:
+    return Attempt(int(data["end_ms"]), str(data["result_state"])) if data else None
+
+
 def _run(data: dict[str, Any]) -> Run:
+    data = dict(data)
     tasks = tuple(TaskResult(**t) for t in data.pop("tasks", ()))
-    return Run(**data, tasks=tasks)
+    original = _attempt(data.pop("original", None))
+    repairs = tuple(a for a in map(_attempt, data.pop("repairs", ())) if a is not None)
+    return Run(**data, tasks=tasks, original=original, repairs=repairs)
+
+
+def _counter(rows: list[list[Any]], key_len: int) -> Counter[Any]:
+    return Counter({tuple(str(k) for k in row[:key_len]): int(row[key_len]) for row in rows})
 
 
 def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
+    """A ledger from a v2 entry, or from a v1 entry (which lacks the newer parts)."""
     ledger = RunLedger(
         baseline_ms=int(data["baseline_ms"]),
         watermark_ms=int(data["watermark_ms"]),
         overlap_ms=int(data["overlap_ms"]),
     )
-    ledger.seen = {run_id: int(start) for run_id, start in data["seen"]}
-    ledger.active = {run.run_id: run for run in map(_run, data["active"])}
-    ledger.runs_total = Counter({tuple(row[:3]): int(row[3]) for row in data["runs_total"]})
-    ledger.tasks_total = Counter({tuple(row[:4]): int(row[4]) for row in data["tasks_total"]})
-    ledger.durations = {
-        (job_id, name): Histogram(RUN_DURATION_BUCKETS, list(counts), float(total), int(count))
-        for job_id, name, counts, total, count in data["durations"]
+    ledger.seen = {
+        row[0]: (int(row[1]), int(row[2]) if len(row) > 2 else 0) for row in data["seen"]
     }
+    ledger.active = {run.run_id: run for run in map(_run, data["active"])}
+    ledger.runs_total = _counter(data["runs_total"], 3)
+    ledger.tasks_total = _counter(data["tasks_total"], 4)
+    ledger.durations = _restore_hists(data["durations"], 2)
     ledger.last_runs = {run.job_id: run for run in map(_run, data["last_runs"])}
     ledger.last_success_ms = {k: int(v) for k, v in data["last_success_ms"].items()}
+    ledger.repairs_total = _counter(data.get("repairs_total", []), 3)
+    ledger.one_time_total = _counter(data.get("one_time_total", []), 3)
+    ledger.one_time_durations = _restore_hists(data.get("one_time_durations", []), 2)
+    ledger.known_one_time_names = {str(n) for n in data.get("one_time_names", [])}
+    ledger.vanished_runs = int(data.get("vanished_runs", 0))
     ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
     ledger.known_jobs |= {job_id for job_id, _, _ in ledger.runs_total if job_id != OTHER_JOB}
     return ledger
@@ -89,7 +126,7 @@ class StateFile:
                 "state file %s is unreadable (%s); starting a fresh baseline", self.path, exc
             )
             return {}
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
             log.warning(
                 "state file %s is not an exporter state file; starting a fresh baseline", self.path
             )

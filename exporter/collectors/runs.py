@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from exporter.client import DatabricksClient
+from exporter.client import ApiError, DatabricksClient
 from exporter.state import Run, RunLedger, RunsSnapshot, parse_run
 
 log = logging.getLogger(__name__)
@@ -50,13 +50,17 @@ class RunsCollector:
             cycle_start,
         )
         terminal = [r for r in completed if r.terminal] + [r for r in active if r.terminal]
-        still_active = [r for r in active if not r.terminal] + [
-            r for r in completed if not r.terminal
+        ended = {r.run_id for r in terminal}
+        still_active = [
+            r for r in [*active, *completed] if not r.terminal and r.run_id not in ended
         ]
         listed = {r.run_id for r in active} | {r.run_id for r in completed}
         vanished: list[int | str] = []
         for run_id in [rid for rid in self.ledger.active if rid not in listed]:
-            raw = self.client.get_run(run_id)
+            ok, raw = self._get_run(run_id)
+            if not ok:
+                still_active.append(self.ledger.active[run_id])  # asked again next cycle
+                continue
             run = parse_run(raw, cycle_start) if raw is not None else None
             if run is None:
                 vanished.append(run_id)
@@ -64,6 +68,13 @@ class RunsCollector:
                 terminal.append(run)
             else:
                 still_active.append(run)
+        # Listings carry at most 100 tasks per run; runs/get pages the rest of a counted run's.
+        for i, run in enumerate(terminal):
+            if self.ledger.needs_tasks(run):
+                _, raw = self._get_run(run.run_id)
+                full = parse_run(raw, cycle_start) if raw is not None else None
+                if full is not None and full.terminal:
+                    terminal[i] = full
         counted = self.ledger.apply(cycle_start, still_active, terminal, vanished)
         snapshot = self.ledger.snapshot()
         if snapshot != self.snapshot:  # an unchanged snapshot keeps its rendered /metrics text
@@ -76,6 +87,21 @@ class RunsCollector:
             counted,
         )
         return counted
+
+    def _get_run(self, run_id: int | str) -> tuple[bool, dict[str, Any] | None]:
+        """(True, the run or None when gone), or (False, None) after a logged failure.
+
+        An error about one run never fails the cycle: the run stays where it was and is asked
+        for again next cycle, so nothing is lost and nothing is counted twice.
+        """
+        try:
+            raw = self.client.get_run(run_id)
+        except ApiError as exc:
+            if self.client.closed:
+                raise
+            log.warning("%s (run %s: kept, asked again next cycle)", exc, run_id)
+            return False, None
+        return True, raw
 
     def _parse(self, raws: Iterable[dict[str, Any]], observed_ms: int) -> list[Run]:
         runs = []
