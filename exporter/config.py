@@ -27,6 +27,7 @@ DEFAULT_MAX_RETRIES = 5
 DEFAULT_MAX_PAGES = 20_000
 DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0  # per workspace; Databricks allows several times more
 DEFAULT_MAX_JOBS = 5000
+DEFAULT_MAX_ONE_TIME_RUN_NAMES = 1000
 SIMULATED_WORKSPACE = "simulated"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -83,6 +84,8 @@ class Settings:
     max_pages: int = DEFAULT_MAX_PAGES
     max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
     max_jobs: int = DEFAULT_MAX_JOBS
+    max_one_time_run_names: int = DEFAULT_MAX_ONE_TIME_RUN_NAMES
+    run_name_patterns: tuple[str, ...] = ()
     state_file: Path | None = None
     simulate: bool = False
     log_level: str = "INFO"
@@ -129,6 +132,20 @@ def _number(name: str, raw: Any, kind: type, minimum: float, strict: bool = True
         op = ">" if strict else ">="
         raise ConfigError(f"{name}: must be {op} {minimum:g}, got {raw!r}")
     return value
+
+
+def _patterns(raw: Any) -> tuple[str, ...]:
+    """run_name_patterns: a list of regular expressions, each checked here."""
+    if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
+        raise ConfigError("run_name_patterns: expected a list of regular expressions (strings)")
+    for i, pattern in enumerate(raw):
+        try:
+            compiled = re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"run_name_patterns[{i}]: not a regular expression: {exc}") from None
+        if compiled.match(""):
+            raise ConfigError(f"run_name_patterns[{i}]: {pattern!r} matches the empty string")
+    return tuple(raw)
 
 
 def _is_loopback(hostname: str) -> bool:
@@ -222,6 +239,8 @@ _YAML_TOP_KEYS = {
     "max_pages",
     "max_requests_per_second",
     "max_jobs",
+    "max_one_time_run_names",
+    "run_name_patterns",
     "state_file",
     "log_level",
 }
@@ -356,6 +375,13 @@ def load_settings(
             0,
         ),
         max_jobs=_number("max_jobs", doc.get("max_jobs", DEFAULT_MAX_JOBS), int, 0),
+        max_one_time_run_names=_number(
+            "max_one_time_run_names",
+            doc.get("max_one_time_run_names", DEFAULT_MAX_ONE_TIME_RUN_NAMES),
+            int,
+            0,
+        ),
+        run_name_patterns=_patterns(doc.get("run_name_patterns", [])),
         state_file=Path(state_file) if state_file else None,
         simulate=bool(args.simulate),
         log_level=log_level,

@@ -109,7 +109,7 @@ class SimConfig:
     history_hours: float = 24.0
     period_seconds: tuple[float, float] = (120.0, 900.0)
     duration_seconds: tuple[float, float] = (20.0, 600.0)
-    fail_rate: float = 0.08
+    fail_rate: float = 0.08  # share of runs that do not simply succeed (see SimWorkspace.run)
     long_run_rate: float = 0.02  # runs that take 10x their job's longest duration
     multi_task_rate: float = 0.4
     pools: int = 3
@@ -117,6 +117,16 @@ class SimConfig:
     # What run_page_url points at: a realistic, fixed workspace URL (not the loopback port).
     public_host: str = "https://adb-1234567890123456.7.azuredatabricks.net"
     latency_ms: float = 0.0
+    # The Jobs API's awkward cases, off unless asked for (make demo turns them all on).
+    one_time_jobs: int = 0  # the last N jobs submit runs (runs/submit: a new job_id per run)
+    continuous_jobs: int = 0  # the first N jobs are continuous (back-to-back long runs)
+    continuous_run_seconds: float = 4 * 3600.0
+    wide_jobs: int = 0  # the N jobs after the continuous ones have 130 tasks (>100: paged)
+    status_only_rate: float = 0.0  # runs answered with `status` only, without legacy `state`
+    repair_rate: float = 0.0  # failed runs repaired to SUCCESS repair_delay_seconds later
+    repair_delay_seconds: float = 120.0
+    queue_rate: float = 0.2  # runs that spend their first 10% queued (queue_duration)
+    pool_error_rate: float = 0.0  # pool-minutes with instances that failed to start
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,85 @@ class SimJob:
     min_ms: int
     max_ms: int
     tasks: tuple[str, ...]
+    kind: str = "job"  # job | continuous | submit | workflow
+
+
+# result_state label (what the exporter must report) -> how the API words it:
+# (legacy life_cycle_state, legacy result_state or None, termination code, termination type,
+#  the label a client that reads only `status` must derive).
+OUTCOME_WIRE: dict[str, tuple[str, str | None, str, str, str]] = {
+    "SUCCESS": ("TERMINATED", "SUCCESS", "SUCCESS", "SUCCESS", "SUCCESS"),
+    "SUCCESS_WITH_FAILURES": (
+        "TERMINATED",
+        "SUCCESS_WITH_FAILURES",
+        "SUCCESS_WITH_FAILURES",
+        "SUCCESS",
+        "SUCCESS_WITH_FAILURES",
+    ),
+    "FAILED": ("TERMINATED", "FAILED", "RUN_EXECUTION_ERROR", "CLIENT_ERROR", "FAILED"),
+    "TIMEDOUT": ("TERMINATED", "TIMEDOUT", "CANCELED", "CLIENT_ERROR", "TIMEDOUT"),
+    "CANCELED": ("TERMINATED", "CANCELED", "USER_CANCELED", "SUCCESS", "CANCELED"),
+    "INTERNAL_ERROR": (
+        "INTERNAL_ERROR",
+        None,
+        "INTERNAL_ERROR",
+        "INTERNAL_ERROR",
+        "INTERNAL_ERROR",
+    ),
+    "SKIPPED": ("SKIPPED", None, "SKIPPED", "SUCCESS", "SKIPPED"),
+    "MAXIMUM_CONCURRENT_RUNS_REACHED": (
+        "SKIPPED",
+        "MAXIMUM_CONCURRENT_RUNS_REACHED",
+        "MAX_CONCURRENT_RUNS_EXCEEDED",
+        "CLIENT_ERROR",
+        "MAXIMUM_CONCURRENT_RUNS_REACHED",
+    ),
+    "EXCLUDED": ("TERMINATED", "EXCLUDED", "SKIPPED", "SUCCESS", "SKIPPED"),
+    "DISABLED": ("TERMINATED", "DISABLED", "DISABLED", "CLIENT_ERROR", "DISABLED"),
+    "UPSTREAM_FAILED": ("TERMINATED", "UPSTREAM_FAILED", "SKIPPED", "CLIENT_ERROR", "SKIPPED"),
+    "UPSTREAM_CANCELED": ("TERMINATED", "UPSTREAM_CANCELED", "SKIPPED", "SUCCESS", "SKIPPED"),
+}
+# Other failure codes a FAILED run may carry (all FAILED for the exporter).
+FAILURE_CODES = (
+    ("RUN_EXECUTION_ERROR", "CLIENT_ERROR"),
+    ("DRIVER_ERROR", "CLIENT_ERROR"),
+    ("CLUSTER_ERROR", "CLIENT_ERROR"),
+    ("LIBRARY_INSTALLATION_ERROR", "CLIENT_ERROR"),
+    ("CLOUD_FAILURE", "CLOUD_FAILURE"),
+    ("STORAGE_ACCESS_ERROR", "CLIENT_ERROR"),
+    ("UNAUTHORIZED_ERROR", "CLIENT_ERROR"),
+    ("REPOSITORY_CHECKOUT_FAILED", "CLIENT_ERROR"),
+    ("RESOURCE_NOT_FOUND", "CLIENT_ERROR"),
+    ("INVALID_RUN_CONFIGURATION", "CLIENT_ERROR"),
+    ("MAX_SPARK_CONTEXTS_EXCEEDED", "CLIENT_ERROR"),
+    ("WORKSPACE_RUN_LIMIT_EXCEEDED", "CLIENT_ERROR"),
+    ("CLUSTER_REQUEST_LIMIT_EXCEEDED", "CLIENT_ERROR"),
+    ("INVALID_CLUSTER_REQUEST", "CLIENT_ERROR"),
+    ("FEATURE_DISABLED", "CLIENT_ERROR"),
+    ("CLUSTER_TERMINATED_BY_USER", "CLIENT_ERROR"),
+    ("BUDGET_POLICY_LIMIT_EXCEEDED", "CLIENT_ERROR"),
+    ("BREAKING_CHANGE", "INTERNAL_ERROR"),
+)
+# How the share fail_rate of runs that do not simply succeed splits (cumulative).
+OUTCOME_MIX = (
+    (0.45, "FAILED"),
+    (0.55, "TIMEDOUT"),
+    (0.63, "CANCELED"),
+    (0.68, "SKIPPED"),
+    (0.72, "MAXIMUM_CONCURRENT_RUNS_REACHED"),
+    (0.76, "EXCLUDED"),
+    (0.79, "DISABLED"),
+    (0.84, "UPSTREAM_FAILED"),
+    (0.87, "UPSTREAM_CANCELED"),
+    (0.93, "INTERNAL_ERROR"),
+    (1.00, "SUCCESS_WITH_FAILURES"),
+)
+SKIPPED_OUTCOMES = frozenset(
+    {"SKIPPED", "MAXIMUM_CONCURRENT_RUNS_REACHED", "EXCLUDED", "DISABLED", "UPSTREAM_CANCELED"}
+)
+WIDE_TASKS = 130
+TASK_PAGE = 100  # the API's cap on tasks per run in a listing or a runs/get page
+ONE_TIME_JOB_BASE = 800_000_000_000
 
 
 @dataclass(frozen=True)
@@ -138,24 +227,69 @@ class SimRun:
     run_id: int
     start_ms: int
     duration_ms: int
-    outcome: str  # result_state, "" for INTERNAL_ERROR, "SKIPPED" for skipped runs
+    outcome: str  # the result_state label of the original attempt (OUTCOME_WIRE key)
+    status_only: bool = False  # answered with `status` only (no legacy `state`)
+    queue_ms: int = 0
+    repair_start_ms: int = 0  # 0: never repaired
+    repair_ms: int = 0
 
     @property
     def end_ms(self) -> int:
+        """End of the original attempt."""
         return self.start_ms + self.duration_ms
 
     @property
-    def life_cycle_final(self) -> str:
-        if self.outcome == "":
-            return "INTERNAL_ERROR"
-        if self.outcome == "SKIPPED":
-            return "SKIPPED"
-        return "TERMINATED"
+    def repair_end_ms(self) -> int:
+        return self.repair_start_ms + self.repair_ms if self.repair_start_ms else 0
 
     @property
-    def result_state(self) -> str:
-        """What the exporter should count this run as."""
-        return self.outcome or "NONE"
+    def last_end_ms(self) -> int:
+        """When the run is finally over (after its repair, if any)."""
+        return self.repair_end_ms or self.end_ms
+
+    def done(self, now: int) -> bool:
+        """Terminal at ``now`` (between the original end and a repair's start too)."""
+        if now < self.end_ms:
+            return False
+        return not (self.repair_start_ms and self.repair_start_ms <= now < self.repair_end_ms)
+
+    def repaired(self, now: int) -> bool:
+        return bool(self.repair_start_ms) and now >= self.repair_end_ms
+
+    @property
+    def job_id(self) -> int:
+        """One-time runs get a job of their own, as runs/submit does."""
+        if self.job.kind in ("submit", "workflow"):
+            return ONE_TIME_JOB_BASE + self.run_id
+        return self.job.job_id
+
+    @property
+    def run_name(self) -> str:
+        if self.job.kind == "submit" and self.job.index % 2:
+            # Azure Data Factory's notebook activity: factory, pipeline, activity, pipeline run.
+            return f"ADF_contoso-adf_{self.job.name}_notebook_{_guid(self.run_id)}"
+        return self.job.name
+
+    @property
+    def normalised_name(self) -> str:
+        """The name the exporter reports one-time runs by (the ADF run id becomes "*")."""
+        if self.job.kind == "submit" and self.job.index % 2:
+            return f"ADF_contoso-adf_{self.job.name}_notebook_*"
+        return self.job.name
+
+    @property
+    def run_type(self) -> str:
+        return {"submit": "SUBMIT_RUN", "workflow": "WORKFLOW_RUN"}.get(self.job.kind, "JOB_RUN")
+
+    @property
+    def label(self) -> str:
+        """The result_state the exporter must report for the original attempt."""
+        return OUTCOME_WIRE[self.outcome][4] if self.status_only else self.outcome
+
+
+def _guid(n: int) -> str:
+    h = f"{_mix(n, 99):016x}{_mix(n, 98):016x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
 @dataclass
@@ -186,10 +320,22 @@ class SimWorkspace:
         self.origin_ms = self.clock.now_ms() - int(self.config.history_hours * 3600 * 1000)
         self.stop_ms: int | None = None
         self.jobs = [self._make_job(j) for j in range(self.config.jobs)]
-        self.max_duration_ms = max((job.max_ms * 10 for job in self.jobs), default=0)
+        repair_span = int(self.config.repair_delay_seconds * 1000) if self.config.repair_rate else 0
+        self.max_duration_ms = max(
+            (job.max_ms * 10 + repair_span + job.min_ms for job in self.jobs), default=0
+        )
         self.deleted_pools: set[str] = set()
+        self.deleted_jobs: dict[int, int] = {}  # job index -> when it was deleted (ms)
 
     # --- model -----------------------------------------------------------------------------
+
+    def _kind(self, j: int) -> str:
+        c = self.config
+        if j < c.continuous_jobs:
+            return "continuous"
+        if j >= c.jobs - c.one_time_jobs:
+            return "workflow" if (c.jobs - j) % 3 == 0 else "submit"
+        return "job"
 
     def _make_job(self, j: int) -> SimJob:
         c = self.config
@@ -204,7 +350,14 @@ class SimWorkspace:
         )
         if j >= len(JOB_WORDS) * len(JOB_KINDS):
             name += f"_{j}"
-        tasks = TASK_KEYS if _unit(seed, j, 4) < c.multi_task_rate else ("main",)
+        tasks: tuple[str, ...] = TASK_KEYS if _unit(seed, j, 4) < c.multi_task_rate else ("main",)
+        kind = self._kind(j)
+        if kind == "continuous":
+            # Back to back: each run lasts until the next one starts.
+            period = d1 = d2 = c.continuous_run_seconds
+            name += "_stream"
+        if c.continuous_jobs <= j < c.continuous_jobs + c.wide_jobs and kind == "job":
+            tasks = tuple(f"t{i:03d}" for i in range(WIDE_TASKS))
         return SimJob(
             index=j,
             job_id=1000 + j * 7 + (_mix(seed, j) % 7),
@@ -214,41 +367,56 @@ class SimWorkspace:
             min_ms=max(int(min(d1, d2) * 1000), 1),
             max_ms=max(int(max(d1, d2) * 1000), 1),
             tasks=tasks,
+            kind=kind,
         )
 
     def run(self, job: SimJob, k: int) -> SimRun:
-        seed = self.config.seed
+        c = self.config
+        seed = c.seed
         span = job.max_ms - job.min_ms
         duration = job.min_ms + int(span * _unit(seed, job.index, k, 10))
-        if _unit(seed, job.index, k, 11) < self.config.long_run_rate:
+        if _unit(seed, job.index, k, 11) < c.long_run_rate and job.kind != "continuous":
             duration = job.max_ms * 10
         u = _unit(seed, job.index, k, 12)
-        f = self.config.fail_rate
-        if u < f * 0.6:
-            outcome = "FAILED"
-        elif u < f * 0.75:
-            outcome = "TIMEDOUT"
-        elif u < f * 0.85:
-            outcome = "CANCELED"
-        elif u < f * 0.93:
-            outcome = "SKIPPED"
+        outcome = "SUCCESS"
+        if u < c.fail_rate:
+            share = u / c.fail_rate
+            outcome = next(name for bound, name in OUTCOME_MIX if share < bound)
+        if outcome in SKIPPED_OUTCOMES:
             duration = min(duration, 1000)
-        elif u < f:
-            outcome = ""
-        else:
-            outcome = "SUCCESS"
+        if job.kind == "continuous":
+            duration = max(job.period_ms - 1, 1)
+        queue_ms = 0
+        if _unit(seed, job.index, k, 14) < c.queue_rate and outcome not in SKIPPED_OUTCOMES:
+            queue_ms = duration // 10
+        start = self.origin_ms + job.offset_ms + k * job.period_ms
+        repair_start = repair_ms = 0
+        if (
+            outcome in ("FAILED", "TIMEDOUT")
+            and job.kind == "job"
+            and _unit(seed, job.index, k, 15) < c.repair_rate
+        ):
+            repair_start = start + duration + int(c.repair_delay_seconds * 1000)
+            repair_ms = job.min_ms
         return SimRun(
             job=job,
             k=k,
             run_id=RUN_ID_BASE + k * len(self.jobs) + job.index,
-            start_ms=self.origin_ms + job.offset_ms + k * job.period_ms,
+            start_ms=start,
             duration_ms=duration,
             outcome=outcome,
+            status_only=_unit(seed, job.index, k, 16) < c.status_only_rate,
+            queue_ms=queue_ms,
+            repair_start_ms=repair_start,
+            repair_ms=repair_ms,
         )
 
     def _last_k(self, job: SimJob, now: int) -> int:
         """Number of the job's last run that has started by now (may be -1)."""
         latest = now if self.stop_ms is None else min(now, self.stop_ms)
+        deleted = self.deleted_jobs.get(job.index)
+        if deleted is not None:
+            latest = min(latest, deleted)
         return (latest - self.origin_ms - job.offset_ms) // job.period_ms
 
     def _k_at_or_after(self, job: SimJob, start_ms: int) -> int:
@@ -259,6 +427,8 @@ class SimWorkspace:
         if rel < 0 or not self.jobs:
             return None
         k, j = divmod(rel, len(self.jobs))
+        if j in self.deleted_jobs:
+            return None  # deleting a job deletes its runs
         run = self.run(self.jobs[j], k)
         return run if k <= self._last_k(self.jobs[j], self.clock.now_ms()) else None
 
@@ -281,7 +451,11 @@ class SimWorkspace:
         job_id: int | None = None,
     ) -> Iterator[SimRun]:
         """Runs started in [lo_start, hi_start], newest first, strictly after the cursor."""
-        jobs = [j for j in self.jobs if job_id is None or j.job_id == job_id]
+        jobs = [
+            j
+            for j in self.jobs
+            if (job_id is None or j.job_id == job_id) and j.index not in self.deleted_jobs
+        ]
         if cursor is not None:
             hi_start = min(hi_start, cursor[0])
         streams = [self._job_runs_desc(job, hi_start, lo_start) for job in jobs]
@@ -291,111 +465,184 @@ class SimWorkspace:
             yield run
 
     def is_active(self, run: SimRun, now: int) -> bool:
-        return run.start_ms <= now < run.end_ms
+        return run.start_ms <= now and not run.done(now)
 
     def life_cycle(self, run: SimRun, now: int) -> str:
-        if now >= run.end_ms:
-            return run.life_cycle_final
+        if run.done(now):
+            return OUTCOME_WIRE[self._result(run, now)][0]
+        if run.repair_start_ms and now >= run.repair_start_ms:
+            return "RUNNING"  # being repaired
         elapsed = now - run.start_ms
+        if elapsed < run.queue_ms:
+            return "QUEUED"
         if elapsed < run.duration_ms * 0.1:
-            return "QUEUED" if run.k % 5 == 0 else "PENDING"
+            return "PENDING"
         if elapsed > run.duration_ms * 0.97:
             return "TERMINATING"
         return "RUNNING"
 
-    def task_results(self, run: SimRun) -> list[tuple[str, str | None]]:
-        """(task_key, result_state or None) of a finished run's tasks."""
+    @staticmethod
+    def _result(run: SimRun, now: int) -> str:
+        return "SUCCESS" if run.repaired(now) else run.outcome
+
+    def task_results(self, run: SimRun, now: int | None = None) -> list[tuple[str, str]]:
+        """(task_key, result_state label) of a finished run's tasks (after repairs at ``now``)."""
         keys = run.job.tasks
-        if run.outcome == "SKIPPED":
+        outcome = run.outcome if now is None else self._result(run, now)
+        if outcome in SKIPPED_OUTCOMES:
             return []
-        if run.outcome in ("FAILED", "TIMEDOUT"):
-            bad = _mix(self.config.seed, run.job.index, run.k, 13) % len(keys)
+        if outcome == "SUCCESS_WITH_FAILURES":
+            # An inner task failed; the leaves (run "all done") succeeded.
             return [
-                (key, "SUCCESS" if i < bad else run.outcome if i == bad else "UPSTREAM_FAILED")
+                (key, "FAILED" if i == 0 and len(keys) > 1 else "SUCCESS")
                 for i, key in enumerate(keys)
             ]
-        if run.outcome == "CANCELED":
-            return [(key, "CANCELED") for key in keys]
-        if run.outcome == "":
-            return [(key, None) for key in keys]
+        if outcome in ("FAILED", "TIMEDOUT"):
+            bad = _mix(self.config.seed, run.job.index, run.k, 13) % len(keys)
+            return [
+                (key, "SUCCESS" if i < bad else outcome if i == bad else "UPSTREAM_FAILED")
+                for i, key in enumerate(keys)
+            ]
+        if outcome in ("CANCELED", "UPSTREAM_FAILED"):
+            return [
+                (key, "CANCELED" if outcome == "CANCELED" else "UPSTREAM_FAILED") for key in keys
+            ]
+        if outcome == "INTERNAL_ERROR":
+            return [(key, "INTERNAL_ERROR") for key in keys]
         return [(key, "SUCCESS") for key in keys]
 
     # --- API shapes ------------------------------------------------------------------------
 
-    def run_json(self, run: SimRun, now: int, host: str, expand_tasks: bool) -> dict[str, Any]:
-        done = now >= run.end_ms
+    def _state_json(
+        self, outcome: str | None, life_cycle: str, status_only: bool, message: str = ""
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """(legacy state or None, status) of a run or task in ``life_cycle`` (terminal: outcome)."""
+        status: dict[str, Any] = {"state": life_cycle}
+        state: dict[str, Any] = {"life_cycle_state": life_cycle, "state_message": message}
+        if outcome is not None:
+            legacy_life, legacy_result, code, kind, _ = OUTCOME_WIRE[outcome]
+            status["state"] = "TERMINATED"
+            status["termination_details"] = {"code": code, "type": kind, "message": message}
+            state["life_cycle_state"] = legacy_life
+            if legacy_result:
+                state["result_state"] = legacy_result
+            state["user_cancelled_or_timedout"] = outcome in ("CANCELED", "TIMEDOUT")
+        return (None if status_only else state), status
+
+    def run_json(
+        self,
+        run: SimRun,
+        now: int,
+        host: str,
+        expand_tasks: bool,
+        history: bool = False,
+    ) -> dict[str, Any]:
+        done = run.done(now)
         life_cycle = self.life_cycle(run, now)
-        url = f"{host}/?o={self.config.workspace_id}#job/{run.job.job_id}/run/{run.run_id}"
-        state: dict[str, Any] = {
-            "life_cycle_state": life_cycle,
-            "state_message": "",
-            "user_cancelled_or_timedout": run.outcome in ("CANCELED", "TIMEDOUT"),
-        }
-        if done and run.outcome:
-            state["result_state"] = run.outcome
-        if done and run.outcome == "FAILED":
-            state["state_message"] = "Task failed with error: java.lang.RuntimeException: boom"
-        if done and run.outcome == "":
-            state["state_message"] = "Unexpected failure while waiting for the cluster to be ready"
-        multi = len(run.job.tasks) > 1
+        result = self._result(run, now) if done else None
+        url = f"{host}/?o={self.config.workspace_id}#job/{run.job_id}/run/{run.run_id}"
+        message = ""
+        if result == "FAILED":
+            message = "Task failed with error: java.lang.RuntimeException: boom"
+        elif result == "INTERNAL_ERROR":
+            message = "Unexpected failure while waiting for the cluster to be ready"
+        state, status = self._state_json(result, life_cycle, run.status_only, message)
+        if result == "FAILED":
+            code, kind = FAILURE_CODES[_mix(self.config.seed, run.run_id, 17) % len(FAILURE_CODES)]
+            status["termination_details"].update(code=code, type=kind)
+        if not done and life_cycle == "QUEUED":
+            status["queue_details"] = {
+                "code": "MAX_CONCURRENT_RUNS_REACHED",
+                "message": "Queued: the job's maximum concurrent runs is reached.",
+            }
+        trigger = {"continuous": "CONTINUOUS", "submit": "ONE_TIME", "workflow": "ONE_TIME"}
         body: dict[str, Any] = {
-            "job_id": run.job.job_id,
+            "job_id": run.job_id,
             "run_id": run.run_id,
             "number_in_job": run.run_id,
             "original_attempt_run_id": run.run_id,
-            "run_name": run.job.name,
+            "run_name": run.run_name,
             "creator_user_name": "etl@contoso.com",
-            "state": state,
-            "status": {"state": "TERMINATED" if done else life_cycle},
+            "status": status,
             "start_time": run.start_ms,
-            "end_time": run.end_ms if done else 0,
+            "end_time": run.last_end_ms if done else 0,
             "setup_duration": 0,
             "execution_duration": 0,
             "cleanup_duration": 0,
-            "trigger": "PERIODIC",
-            "run_type": "JOB_RUN",
-            "format": "MULTI_TASK",
+            "trigger": trigger.get(run.job.kind, "PERIODIC"),
+            "run_type": run.run_type,
             "attempt_number": 0,
             "run_page_url": url,
         }
+        if state is not None:
+            body["state"] = state
+        if run.queue_ms and now - run.start_ms >= run.queue_ms:
+            body["queue_duration"] = run.queue_ms
         if done:
-            if multi:
-                body["run_duration"] = run.duration_ms
+            ran = run.duration_ms - run.queue_ms + (run.repair_ms if run.repaired(now) else 0)
+            if len(run.job.tasks) > 1:
+                body["run_duration"] = ran
             else:
-                setup = run.duration_ms // 10
-                cleanup = run.duration_ms // 50
+                setup = ran // 10
+                cleanup = ran // 50
                 body["setup_duration"] = setup
                 body["cleanup_duration"] = cleanup
-                body["execution_duration"] = run.duration_ms - setup - cleanup
+                body["execution_duration"] = ran - setup - cleanup
         if expand_tasks:
             body["tasks"] = self._tasks_json(run, now, host)
+        if history and run.repair_start_ms and now >= run.repair_start_ms:
+            body["repair_history"] = self._history_json(run, now)
         return body
 
+    def _history_json(self, run: SimRun, now: int) -> list[dict[str, Any]]:
+        original_state, original_status = self._state_json(run.outcome, "", run.status_only)
+        original: dict[str, Any] = {
+            "type": "ORIGINAL",
+            "start_time": run.start_ms,
+            "end_time": run.end_ms,
+            "status": original_status,
+        }
+        repair: dict[str, Any] = {
+            "type": "REPAIR",
+            "id": run.run_id + 1,
+            "start_time": run.repair_start_ms,
+            "end_time": run.repair_end_ms if run.repaired(now) else 0,
+        }
+        if original_state is not None:
+            original["state"] = original_state
+        if run.repaired(now):
+            repair_state, repair_status = self._state_json("SUCCESS", "", run.status_only)
+            repair["status"] = repair_status
+            if repair_state is not None:
+                repair["state"] = repair_state
+        else:
+            repair["status"] = {"state": "RUNNING"}
+        return [original, repair]
+
     def _tasks_json(self, run: SimRun, now: int, host: str) -> list[dict[str, Any]]:
-        done = now >= run.end_ms
-        results = dict(self.task_results(run)) if done else {}
+        done = run.done(now)
+        results = dict(self.task_results(run, now)) if done else {}
         tasks = []
-        url_prefix = f"{host}/?o={self.config.workspace_id}#job/{run.job.job_id}/run"
+        url_prefix = f"{host}/?o={self.config.workspace_id}#job/{run.job_id}/run"
         for i, key in enumerate(run.job.tasks):
             if done and key not in results:
                 continue
-            task_run_id = run.run_id * 10 + i + 1
-            state: dict[str, Any] = {
-                "life_cycle_state": run.life_cycle_final if done else "RUNNING"
+            task_run_id = run.run_id * 1000 + i + 1
+            result = results.get(key) if done else None
+            life = OUTCOME_WIRE[result][0] if result else "RUNNING"
+            state, status = self._state_json(result, life, run.status_only)
+            task: dict[str, Any] = {
+                "task_key": key,
+                "run_id": task_run_id,
+                "status": status,
+                "start_time": run.start_ms,
+                "end_time": run.last_end_ms if done else 0,
+                "attempt_number": 0,
+                "run_page_url": f"{url_prefix}/{task_run_id}",
             }
-            if done and results.get(key):
-                state["result_state"] = results[key]
-            tasks.append(
-                {
-                    "task_key": key,
-                    "run_id": task_run_id,
-                    "state": state,
-                    "start_time": run.start_ms,
-                    "end_time": run.end_ms if done else 0,
-                    "attempt_number": 0,
-                    "run_page_url": f"{url_prefix}/{task_run_id}",
-                }
-            )
+            if state is not None:
+                task["state"] = state
+            tasks.append(task)
         return tasks
 
     def pools_json(self) -> list[dict[str, Any]]:
@@ -429,25 +676,59 @@ class SimWorkspace:
             }
             if max_capacity is not None:
                 pool["max_capacity"] = max_capacity
+            errors = self.pool_errors(p, minute)
+            if errors:
+                pool["status"] = {"pending_instance_errors": errors}
             pools.append(pool)
         return pools
+
+    def pool_errors(self, p: int, minute: int) -> list[dict[str, Any]]:
+        """Instances that failed to start in this minute (Azure quota or capacity)."""
+        if _unit(self.config.seed, p, minute, 5) >= self.config.pool_error_rate:
+            return []
+        n = 1 + _mix(self.config.seed, p, minute, 6) % 3
+        region_message = (
+            "Azure error code: QuotaExceeded. Operation could not be completed as it results in "
+            "exceeding approved standardDSv2Family Cores quota. Location: westeurope, "
+            "Current Limit: 350, Current Usage: 348, Additional Required: 4."
+        )
+        return [
+            {"instance_id": f"{minute:x}{p:02d}{i:02d}a1b2c3d4e5f6", "message": region_message}
+            for i in range(n)
+        ]
 
     # --- ground truth ----------------------------------------------------------------------
 
     def truth(self, after_ms: int, until_ms: int | None = None) -> dict[str, Any]:
-        """Counts the exporter must report: runs that ended in (after_ms, until_ms]."""
+        """Counts the exporter must report: runs that ended in (after_ms, until_ms].
+
+        Runs of deleted jobs are left out (the exporter may have counted some before the job
+        went); repairs are counted apart, by the end of the repair; one-time runs by their
+        normalised run name.
+        """
         until = self.clock.now_ms() if until_ms is None else until_ms
         runs: Counter[tuple[str, str, str]] = Counter()
         tasks: Counter[tuple[str, str, str, str]] = Counter()
+        repairs: Counter[tuple[str, str, str]] = Counter()
+        one_time: Counter[tuple[str, str, str]] = Counter()
         for job in self.jobs:
+            if job.index in self.deleted_jobs:
+                continue
             k_lo = self._k_at_or_after(job, after_ms - self.max_duration_ms)
             k_hi = self._last_k(job, until)
             for k in range(k_lo, k_hi + 1):
                 run = self.run(job, k)
-                if after_ms < run.end_ms <= until:
-                    runs[(str(job.job_id), job.name, run.result_state)] += 1
-                    for key, result in self.task_results(run):
-                        tasks[(str(job.job_id), job.name, key, result or "NONE")] += 1
+                if after_ms < run.repair_end_ms <= until:
+                    repairs[(str(job.job_id), job.name, "SUCCESS")] += 1
+                if not after_ms < run.end_ms <= until:
+                    continue
+                if job.kind in ("submit", "workflow"):
+                    one_time[(run.normalised_name, run.run_type, run.label)] += 1
+                    continue
+                runs[(str(job.job_id), job.name, run.label)] += 1
+                for key, result in self.task_results(run):
+                    label = OUTCOME_WIRE[result][4] if run.status_only else result
+                    tasks[(str(job.job_id), job.name, key, label)] += 1
         return {
             "until_ms": until,
             "total": sum(runs.values()),
@@ -459,7 +740,22 @@ class SimWorkspace:
                 {"job_id": a, "job_name": b, "task_key": c, "result_state": d, "count": n}
                 for (a, b, c, d), n in sorted(tasks.items())
             ],
+            "repairs": [
+                {"job_id": a, "job_name": b, "result_state": c, "count": n}
+                for (a, b, c), n in sorted(repairs.items())
+            ],
+            "one_time": [
+                {"run_name": a, "run_type": b, "result_state": c, "count": n}
+                for (a, b, c), n in sorted(one_time.items())
+            ],
         }
+
+    def delete_job(self, job_id: int) -> list[int]:
+        """Delete a job with its runs, as jobs/delete does; runs/get of them answers 400."""
+        for job in self.jobs:
+            if job.job_id == job_id:
+                self.deleted_jobs.setdefault(job.index, self.clock.now_ms())
+        return sorted(self.jobs[j].job_id for j in self.deleted_jobs)
 
     def active_count(self) -> int:
         now = self.clock.now_ms()
@@ -496,13 +792,25 @@ def _int_param(params: dict[str, str], name: str, default: int | None = None) ->
 
 def _listed(run: SimRun, now: int, active_only: bool, completed_only: bool) -> bool:
     """Whether runs/list's active_only / completed_only filters let the run through."""
-    done = now >= run.end_ms
+    done = run.done(now)
     return not (active_only and done) and not (completed_only and not done)
 
 
 def _encode_cursor(run: SimRun) -> str:
     raw = json.dumps([run.start_ms, run.run_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _encode_offset(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"o": offset}).encode()).decode().rstrip("=")
+
+
+def _decode_offset(token: str) -> int:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        return int(json.loads(base64.urlsafe_b64decode(padded))["o"])
+    except Exception:
+        raise ApiFailure(400, "INVALID_PARAMETER_VALUE", "Invalid page token") from None
 
 
 def _decode_cursor(token: str) -> tuple[int, int]:
@@ -603,12 +911,7 @@ class SimServer:
         if path in ("/api/2.2/jobs/runs/list", "/api/2.1/jobs/runs/list"):
             return self._runs_list(params, now)
         if path in ("/api/2.2/jobs/runs/get", "/api/2.1/jobs/runs/get"):
-            run_id = _int_param(params, "run_id")
-            run = m.find_run(run_id) if run_id is not None else None
-            if run is None:
-                raise ApiFailure(404, "RESOURCE_DOES_NOT_EXIST", f"Run {run_id} does not exist.")
-            self._served(1)
-            return m.run_json(run, now, m.config.public_host, expand_tasks=True)
+            return self._runs_get(params, now)
         if path in ("/api/2.2/jobs/list", "/api/2.1/jobs/list"):
             return {
                 "jobs": [{"job_id": j.job_id, "settings": {"name": j.name}} for j in m.jobs],
@@ -622,6 +925,29 @@ class SimServer:
                     return pool
             raise ApiFailure(400, "INVALID_PARAMETER_VALUE", "Instance pool does not exist")
         raise ApiFailure(404, "ENDPOINT_NOT_FOUND", f"No API found for 'GET {path}'")
+
+    def _runs_get(self, params: dict[str, str], now: int) -> dict[str, Any]:
+        m = self.model
+        run_id = _int_param(params, "run_id")
+        run = m.find_run(run_id) if run_id is not None else None
+        if run is None:
+            # What Databricks answers for a run that is gone with its job (not a 404).
+            raise ApiFailure(400, "INVALID_PARAMETER_VALUE", f"Run {run_id} does not exist.")
+        history = _bool(params, "include_history")
+        body = m.run_json(run, now, m.config.public_host, expand_tasks=True, history=history)
+        # Arrays of more than 100 items come 100 a page; later pages carry only those arrays.
+        offset = _decode_offset(params["page_token"]) if params.get("page_token") else 0
+        tasks = body.get("tasks") or []
+        if offset:
+            body = {"tasks": tasks[offset : offset + TASK_PAGE]}
+        else:
+            body["tasks"] = tasks[:TASK_PAGE]
+        if len(tasks) > offset + TASK_PAGE:
+            body["next_page_token"] = _encode_offset(offset + TASK_PAGE)
+        if not body["tasks"]:
+            del body["tasks"]
+        self._served(1)
+        return body
 
     def _runs_list(self, params: dict[str, str], now: int) -> dict[str, Any]:
         m = self.model
@@ -661,10 +987,12 @@ class SimServer:
                     break
                 page.append(run)
         self._served(len(page))
-        body: dict[str, Any] = {
-            "runs": [m.run_json(r, now, m.config.public_host, expand) for r in page],
-            "has_more": more,
-        }
+        runs = [m.run_json(r, now, m.config.public_host, expand) for r in page]
+        for listed in runs:
+            if len(listed.get("tasks") or ()) > TASK_PAGE:
+                listed["tasks"] = listed["tasks"][:TASK_PAGE]  # runs/get pages the rest
+                listed["has_more"] = True
+        body: dict[str, Any] = {"runs": runs, "has_more": more}
         if more:
             body["next_page_token"] = _encode_cursor(page[-1])
         if cursor is not None:
@@ -739,6 +1067,8 @@ class SimServer:
             if "rate" in payload:
                 self.fault_rate = float(payload["rate"])
             return {"queued": len(self.faults), "rate": self.fault_rate}
+        if path == "/sim/jobs/delete" and method == "POST":
+            return {"deleted": m.delete_job(int(payload.get("job_id", 0)))}
         if path == "/sim/pools/delete" and method == "POST":
             m.deleted_pools.add(str(payload.get("pool_id")))
             return {"deleted": sorted(m.deleted_pools)}

@@ -53,6 +53,8 @@ class Workspace:
             overlap_ms=int(settings.overlap_seconds * 1000),
         )
         ledger.max_jobs = settings.max_jobs
+        ledger.max_one_time_names = settings.max_one_time_run_names
+        ledger.set_run_name_patterns(settings.run_name_patterns)
         self.runs = RunsCollector(self.client, ledger, clock_ms=lambda: int(self.clock() * 1000))
         self.pools = PoolsCollector(self.client)
         self._succeeded: set[str] = set()

@@ -51,7 +51,18 @@ def render_fixed_workspace() -> str:
     clock = SimClock()
     clock.set(1_800_000_000.0)
     config = SimConfig(
-        seed=42, jobs=5, history_hours=6, period_seconds=(300, 900), duration_seconds=(20, 400)
+        seed=42,
+        jobs=7,
+        history_hours=6,
+        period_seconds=(300, 900),
+        duration_seconds=(20, 400),
+        fail_rate=0.4,
+        one_time_jobs=2,
+        continuous_jobs=1,
+        status_only_rate=0.3,
+        repair_rate=0.5,
+        repair_delay_seconds=600,
+        pool_error_rate=0.5,
     )
     with SimServer(SimWorkspace(config, clock), token="dapi-golden") as server:
         ws_config = WorkspaceConfig(name="golden", host=server.url, token=server.token)

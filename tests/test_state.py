@@ -68,15 +68,25 @@ def test_last_run_is_the_latest_end_time_not_the_latest_listed():
     assert book.last_success_ms["1"] == NOW - 10 * MIN
 
 
-def test_terminal_run_without_result_state_is_none_and_internal_error_counts_as_failed():
+def test_internal_error_without_result_state_is_labelled_internal_error_and_failed():
     r = run(1, NOW, NOW + MIN, life="INTERNAL_ERROR", result=None)
-    assert r.result_state == "NONE" and r.failed and r.terminal
+    assert r.result_state == "INTERNAL_ERROR" and r.failed and r.terminal
+    bare = run(2, NOW, NOW + MIN, life="TERMINATED", result=None)
+    assert bare.result_state == "NONE" and not bare.failed
 
 
-def test_failed_result_states_follow_the_contract():
-    for result in ("FAILED", "TIMEDOUT", "UPSTREAM_FAILED", "MAXIMUM_CONCURRENT_RUNS_REACHED"):
+def test_only_failed_timedout_and_internal_error_are_failures():
+    for result in ("FAILED", "TIMEDOUT", "INTERNAL_ERROR"):
         assert run(1, NOW, NOW + 1, result=result).failed
-    for result in ("SUCCESS", "CANCELED", "SUCCESS_WITH_FAILURES", "EXCLUDED"):
+    for result in (
+        "SUCCESS",
+        "CANCELED",
+        "SUCCESS_WITH_FAILURES",
+        "EXCLUDED",
+        "UPSTREAM_FAILED",
+        "MAXIMUM_CONCURRENT_RUNS_REACHED",
+        "SOME_FUTURE_STATE",
+    ):
         assert not run(1, NOW, NOW + 1, result=result).failed
 
 
