@@ -194,7 +194,6 @@ FAILURE_CODES = (
     ("CLUSTER_REQUEST_LIMIT_EXCEEDED", "CLIENT_ERROR"),
     ("INVALID_CLUSTER_REQUEST", "CLIENT_ERROR"),
     ("FEATURE_DISABLED", "CLIENT_ERROR"),
-    ("CLUSTER_TERMINATED_BY_USER", "CLIENT_ERROR"),
     ("BUDGET_POLICY_LIMIT_EXCEEDED", "CLIENT_ERROR"),
     ("BREAKING_CHANGE", "INTERNAL_ERROR"),
 )
@@ -252,6 +251,12 @@ class SimRun:
         if now < self.end_ms:
             return False
         return not (self.repair_start_ms and self.repair_start_ms <= now < self.repair_end_ms)
+
+    def end_time(self, now: int) -> int:
+        """end_time as runs/list shows it at ``now`` (0 while active)."""
+        if not self.done(now):
+            return 0
+        return self.repair_end_ms if self.repaired(now) else self.end_ms
 
     def repaired(self, now: int) -> bool:
         return bool(self.repair_start_ms) and now >= self.repair_end_ms
@@ -397,7 +402,8 @@ class SimWorkspace:
             and _unit(seed, job.index, k, 15) < c.repair_rate
         ):
             repair_start = start + duration + int(c.repair_delay_seconds * 1000)
-            repair_ms = job.min_ms
+            # A repair starts its clusters again: minutes, longer than a collection interval.
+            repair_ms = max(job.max_ms, 180_000)
         return SimRun(
             job=job,
             k=k,
@@ -565,7 +571,7 @@ class SimWorkspace:
             "creator_user_name": "etl@contoso.com",
             "status": status,
             "start_time": run.start_ms,
-            "end_time": run.last_end_ms if done else 0,
+            "end_time": run.end_time(now),
             "setup_duration": 0,
             "execution_duration": 0,
             "cleanup_duration": 0,
@@ -588,8 +594,9 @@ class SimWorkspace:
                 body["setup_duration"] = setup
                 body["cleanup_duration"] = cleanup
                 body["execution_duration"] = ran - setup - cleanup
-        if expand_tasks:
-            body["tasks"] = self._tasks_json(run, now, host)
+        tasks = self._tasks_json(run, now, host) if expand_tasks else []
+        if tasks:  # the API leaves out empty arrays
+            body["tasks"] = tasks
         if history and run.repair_start_ms and now >= run.repair_start_ms:
             body["repair_history"] = self._history_json(run, now)
         return body
@@ -636,7 +643,7 @@ class SimWorkspace:
                 "run_id": task_run_id,
                 "status": status,
                 "start_time": run.start_ms,
-                "end_time": run.last_end_ms if done else 0,
+                "end_time": run.end_time(now),
                 "attempt_number": 0,
                 "run_page_url": f"{url_prefix}/{task_run_id}",
             }

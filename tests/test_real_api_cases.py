@@ -1,0 +1,207 @@
+"""The Jobs API's awkward cases, end to end through the runs collector over loopback HTTP:
+deleted jobs, status-only runs, one-time runs, repairs, >100 tasks, continuous jobs, queues."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from exporter.auth import DatabricksAuth
+from exporter.client import RUNS_GET, DatabricksClient
+from exporter.collectors.runs import RunsCollector
+from exporter.config import WorkspaceConfig
+from exporter.health import WorkspaceHealth
+from exporter.metrics import active_age_family, job_families
+from exporter.outcomes import is_failure
+from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
+from exporter.state import RunLedger
+
+MIN = 60_000
+BASE = SimConfig(
+    seed=21,
+    jobs=10,
+    history_hours=2,
+    period_seconds=(120, 300),
+    duration_seconds=(20, 200),
+    fail_rate=0.5,
+    long_run_rate=0.0,
+)
+
+
+def setup(**overrides: Any) -> tuple[SimServer, RunsCollector, SimClock]:
+    clock = SimClock()
+    clock.set(1_800_000_000.0)
+    config = SimConfig(**{**BASE.__dict__, **overrides})
+    server = SimServer(SimWorkspace(config, clock)).start()
+    health = WorkspaceHealth()
+    auth = DatabricksAuth(WorkspaceConfig(name="t", host=server.url, token=server.token), health)
+    client = DatabricksClient("t", server.url, auth, health, backoff_factor=0.01, max_retries=1)
+    ledger = RunLedger.starting_at(clock.now_ms(), 3600_000, 5 * MIN)
+    return server, RunsCollector(client, ledger, clock.now_ms), clock
+
+
+def run_cycles(collector: RunsCollector, clock: SimClock, n: int, step: float = 60) -> None:
+    for _ in range(n):
+        clock.advance(step)
+        collector.collect()
+
+
+def truth_of(server: SimServer, after_ms: int, part: str, key: tuple[str, ...]) -> Counter:
+    return Counter(
+        {tuple(row[k] for k in key): row["count"] for row in server.model.truth(after_ms)[part]}
+    )
+
+
+JOB_KEY = ("job_id", "job_name", "result_state")
+
+
+@pytest.fixture
+def sims():
+    servers: list[SimServer] = []
+
+    def make(**overrides: Any) -> tuple[SimServer, RunsCollector, SimClock]:
+        server, collector, clock = setup(**overrides)
+        servers.append(server)
+        return server, collector, clock
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+def test_a_job_deleted_mid_run_is_dropped_once_and_counting_goes_on(sims):
+    server, collector, clock = sims(duration_seconds=(1500, 1800), fail_rate=0.0)
+    collector.collect()
+    baseline = clock.now_ms()
+    run_cycles(collector, clock, 3)
+    victim = next(iter(collector.ledger.active.values()))
+    server.model.delete_job(int(victim.job_id))
+    run_cycles(collector, clock, 40)  # every cycle succeeds (collect() raises otherwise)
+    assert collector.ledger.vanished_runs >= 1
+    assert victim.run_id not in collector.ledger.active
+    counted = Counter(
+        {k: v for k, v in collector.ledger.runs_total.items() if k[0] != victim.job_id}
+    )
+    assert counted == truth_of(server, baseline, "runs", JOB_KEY)
+    assert sum(counted.values()) > 20
+
+
+def test_an_error_about_one_run_keeps_it_and_never_fails_the_cycle(sims):
+    server, collector, clock = sims(duration_seconds=(1500, 1800), fail_rate=0.0)
+    collector.collect()
+    baseline = clock.now_ms()
+    run_cycles(collector, clock, 30)
+    server.add_faults(FaultRule(path_prefix=RUNS_GET, status=500, count=1000))
+    active_before = set(collector.ledger.active)
+    run_cycles(collector, clock, 3)  # runs/get fails for every run: the cycles still succeed
+    assert active_before <= set(collector.ledger.active) | set(collector.ledger.seen)
+    server.faults.clear()
+    run_cycles(collector, clock, 3)
+    assert collector.ledger.runs_total == truth_of(server, baseline, "runs", JOB_KEY)
+
+
+def test_status_only_runs_get_their_real_result_and_failures_are_flagged(sims):
+    server, collector, clock = sims(status_only_rate=1.0, fail_rate=0.9)
+    collector.collect()
+    baseline = clock.now_ms()
+    run_cycles(collector, clock, 20)
+    counted = collector.ledger.runs_total
+    assert counted == truth_of(server, baseline, "runs", JOB_KEY)
+    results = {result for (_, _, result) in counted}
+    assert {"FAILED", "TIMEDOUT", "INTERNAL_ERROR", "CANCELED"} <= results
+    assert "NONE" not in results
+    assert collector.ledger.tasks_total == truth_of(
+        server, baseline, "tasks", ("job_id", "job_name", "task_key", "result_state")
+    )
+    failed = [r for r in collector.ledger.last_runs.values() if r.failed]
+    assert failed and all(
+        r.result_state in ("FAILED", "TIMEDOUT", "INTERNAL_ERROR") for r in failed
+    )
+
+
+def test_one_time_runs_are_counted_by_normalised_name_never_by_job_id(sims):
+    server, collector, clock = sims(one_time_jobs=4, jobs=8)
+    collector.collect()
+    baseline = clock.now_ms()
+    run_cycles(collector, clock, 30)
+    ledger = collector.ledger
+    assert ledger.one_time_total == truth_of(
+        server, baseline, "one_time", ("run_name", "run_type", "result_state")
+    )
+    assert sum(ledger.one_time_total.values()) > 30
+    # Four names, however many submissions; no job series, no job cap spent on them.
+    assert len({name for name, _, _ in ledger.one_time_total}) == 4
+    assert {"SUBMIT_RUN", "WORKFLOW_RUN"} == {t for _, t, _ in ledger.one_time_total}
+    real_jobs = {str(job.job_id) for job in server.model.jobs[:4]}
+    assert set(ledger.last_runs) <= real_jobs and ledger.known_jobs <= real_jobs
+    assert {job_id for job_id, _, _ in ledger.runs_total} <= real_jobs
+    assert ledger.runs_total == truth_of(server, baseline, "runs", JOB_KEY)
+
+
+def test_one_time_run_names_beyond_the_cap_are_folded(sims):
+    server, collector, clock = sims(one_time_jobs=4, jobs=8)
+    collector.ledger.max_one_time_names = 2
+    collector.ledger.set_run_name_patterns([])
+    collector.collect()
+    run_cycles(collector, clock, 10)
+    names = {name for name, _, _ in collector.ledger.one_time_total}
+    assert "__other__" in names and len(names) == 3
+
+
+@pytest.mark.parametrize("delay", [120, 1800], ids=["within-overlap", "after-overlap"])
+def test_repairs_are_counted_apart_and_move_the_last_run_to_the_repaired_outcome(sims, delay):
+    server, collector, clock = sims(repair_rate=1.0, repair_delay_seconds=delay, fail_rate=0.6)
+    collector.collect()
+    baseline = clock.now_ms()
+    run_cycles(collector, clock, 60)
+    ledger = collector.ledger
+    assert ledger.runs_total == truth_of(server, baseline, "runs", JOB_KEY)
+    repairs = truth_of(server, baseline, "repairs", JOB_KEY)
+    assert ledger.repairs_total == repairs and sum(repairs.values()) > 5
+    now = clock.now_ms()
+    for job in server.model.jobs:
+        last = ledger.last_runs[str(job.job_id)]
+        sim_run = server.model.find_run(int(last.run_id))
+        assert sim_run is not None
+        assert last.failed == (is_failure(sim_run.outcome) and not sim_run.repaired(now))
+
+
+def test_runs_with_more_than_100_tasks_count_every_task(sims):
+    server, collector, clock = sims(wide_jobs=2, fail_rate=0.3)
+    collector.collect()
+    baseline = clock.now_ms()
+    run_cycles(collector, clock, 15)
+    tasks = collector.ledger.tasks_total
+    assert tasks == truth_of(
+        server, baseline, "tasks", ("job_id", "job_name", "task_key", "result_state")
+    )
+    wide = {key[0] for key in tasks if key[2] == "t129"}
+    assert len(wide) == 2
+
+
+def test_continuous_jobs_are_marked_and_queued_time_is_not_running_time(sims):
+    server, collector, clock = sims(
+        continuous_jobs=1, queue_rate=1.0, fail_rate=0.0, duration_seconds=(600, 1200)
+    )
+    collector.collect()
+    run_cycles(collector, clock, 3, step=5)
+    snap = collector.snapshot
+    assert snap is not None
+    families = {f.name: f for f in job_families([("t", snap)])}
+    continuous = {s.labels["job_id"] for s in families["databricks_job_continuous"].samples}
+    assert continuous == {str(server.model.jobs[0].job_id)}
+    queued = [r for r in snap.active if r.queued]
+    running = [r for r in snap.active if not r.queued and r.queue_ms]
+    assert queued and running
+    now = clock.time()
+    ages = {
+        s.labels["job_id"]: s.value for s in next(active_age_family([("t", snap)], now)).samples
+    }
+    expected: dict[str, float] = {}
+    for run in snap.active:
+        if not run.queued:
+            since = now - (run.start_ms + run.queue_ms) / 1000
+            expected[run.job_id] = max(expected.get(run.job_id, 0.0), since)
+    assert ages == pytest.approx(expected)
