@@ -125,6 +125,7 @@ class SimConfig:
     status_only_rate: float = 0.0  # runs answered with `status` only, without legacy `state`
     repair_rate: float = 0.0  # failed runs repaired to SUCCESS repair_delay_seconds later
     repair_delay_seconds: float = 120.0
+    repair_seconds: float = 180.0  # a repair starts clusters again: minutes
     queue_rate: float = 0.2  # runs that spend their first 10% queued (queue_duration)
     pool_error_rate: float = 0.0  # pool-minutes with instances that failed to start
 
@@ -402,8 +403,7 @@ class SimWorkspace:
             and _unit(seed, job.index, k, 15) < c.repair_rate
         ):
             repair_start = start + duration + int(c.repair_delay_seconds * 1000)
-            # A repair starts its clusters again: minutes, longer than a collection interval.
-            repair_ms = max(job.max_ms, 180_000)
+            repair_ms = max(int(c.repair_seconds * 1000), 1)
         return SimRun(
             job=job,
             k=k,

@@ -61,6 +61,9 @@ DEFAULT_RUN_NAME_PATTERNS = (
     r"\d{6,}",
 )
 MAX_ONE_TIME_NAMES = 1000
+# end - start - queue beyond the run's own durations: it waited (for a repair). Erring low costs
+# one runs/get of a run that was active at startup, no more.
+PAUSE_MS = 1_000
 
 JobKey = tuple[str, str]  # (job_id, job_name)
 OneTimeKey = tuple[str, str]  # (run_name, run_type)
@@ -102,6 +105,8 @@ class Run:
     original: Attempt | None = None  # from repair_history (runs/get include_history)
     repairs: tuple[Attempt, ...] = ()
     reopened: bool = False  # counted before and active again: being repaired
+    inherited: bool = False  # already active when a fresh ledger started: maybe a repair
+    paused: bool = False  # its times show a pause (or cannot show one): perhaps repaired
 
     @property
     def terminal(self) -> bool:
@@ -203,6 +208,12 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
     if end_ms <= 0 and life_cycle in TERMINAL_LIFE_CYCLES:
         # The API sometimes reports a finished run with end_time 0: use what we know.
         end_ms = start_ms + int(duration * 1000) if duration > 0 and start_ms > 0 else observed_ms
+    # A repaired run's end_time is its last repair's; its durations leave out the wait between.
+    reported_ms = max(
+        _int(raw.get("run_duration")),
+        sum(_int(raw.get(k)) for k in ("setup_duration", "execution_duration", "cleanup_duration")),
+    )
+    paused = reported_ms <= 0 or end_ms - start_ms - queue_ms - reported_ms > PAUSE_MS
     tasks = tuple(
         TaskResult(_str(t.get("task_key")), result_state_of(t))
         for t in (raw.get("tasks") or [])
@@ -226,6 +237,7 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
         more_tasks=raw.get("has_more") is True,
         original=original,
         repairs=repairs,
+        paused=paused,
     )
 
 
@@ -278,6 +290,7 @@ class RunLedger:
     max_one_time_names: int = MAX_ONE_TIME_NAMES
     known_one_time_names: set[str] = field(default_factory=set)
     folded_one_time_names: set[str] = field(default_factory=set)
+    fresh: bool = True  # no cycle applied yet (a restored ledger is not fresh)
     run_name_patterns: tuple[re.Pattern[str], ...] = field(
         default_factory=lambda: _compiled(DEFAULT_RUN_NAME_PATTERNS)
     )
@@ -296,9 +309,14 @@ class RunLedger:
         """start_time_from for the completed-runs listing of the next cycle."""
         return self.watermark_ms - self.overlap_ms
 
-    def needs_tasks(self, run: Run) -> bool:
-        """Whether a terminal run's full task list matters: it is about to be counted."""
-        return run.more_tasks and run.run_id not in self.seen and run.end_ms > self.baseline_ms
+    def needs_details(self, run: Run) -> bool:
+        """Whether a terminal run about to be counted needs runs/get: its listing cut the tasks
+        at 100, or it was already running when the exporter started (it may be a repair of a
+        run that failed before the baseline; only the repair history tells)."""
+        if run.run_id in self.seen or run.end_ms <= self.baseline_ms or run.repairs:
+            return False
+        tracked = self.active.get(run.run_id)
+        return run.more_tasks or (tracked is not None and tracked.inherited and run.paused)
 
     def apply(
         self,
@@ -317,7 +335,10 @@ class RunLedger:
             if run.run_id in self.seen:
                 # Counted once already and running again: a repair (it keeps its run_id).
                 run = replace(run, reopened=True)
+            elif self.fresh or self.active.get(run.run_id, run).inherited:
+                run = replace(run, inherited=True)
             still_active[run.run_id] = run
+        self.fresh = False
         for run_id in vanished:
             if self.active.pop(run_id, None) is not None:
                 self.vanished_runs += 1
@@ -386,11 +407,16 @@ class RunLedger:
         self._update_last_run(run)
         if run.end_ms <= self.baseline_ms:
             return 0
+        # Seen for the first time already repaired (runs/get gives the history): the run counts
+        # with its original result, the repairs as repairs.
+        result = run.original.result_state if run.original and run.repairs else run.result_state
         if run.one_time:
-            self.one_time_total[(*run.one_time_key, run.result_state)] += 1
+            self.one_time_total[(*run.one_time_key, result)] += 1
             self._observe(self.one_time_durations, run.one_time_key, run.duration_seconds)
             return 1
-        self.runs_total[(run.job_id, run.job_name, run.result_state)] += 1
+        if run.repairs:
+            self._count_repairs(run, after_ms=self.baseline_ms)
+        self.runs_total[(run.job_id, run.job_name, result)] += 1
         for task in run.tasks:
             self.tasks_total[(run.job_id, run.job_name, task.task_key, task.result_state)] += 1
         self._observe(self.durations, run.job, run.duration_seconds)

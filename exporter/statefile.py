@@ -101,6 +101,7 @@ def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
     ledger.one_time_durations = _restore_hists(data.get("one_time_durations", []), 2)
     ledger.known_one_time_names = {str(n) for n in data.get("one_time_names", [])}
     ledger.vanished_runs = int(data.get("vanished_runs", 0))
+    ledger.fresh = False
     ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
     ledger.known_jobs |= {job_id for job_id, _, _ in ledger.runs_total if job_id != OTHER_JOB}
     return ledger

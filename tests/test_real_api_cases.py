@@ -3,10 +3,14 @@ deleted jobs, status-only runs, one-time runs, repairs, >100 tasks, continuous j
 
 from __future__ import annotations
 
+import signal
+import time
 from collections import Counter
 from typing import Any
 
 import pytest
+from conftest import select, sim_env
+from test_exporter_process import drain
 
 from exporter.auth import DatabricksAuth
 from exporter.client import RUNS_GET, DatabricksClient
@@ -141,7 +145,7 @@ def test_one_time_runs_are_counted_by_normalised_name_never_by_job_id(sims):
 
 
 def test_one_time_run_names_beyond_the_cap_are_folded(sims):
-    server, collector, clock = sims(one_time_jobs=4, jobs=8)
+    _, collector, clock = sims(one_time_jobs=4, jobs=8)
     collector.ledger.max_one_time_names = 2
     collector.ledger.set_run_name_patterns([])
     collector.collect()
@@ -205,3 +209,69 @@ def test_continuous_jobs_are_marked_and_queued_time_is_not_running_time(sims):
             since = now - (run.start_ms + run.queue_ms) / 1000
             expected[run.job_id] = max(expected.get(run.job_id, 0.0), since)
     assert ages == pytest.approx(expected)
+
+
+def exported(proc: Any, name: str, labels: tuple[str, ...]) -> Counter:
+    return Counter(
+        {
+            tuple(dict(k)[label] for label in labels): v
+            for k, v in select(proc.samples(), name).items()
+        }
+    )
+
+
+def test_every_case_counts_exactly_through_faults_and_sigkill_restarts(
+    make_sim, exporter, tmp_path
+):
+    server = make_sim(
+        jobs=12,
+        one_time_jobs=3,
+        continuous_jobs=1,
+        continuous_run_seconds=4,
+        wide_jobs=1,
+        status_only_rate=0.3,
+        repair_rate=0.7,
+        repair_delay_seconds=8,  # longer than a restart: the failure is seen before the repair
+        repair_seconds=1.5,
+        queue_rate=0.3,
+        pool_error_rate=0.3,
+    )
+    server.fault_rate = 0.1  # 429 / 500 / 503 on a tenth of the requests
+    state = tmp_path / "state.json"
+    args = ["--interval", "0.5", "--state-file", str(state)]
+    first = exporter(args, sim_env(server))
+    first.wait_ready()
+    time.sleep(3)
+    (base,) = select(first.samples(), "databricks_exporter_baseline_timestamp_seconds").values()
+    for _ in range(2):
+        first.stop(signal.SIGKILL)
+        time.sleep(2)  # runs end and repairs happen while no exporter is watching
+        first = exporter(args, sim_env(server))
+        first.wait_ready()
+        time.sleep(2)
+    drain(server)
+    time.sleep(10)  # the last repairs end after the last runs
+    server.fault_rate = 0.0
+    truth = server.model.truth(round(base * 1000))
+
+    def rows(part: str, key: tuple[str, ...]) -> Counter:
+        return Counter({tuple(r[k] for k in key): float(r["count"]) for r in truth[part]})
+
+    runs = rows("runs", JOB_KEY)
+    deadline = time.monotonic() + 20
+    while exported(first, "databricks_job_runs_total", JOB_KEY) != runs:
+        if time.monotonic() > deadline:
+            assert exported(first, "databricks_job_runs_total", JOB_KEY) == runs
+        time.sleep(0.2)
+    assert sum(runs.values()) > 30
+    one_time_key = ("run_name", "run_type", "result_state")
+    assert exported(first, "databricks_one_time_runs_total", one_time_key) == rows(
+        "one_time", one_time_key
+    )
+    repairs = rows("repairs", JOB_KEY)
+    assert sum(repairs.values()) > 0
+    assert exported(first, "databricks_job_run_repairs_total", JOB_KEY) == repairs
+    task_key = ("job_id", "job_name", "task_key", "result_state")
+    assert exported(first, "databricks_task_runs_total", task_key) == rows("tasks", task_key)
+    series = first.metrics_text()
+    assert f'job_id="{800_000_000_000}' not in series  # no ephemeral job ids anywhere

@@ -48,7 +48,8 @@ def lost(sent: Any, kept: Any, path: str = "") -> list[str]:
     if isinstance(sent, dict) and isinstance(kept, dict):
         return [p for k, v in sent.items() for p in lost(v, kept.get(k), f"{path}.{k}")]
     if isinstance(sent, list) and isinstance(kept, list) and len(sent) == len(kept):
-        return [p for i, (a, b) in enumerate(zip(sent, kept)) for p in lost(a, b, f"{path}[{i}]")]
+        pairs = enumerate(zip(sent, kept, strict=True))
+        return [p for i, (a, b) in pairs for p in lost(a, b, f"{path}[{i}]")]
     return [] if sent == kept else [f"{path}: sent {sent!r}, model kept {kept!r}"]
 
 

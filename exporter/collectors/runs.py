@@ -68,9 +68,9 @@ class RunsCollector:
                 terminal.append(run)
             else:
                 still_active.append(run)
-        # Listings carry at most 100 tasks per run; runs/get pages the rest of a counted run's.
+        # Listings carry at most 100 tasks per run and no repair history: runs/get has both.
         for i, run in enumerate(terminal):
-            if self.ledger.needs_tasks(run):
+            if self.ledger.needs_details(run):
                 _, raw = self._get_run(run.run_id)
                 full = parse_run(raw, cycle_start) if raw is not None else None
                 if full is not None and full.terminal:
