@@ -9,12 +9,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+from exporter import outcomes
+
 HERE = Path(__file__).parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
-FAILED = 'result_state=~"FAILED|TIMEDOUT|UPSTREAM_FAILED|MAXIMUM_CONCURRENT_RUNS_REACHED|NONE"'
+# The one definition of outcomes (exporter/outcomes.py): never a regex typed twice.
+FAILED = outcomes.promql_matcher(outcomes.FAILED)
+FAILED_LIST = ", ".join(outcomes.results_of(outcomes.FAILED))
 JOB = 'workspace=~"$workspace",job_name=~"$job"'
 WS = 'workspace=~"$workspace"'
 POOL = 'workspace=~"$workspace"'
+
+
+OUTCOME_COLORS = {
+    outcomes.FAILED: "red",
+    outcomes.SUCCEEDED: "green",
+    outcomes.CANCELED: "orange",
+    outcomes.SKIPPED: "blue",
+    outcomes.OTHER: "text",
+}
 
 
 def variables(with_job: bool) -> dict[str, Any]:
@@ -165,7 +178,7 @@ def jobs() -> dict[str, Any]:
         panel(
             "stat",
             "Failed runs in range",
-            "FAILED, TIMEDOUT, UPSTREAM_FAILED, MAXIMUM_CONCURRENT_RUNS_REACHED or no result.",
+            f"Runs whose result counts as failed: {FAILED_LIST}.",
             "short",
             [(f"sum(increase({failed}[$__range])) or vector(0)", "failed")],
             instant=True,
@@ -365,10 +378,8 @@ def jobs() -> dict[str, Any]:
                                 {
                                     "type": "value",
                                     "options": {
-                                        "SUCCESS": {"color": "green"},
-                                        "FAILED": {"color": "red"},
-                                        "TIMEDOUT": {"color": "red"},
-                                        "CANCELED": {"color": "orange"},
+                                        result: {"color": OUTCOME_COLORS[outcome]}
+                                        for result, (outcome, _) in outcomes.RESULT_STATES.items()
                                     },
                                 }
                             ],
@@ -379,6 +390,60 @@ def jobs() -> dict[str, Any]:
         ),
         24,
         10,
+    )
+    one_time = 'workspace=~"$workspace"'
+    lay.add(
+        panel(
+            "timeseries",
+            "Repairs",
+            "Repairs of job runs by their result (a repaired run keeps its run_id and counts once "
+            "as a run; its repairs count here).",
+            "short",
+            [
+                (
+                    f"sum by (workspace, job_name, result_state) "
+                    f"(increase(databricks_job_run_repairs_total{{{JOB}}}[$__rate_interval]))",
+                    "{{job_name}} {{result_state}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "table",
+            "One-time runs (runs/submit, notebook workflows) in range",
+            "Runs of Airflow's DatabricksSubmitRunOperator, Azure Data Factory notebook "
+            "activities and dbutils.notebook.run, by normalised run name: each submission has a "
+            f"job of its own, so they are not jobs here. Failed: {FAILED_LIST}.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, run_name, run_type) "
+                    f"(increase(databricks_one_time_runs_total{{{one_time}}}[$__range]))",
+                    "runs",
+                ),
+                (
+                    f"sum by (workspace, run_name, run_type) "
+                    f"(increase(databricks_one_time_runs_total{{{one_time},{FAILED}}}[$__range]))",
+                    "failed",
+                ),
+            ],
+            instant=True,
+            transformations=[
+                {"id": "merge", "options": {}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "renameByName": {"Value #A": "runs", "Value #B": "failed"},
+                    },
+                },
+            ],
+        ),
+        12,
+        8,
     )
     return dashboard(
         "databricks-jobs",
@@ -478,6 +543,50 @@ def pools() -> dict[str, Any]:
                     f"{m.format('pending_idle_instances')})",
                     "{{pool_name}}",
                 )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Instances that failed to start",
+            "status.pending_instance_errors of each pool (Azure quota or capacity): clusters "
+            "that need the pool wait meanwhile.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pool_name) "
+                    f"(databricks_instance_pool_pending_instance_errors{{{POOL}}})",
+                    "{{pool_name}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "table",
+            "Latest instance start error",
+            "The latest error of an instance that failed to start, as Databricks words it.",
+            "none",
+            [(f"databricks_instance_pool_pending_instance_error_info{{{POOL}}}", "")],
+            instant=True,
+            transformations=[
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {
+                            "Time": True,
+                            "Value": True,
+                            "__name__": True,
+                            "instance": True,
+                            "job": True,
+                        }
+                    },
+                }
             ],
         ),
         12,

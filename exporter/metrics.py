@@ -315,7 +315,7 @@ def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metri
                 max_capacity.add_metric(labels, float(pool.max_capacity))
             info.add_metric([*labels, pool.node_type_id, pool.state], 1.0)
             errors.add_metric(labels, float(pool.pending_errors))
-            if pool.pending_error_message:
+            if pool.pending_errors:
                 error_info.add_metric([*labels, pool.pending_error_message], 1.0)
     yield from families.values()
     yield max_capacity

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from exporter import outcomes
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "databricks.rules.yml"
@@ -100,3 +103,9 @@ def test_alert_dashboard_links_point_at_existing_dashboards():
     for rule in alerts():
         uid = rule["annotations"]["dashboard"].split("/")[2]
         assert uid in uids, rule["alert"]
+
+
+def test_alert_rules_use_the_one_definition_of_failed():
+    text = (ROOT / "alerts" / "databricks.rules.yml").read_text()
+    matchers = re.findall(r'result_state=~"[^"]*"', text)
+    assert matchers and set(matchers) == {outcomes.promql_matcher(outcomes.FAILED)}

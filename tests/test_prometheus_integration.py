@@ -67,7 +67,17 @@ class Daemon:
 
 @pytest.fixture
 def stack(tmp_path: Path, make_sim, exporter) -> Iterator[dict[str, Any]]:
-    sim = make_sim(jobs=10, fail_rate=0.6)
+    sim = make_sim(
+        jobs=13,
+        fail_rate=0.6,
+        one_time_jobs=3,
+        continuous_jobs=1,
+        continuous_run_seconds=3600,
+        repair_rate=0.5,
+        repair_delay_seconds=0.5,
+        repair_seconds=0.5,
+        pool_error_rate=1.0,
+    )
     sim.add_faults(
         FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=429, retry_after=0, count=3)
     )
@@ -168,6 +178,9 @@ def test_every_panel_returns_data_and_the_failed_job_alert_reaches_slack(stack):
         assert not re.search(r"\$\w+", expr), (board, title, expr)
 
     requests.post(stack["sim"].url + "/sim/stop", json={}, timeout=5)  # freeze the last runs
+    # Runs still active, and repairs of failed ones, settle each job's last run first.
+    wait_until(lambda: stack["sim"].model.active_count() == 0, 30, "the last runs to end")
+    time.sleep(3)
     failed = wait_until(
         lambda: query(prom, "databricks_job_last_run_failed == 1"), 30, "a failed job"
     )
