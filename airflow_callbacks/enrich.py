@@ -53,20 +53,19 @@ def run_details(run_id: str, env: Mapping[str, str] | None = None) -> list[str]:
         return []
     if not run:
         return []
+    from exporter.outcomes import is_failure, result_state_of, state_message_of
+
     lines = []
-    state: dict = run["state"] if isinstance(run.get("state"), dict) else {}
-    message = str(state.get("state_message") or "").strip()
+    message = state_message_of(run)
     if message:
         lines.append(f"Databricks: {message}")
+    # The exporter's one definition of failed (exporter/outcomes.py), status first.
     failed = [
-        t
+        (t, result)
         for t in run.get("tasks") or []
-        if isinstance(t, dict)
-        and isinstance(t.get("state"), dict)
-        and t["state"].get("result_state") in ("FAILED", "TIMEDOUT", "INTERNAL_ERROR")
+        if isinstance(t, dict) and is_failure(result := result_state_of(t))
     ]
-    for task in failed[:MAX_TASKS]:
-        result = task["state"].get("result_state")
+    for task, result in failed[:MAX_TASKS]:
         url = str(task.get("run_page_url") or "")
         lines.append(f"Failed task {task.get('task_key', '?')} ({result}) {url}".strip())
     if len(failed) > MAX_TASKS:

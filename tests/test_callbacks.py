@@ -251,10 +251,13 @@ def failed_sim_run(server) -> int:
     raise AssertionError("the simulator has no failed multi-task run")
 
 
+@pytest.mark.parametrize("status_only", [0.0, 1.0], ids=["state-and-status", "status-only"])
 def test_databricks_state_message_and_failed_tasks_are_added_when_configured(
-    make_sim, slack, monkeypatch
+    make_sim, slack, monkeypatch, status_only
 ):
-    server = make_sim(fail_rate=0.9, multi_task_rate=1.0, history_hours=0.2)
+    server = make_sim(
+        fail_rate=0.9, multi_task_rate=1.0, history_hours=0.2, status_only_rate=status_only
+    )
     run_id = failed_sim_run(server)
     monkeypatch.setenv("DATABRICKS_HOST", server.url)
     monkeypatch.setenv("DATABRICKS_TOKEN", server.token)
@@ -263,6 +266,7 @@ def test_databricks_state_message_and_failed_tasks_are_added_when_configured(
     body = text_of(slack.messages[0])
     assert "java.lang.RuntimeException: boom" in body  # the run's state_message
     assert "Failed task" in body and "#job/" in body
+    assert "UPSTREAM_FAILED" not in body and "SKIPPED" not in body  # not failures themselves
     assert server.stats.requests["/api/2.2/jobs/runs/get"] == 1
 
 

@@ -130,6 +130,59 @@ def test_run_that_no_longer_exists_is_none(requests_mock: rm.Mocker):
     assert make_client().get_run(7) is None
 
 
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, {"error_code": "INVALID_PARAMETER_VALUE", "message": "Run 7 does not exist."}),
+        (
+            400,
+            {"error_code": "INVALID_PARAMETER_VALUE", "message": "Run: 7 in job: 3 doesn't exist"},
+        ),
+        (404, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "gone"}),
+        (403, {"error_code": "PERMISSION_DENIED", "message": "no access to this run"}),
+    ],
+    ids=["400-deleted-job", "400-sdk-form", "404", "403"],
+)
+def test_runs_get_answers_that_mean_the_run_is_gone_are_none(
+    requests_mock: rm.Mocker, status: int, body: dict
+):
+    requests_mock.get(HOST + RUNS_GET, status_code=status, json=body)
+    assert make_client().get_run(7) is None
+
+
+def test_other_400s_of_runs_get_are_errors_not_gone(requests_mock: rm.Mocker):
+    requests_mock.get(
+        HOST + RUNS_GET,
+        status_code=400,
+        json={"error_code": "INVALID_PARAMETER_VALUE", "message": "Invalid page token"},
+    )
+    with pytest.raises(ApiError, match="Invalid page token"):
+        make_client().get_run(7)
+
+
+def test_get_run_asks_for_the_repair_history_and_pages_it_with_the_tasks(
+    requests_mock: rm.Mocker,
+):
+    requests_mock.get(
+        HOST + RUNS_GET,
+        [
+            {
+                "json": {
+                    "run_id": 7,
+                    "tasks": [{"task_key": "a"}],
+                    "repair_history": [{"type": "ORIGINAL"}],
+                    "next_page_token": "n",
+                }
+            },
+            {"json": {"repair_history": [{"type": "REPAIR", "id": 1}]}},
+        ],
+    )
+    run = make_client().get_run(7)
+    assert run is not None and "include_history=true" in requests_mock.request_history[0].url
+    assert [h["type"] for h in run["repair_history"]] == ["ORIGINAL", "REPAIR"]
+    assert run["tasks"] == [{"task_key": "a"}] and "next_page_token" not in run
+
+
 def test_get_run_follows_task_pages(requests_mock: rm.Mocker):
     requests_mock.get(
         HOST + RUNS_GET,

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from exporter.state import RunLedger, parse_run
+import pytest
+
+from exporter import outcomes
+from exporter.state import RUN_DURATION_BUCKETS, RunLedger, parse_run
+from exporter.statefile import StateFile
 
 NOW = 1_800_000_000_000
 MIN = 60_000
@@ -189,3 +194,170 @@ def test_jobs_beyond_the_cap_fold_into_other_and_say_so(caplog):
     assert book.runs_total[("__other__", "__other__", "SUCCESS")] == 3
     assert book.snapshot().folded_jobs == 3
     assert caplog.text.count("more than 3 distinct jobs") == 1
+
+
+def status_run(run_id: int, code: str | None, kind: str = "CLIENT_ERROR", **extra: Any) -> Any:
+    raw: dict[str, Any] = {
+        "run_id": run_id,
+        "job_id": 1,
+        "run_name": "job1",
+        "status": {"state": "TERMINATED"},
+        "start_time": NOW,
+        "end_time": NOW + MIN,
+        **extra,
+    }
+    if code:
+        raw["status"]["termination_details"] = {"code": code, "type": kind}
+    parsed = parse_run(raw, NOW)
+    assert parsed is not None
+    return parsed
+
+
+@pytest.mark.parametrize(
+    ("code", "result", "failed"),
+    [
+        ("SUCCESS", "SUCCESS", False),
+        ("SUCCESS_WITH_FAILURES", "SUCCESS_WITH_FAILURES", False),
+        ("RUN_EXECUTION_ERROR", "FAILED", True),
+        ("DRIVER_ERROR", "FAILED", True),
+        ("CLOUD_FAILURE", "FAILED", True),
+        ("CANCELED", "TIMEDOUT", True),
+        ("USER_CANCELED", "CANCELED", False),
+        ("INTERNAL_ERROR", "INTERNAL_ERROR", True),
+        ("SKIPPED", "SKIPPED", False),
+        ("MAX_CONCURRENT_RUNS_EXCEEDED", "MAXIMUM_CONCURRENT_RUNS_REACHED", False),
+        ("DISABLED", "DISABLED", False),
+        ("A_CODE_FROM_NEXT_YEAR", "FAILED", True),  # judged by its type, CLIENT_ERROR
+    ],
+)
+def test_status_only_runs_map_termination_codes_to_one_result_state(code, result, failed):
+    r = status_run(1, code)
+    assert (r.result_state, r.failed, r.terminal) == (result, failed, True)
+
+
+def test_status_decides_the_outcome_and_legacy_state_names_it_when_they_agree():
+    agree = status_run(1, "SKIPPED", state={"result_state": "UPSTREAM_FAILED"})
+    assert agree.result_state == "UPSTREAM_FAILED" and not agree.failed
+    disagree = status_run(2, "RUN_EXECUTION_ERROR", state={"result_state": "SUCCESS"})
+    assert disagree.result_state == "FAILED" and disagree.failed
+
+
+def test_every_result_state_and_termination_code_of_the_sdk_has_one_outcome():
+    jobs = pytest.importorskip("databricks.sdk.service.jobs")
+    for value in jobs.RunResultState:
+        assert value.value in outcomes.RESULT_STATES, value
+    for code in jobs.TerminationCodeCode:
+        assert code.value in outcomes.TERMINATION_CODES, code
+    for kind in jobs.TerminationTypeType:
+        assert kind.value in outcomes.TERMINATION_TYPES, kind
+    for state in jobs.RunLifecycleStateV2State:
+        assert state.value in outcomes.ACTIVE_LIFE_CYCLES | outcomes.TERMINAL_LIFE_CYCLES
+    for state in jobs.RunLifeCycleState:
+        assert state.value in outcomes.ACTIVE_LIFE_CYCLES | outcomes.TERMINAL_LIFE_CYCLES
+
+
+def test_a_repair_is_counted_apart_and_moves_the_last_run_to_its_outcome():
+    book = ledger()
+    failed = run(1, NOW + MIN, NOW + 2 * MIN, result="FAILED", end_time=NOW + 2 * MIN)
+    book.apply(NOW + 3 * MIN, [], [failed])
+    assert book.last_runs["1"].failed
+    repairing = run(1, NOW + MIN, 0, life="RUNNING", result=None)
+    book.apply(NOW + 4 * MIN, [repairing], [])
+    assert book.active[1].reopened
+    repaired = run(1, NOW + MIN, NOW + 5 * MIN)
+    assert book.apply(NOW + 6 * MIN, [], [repaired]) == 0
+    book.apply(NOW + 7 * MIN, [], [repaired])  # listed again: nothing new
+    assert book.runs_total == {("1", "job1", "FAILED"): 1}
+    assert book.repairs_total == {("1", "job1", "SUCCESS"): 1}
+    assert not book.last_runs["1"].failed and book.last_success_ms["1"] == NOW + 5 * MIN
+
+
+def test_a_repair_of_a_forgotten_run_is_not_a_second_run():
+    book = ledger()
+    book.apply(NOW + 3 * MIN, [], [run(1, NOW + MIN, NOW + 2 * MIN, result="FAILED")])
+    book.apply(NOW + 60 * MIN, [], [])  # long after: the run left `seen`
+    assert 1 not in book.seen
+    raw = raw_run(1, NOW + MIN, NOW + 62 * MIN)
+    raw["repair_history"] = [
+        {"type": "ORIGINAL", "end_time": NOW + 2 * MIN, "state": {"result_state": "FAILED"}},
+        {
+            "type": "REPAIR",
+            "id": 9,
+            "end_time": NOW + 62 * MIN,
+            "status": {
+                "state": "TERMINATED",
+                "termination_details": {"code": "SUCCESS", "type": "SUCCESS"},
+            },
+        },
+    ]
+    repaired = parse_run(raw, NOW)
+    assert repaired is not None
+    assert book.apply(NOW + 63 * MIN, [], [repaired]) == 0
+    assert book.runs_total == {("1", "job1", "FAILED"): 1}
+    assert book.repairs_total == {("1", "job1", "SUCCESS"): 1}
+
+
+def test_one_time_runs_are_keyed_by_normalised_name_and_fill_no_job_gauges():
+    book = ledger()
+    runs = [
+        parse_run(
+            {
+                **raw_run(i, NOW + MIN, NOW + 2 * MIN, job_id=900 + i),
+                "run_type": "SUBMIT_RUN",
+                "run_name": f"ADF_f_p_nb_{uuid}",
+            },
+            NOW,
+        )
+        for i, uuid in enumerate(
+            ["0f8fad5b-d9cb-469f-a165-70867728950e", "7c9e6679-7425-40de-944b-e07fc1f90ae7"]
+        )
+    ]
+    book.apply(NOW + 3 * MIN, [], [r for r in runs if r is not None])
+    assert book.one_time_total == {("ADF_f_p_nb_*", "SUBMIT_RUN", "SUCCESS"): 2}
+    assert not book.runs_total and not book.last_runs and not book.known_jobs
+
+
+def test_state_file_of_the_previous_format_is_read(tmp_path):
+    v1 = {
+        "format": "databricks-jobs-exporter/state/v1",
+        "workspaces": {
+            "prod": {
+                "host": "https://x",
+                "ledger": {
+                    "baseline_ms": NOW,
+                    "watermark_ms": NOW + MIN,
+                    "overlap_ms": 5 * MIN,
+                    "seen": [[5, NOW]],
+                    "active": [],
+                    "runs_total": [["1", "job1", "SUCCESS", 3]],
+                    "tasks_total": [["1", "job1", "main", "SUCCESS", 3]],
+                    "durations": [["1", "job1", [0] * 10 + [3, 3, 3], 40000.0, 3]],
+                    "last_runs": [
+                        {
+                            "run_id": 5,
+                            "job_id": "1",
+                            "job_name": "job1",
+                            "life_cycle_state": "TERMINATED",
+                            "result_state": "SUCCESS",
+                            "start_ms": NOW,
+                            "end_ms": NOW + 1,
+                            "duration_seconds": 1.0,
+                            "run_page_url": "",
+                            "tasks": [],
+                        }
+                    ],
+                    "last_success_ms": {"1": NOW + 1},
+                },
+            }
+        },
+    }
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(v1))
+    book = StateFile(path).restore("prod", "https://x")
+    assert book is not None and not book.fresh
+    assert book.runs_total == {("1", "job1", "SUCCESS"): 3}
+    assert book.seen == {5: (NOW, 0)} and book.durations[("1", "job1")].count == 3
+    StateFile(path).save("prod", "https://x", book)  # written back as v2, read again
+    again = StateFile(path).restore("prod", "https://x")
+    assert again is not None and again.durations[("1", "job1")].bounds == RUN_DURATION_BUCKETS
+    assert json.loads(path.read_text())["format"].endswith("/v2")
