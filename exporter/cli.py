@@ -44,9 +44,21 @@ def start_simulator(settings: Settings) -> tuple[Settings, object]:
     """Serve the simulated workspace on loopback and point the settings at it."""
     from exporter.simulator import SimConfig, SimServer, SimWorkspace
 
-    sim = SimServer(
-        SimWorkspace(SimConfig(jobs=20, period_seconds=(60, 600), duration_seconds=(10, 300)))
-    ).start()
+    # The demo shows the Jobs API's awkward cases too: one-time runs (runs/submit, ADF), a
+    # continuous job, a job of 130 tasks, status-only runs, repairs, queues, pool start errors.
+    demo = SimConfig(
+        jobs=24,
+        period_seconds=(60, 600),
+        duration_seconds=(10, 300),
+        one_time_jobs=3,
+        continuous_jobs=1,
+        wide_jobs=1,
+        status_only_rate=0.2,
+        repair_rate=0.5,
+        repair_delay_seconds=300,
+        pool_error_rate=0.2,
+    )
+    sim = SimServer(SimWorkspace(demo)).start()
     ws = replace(settings.workspaces[0], host=sim.url, token=sim.token)
     log.info("simulated workspace at %s (%d jobs)", sim.url, len(sim.model.jobs))
     return replace(settings, workspaces=(ws,)), sim

@@ -223,7 +223,11 @@ def test_simulate_flag_serves_a_demo_workspace(exporter):
     samples = proc.samples()
     workspaces = {dict(k)["workspace"] for k in select(samples, "databricks_job_last_run_info")}
     assert workspaces == {"simulated"}
-    assert len(select(samples, "databricks_job_last_run_info")) == 20
+    # 24 simulated jobs, 3 of them submitting one-time runs: those are not jobs here.
+    assert len(select(samples, "databricks_job_last_run_info")) == 21
+    job_ids = {dict(k)["job_id"] for k in select(samples, "databricks_job_runs_active")}
+    assert job_ids and all(len(j) < 12 for j in job_ids)  # no ephemeral job of a submission
+    assert select(samples, "databricks_job_continuous")
 
 
 def test_metrics_parse_as_openmetrics_on_negotiation(sim, exporter):
