@@ -109,3 +109,13 @@ def test_alert_rules_use_the_one_definition_of_failed():
     text = (ROOT / "alerts" / "databricks.rules.yml").read_text()
     matchers = re.findall(r'result_state=~"[^"]*"', text)
     assert matchers and set(matchers) == {outcomes.promql_matcher(outcomes.FAILED)}
+
+
+def test_readme_outcome_tables_say_what_the_code_does():
+    readme = (ROOT / "README.md").read_text()
+    for result, (outcome, _) in outcomes.RESULT_STATES.items():
+        assert re.search(rf"^\| `{result}` \| {outcome} \|", readme, re.M), result
+    table = readme[readme.index("| termination code") :].split("\n\n")[0].splitlines()
+    for code, result in outcomes.TERMINATION_CODES.items():
+        row = next(line for line in table if f"`{code}`" in line.split(" | ")[0])
+        assert row.rstrip().endswith(f"| `{result}` |"), (code, row)
