@@ -127,6 +127,20 @@ def panel(
     }
 
 
+def info_table(title: str, description: str, expr: str) -> dict[str, Any]:
+    """A table of an _info gauge's labels (the value, always 1, and scrape labels hidden)."""
+    hidden = {"Time": True, "Value": True, "__name__": True, "instance": True, "job": True}
+    return panel(
+        "table",
+        title,
+        description,
+        "none",
+        [(expr, "")],
+        instant=True,
+        transformations=[{"id": "organize", "options": {"excludeByName": hidden}}],
+    )
+
+
 def dashboard(
     uid: str, title: str, description: str, layout: Layout, with_job: bool
 ) -> dict[str, Any]:
@@ -567,53 +581,19 @@ def pools() -> dict[str, Any]:
         8,
     )
     lay.add(
-        panel(
-            "table",
+        info_table(
             "Latest instance start error",
             "The latest error of an instance that failed to start, as Databricks words it.",
-            "none",
-            [(f"databricks_instance_pool_pending_instance_error_info{{{POOL}}}", "")],
-            instant=True,
-            transformations=[
-                {
-                    "id": "organize",
-                    "options": {
-                        "excludeByName": {
-                            "Time": True,
-                            "Value": True,
-                            "__name__": True,
-                            "instance": True,
-                            "job": True,
-                        }
-                    },
-                }
-            ],
+            f"databricks_instance_pool_pending_instance_error_info{{{POOL}}}",
         ),
         12,
         8,
     )
     lay.add(
-        panel(
-            "table",
+        info_table(
             "Pools",
             "Node type and state of every pool.",
-            "none",
-            [(f"databricks_instance_pool_info{{{POOL}}}", "")],
-            instant=True,
-            transformations=[
-                {
-                    "id": "organize",
-                    "options": {
-                        "excludeByName": {
-                            "Time": True,
-                            "Value": True,
-                            "__name__": True,
-                            "instance": True,
-                            "job": True,
-                        }
-                    },
-                }
-            ],
+            f"databricks_instance_pool_info{{{POOL}}}",
         ),
         12,
         8,

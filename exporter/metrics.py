@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -19,7 +20,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.collectors.pools import Pool
-from exporter.health import HealthSnapshot
+from exporter.health import HealthSnapshot, Histogram
 from exporter.outcomes import FAILED, results_of
 from exporter.state import Run, RunsSnapshot
 from exporter.workspace import Workspace
@@ -88,27 +89,43 @@ def build_registry(
     return registry
 
 
+def counters(
+    name: str, doc: str, labels: list[str], views: Sequence[tuple[str, Mapping[Any, int]]]
+) -> CounterMetricFamily:
+    """A counter family from per-workspace {label values tuple: count}."""
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for ws, values in views:
+        for key, value in values.items():
+            family.add_metric([ws, *key], value)
+    return family
+
+
+def histograms(
+    name: str, doc: str, labels: list[str], views: Sequence[tuple[str, Mapping[Any, Histogram]]]
+) -> HistogramMetricFamily:
+    """A histogram family from per-workspace {label values tuple: Histogram}."""
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    for ws, values in views:
+        for key, hist in values.items():
+            family.add_metric([ws, *key], hist.buckets(), hist.total)
+    return family
+
+
 def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
     """One family at a time: at 5,000 jobs a family holds up to 100k samples, and the
     exposition formats (and empties) each before the next is built."""
-    runs_total = CounterMetricFamily(
+    yield counters(
         "databricks_job_runs_total",
         "Job runs that ended since the exporter's baseline, by result_state." + SCHEDULED,
-        labels=[*JOB, "result_state"],
+        [*JOB, "result_state"],
+        [(ws, snap.runs_total) for ws, snap in views],
     )
-    for ws, snap in views:
-        for (job_id, job_name, result), value in snap.runs_total.items():
-            runs_total.add_metric([ws, job_id, job_name, result], value)
-    yield runs_total
-    durations = HistogramMetricFamily(
+    yield histograms(
         "databricks_job_run_duration_seconds",
         "Duration of counted job runs." + SCHEDULED,
-        labels=JOB,
+        JOB,
+        [(ws, snap.durations) for ws, snap in views],
     )
-    for ws, snap in views:
-        for (job_id, job_name), hist in snap.durations.items():
-            durations.add_metric([ws, job_id, job_name], hist.buckets(), hist.total)
-    yield durations
     yield from last_run_families(views)
     active = GaugeMetricFamily(
         "databricks_job_runs_active",
@@ -135,26 +152,20 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
         for job_id, job_name in sorted(jobs):
             continuous.add_metric([ws, job_id, job_name], 1.0)
     yield continuous
-    repairs = CounterMetricFamily(
+    yield counters(
         "databricks_job_run_repairs",
         "Repairs of job runs that ended since the baseline, by the repair's result_state "
         "(a repaired run keeps its run_id and is counted once in databricks_job_runs_total)."
         + SCHEDULED,
-        labels=[*JOB, "result_state"],
+        [*JOB, "result_state"],
+        [(ws, snap.repairs_total) for ws, snap in views],
     )
-    for ws, snap in views:
-        for (job_id, job_name, result), value in snap.repairs_total.items():
-            repairs.add_metric([ws, job_id, job_name, result], value)
-    yield repairs
-    tasks_total = CounterMetricFamily(
+    yield counters(
         "databricks_task_runs_total",
         "Task runs of counted job runs, by task_key and result_state." + SCHEDULED,
-        labels=[*JOB, "task_key", "result_state"],
+        [*JOB, "task_key", "result_state"],
+        [(ws, snap.tasks_total) for ws, snap in views],
     )
-    for ws, snap in views:
-        for (job_id, job_name, task_key, result), value in snap.tasks_total.items():
-            tasks_total.add_metric([ws, job_id, job_name, task_key, result], value)
-    yield tasks_total
     yield from one_time_families(views)
 
 
@@ -163,25 +174,19 @@ ONE_TIME = ["workspace", "run_name", "run_type"]
 
 def one_time_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
     """Runs of runs/submit and dbutils.notebook.run, by normalised run name, never by job_id."""
-    total = CounterMetricFamily(
+    yield counters(
         "databricks_one_time_runs_total",
         "One-time runs (SUBMIT_RUN, WORKFLOW_RUN) that ended since the baseline, by normalised "
         "run_name and result_state." + SCHEDULED,
-        labels=[*ONE_TIME, "result_state"],
+        [*ONE_TIME, "result_state"],
+        [(ws, snap.one_time_total) for ws, snap in views],
     )
-    for ws, snap in views:
-        for (name, run_type, result), value in snap.one_time_total.items():
-            total.add_metric([ws, name, run_type, result], value)
-    yield total
-    durations = HistogramMetricFamily(
+    yield histograms(
         "databricks_one_time_run_duration_seconds",
         "Duration of counted one-time runs." + SCHEDULED,
-        labels=ONE_TIME,
+        ONE_TIME,
+        [(ws, snap.one_time_durations) for ws, snap in views],
     )
-    for ws, snap in views:
-        for (name, run_type), hist in snap.one_time_durations.items():
-            durations.add_metric([ws, name, run_type], hist.buckets(), hist.total)
-    yield durations
     active = GaugeMetricFamily(
         "databricks_one_time_runs_active",
         "One-time runs that are not terminal yet, by life_cycle_state." + SCHEDULED,
