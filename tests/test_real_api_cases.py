@@ -257,21 +257,25 @@ def test_every_case_counts_exactly_through_faults_and_sigkill_restarts(
     def rows(part: str, key: tuple[str, ...]) -> Counter:
         return Counter({tuple(r[k] for k in key): float(r["count"]) for r in truth[part]})
 
-    runs = rows("runs", JOB_KEY)
-    deadline = time.monotonic() + 20
-    while exported(first, "databricks_job_runs_total", JOB_KEY) != runs:
-        if time.monotonic() > deadline:
-            assert exported(first, "databricks_job_runs_total", JOB_KEY) == runs
-        time.sleep(0.2)
-    assert sum(runs.values()) > 30
     one_time_key = ("run_name", "run_type", "result_state")
-    assert exported(first, "databricks_one_time_runs_total", one_time_key) == rows(
-        "one_time", one_time_key
-    )
-    repairs = rows("repairs", JOB_KEY)
-    assert sum(repairs.values()) > 0
-    assert exported(first, "databricks_job_run_repairs_total", JOB_KEY) == repairs
     task_key = ("job_id", "job_name", "task_key", "result_state")
-    assert exported(first, "databricks_task_runs_total", task_key) == rows("tasks", task_key)
+    families = [
+        ("databricks_job_runs_total", JOB_KEY, "runs"),
+        ("databricks_one_time_runs_total", one_time_key, "one_time"),
+        ("databricks_job_run_repairs_total", JOB_KEY, "repairs"),
+        ("databricks_task_runs_total", task_key, "tasks"),
+    ]
+    want = {name: rows(part, key) for name, key, part in families}
+    assert sum(want["databricks_job_runs_total"].values()) > 30
+    assert sum(want["databricks_job_run_repairs_total"].values()) > 0
+    assert want["databricks_one_time_runs_total"]
+
+    def got() -> dict[str, Counter]:
+        return {name: exported(first, name, key) for name, key, _ in families}
+
+    deadline = time.monotonic() + 20  # a cycle or two after the last repair ended
+    while got() != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert got() == want
     series = first.metrics_text()
     assert f'job_id="{800_000_000_000}' not in series  # no ephemeral job ids anywhere
