@@ -98,6 +98,17 @@ workspaces:
     assert "s3cret-value" not in shown and "dapi0123456789" not in shown and "***" in shown
 
 
+def test_one_time_run_settings_from_yaml(tmp_path: Path):
+    config = tmp_path / "ws.yaml"
+    config.write_text(WS + "max_one_time_run_names: 50\nrun_name_patterns: ['_attempt_\\d+$']\n")
+    settings = load_settings(["--config", str(config)], {})
+    assert settings.max_one_time_run_names == 50
+    assert settings.run_name_patterns == (r"_attempt_\d+$",)
+
+
+WS = "workspaces:\n  - name: a\n    host: https://a.b\n"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -119,6 +130,10 @@ workspaces:
         ("workspaces:\n  - name: 'bad name!'\n    host: https://a.b\n", "must be 1-64"),
         ("intervall: 5\nworkspaces: []\n", "unknown setting(s) intervall"),
         ("- just\n- a list\n", "must be a mapping"),
+        (WS + "run_name_patterns: '[0-9]+'\n", "run_name_patterns: expected a list"),
+        (WS + "run_name_patterns: ['(unclosed']\n", "run_name_patterns[0]: not a regular"),
+        (WS + "run_name_patterns: ['x*']\n", "run_name_patterns[0]: 'x*' matches the empty"),
+        (WS + "max_one_time_run_names: 0\n", "max_one_time_run_names: must be > 0"),
     ],
 )
 def test_bad_yaml_content_names_the_setting(tmp_path: Path, text: str, message: str):
