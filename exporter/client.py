@@ -23,6 +23,7 @@ from urllib3.util.retry import Retry
 
 from exporter.auth import AuthError, DatabricksAuth
 from exporter.health import WorkspaceHealth
+from exporter.state import normalise_run_id
 
 log = logging.getLogger(__name__)
 
@@ -264,10 +265,12 @@ class DatabricksClient:
             params["completed_only"] = True
         if start_time_from is not None:
             params["start_time_from"] = int(start_time_from)
-        seen: set[Any] = set()
+        seen: set[int | str] = set()
         for run in self.paginate(RUNS_LIST, params, "runs"):
-            run_id = run.get("run_id")
-            if run_id is not None and run_id not in seen and not isinstance(run_id, list | dict):
+            run_id = normalise_run_id(run.get("run_id"))
+            if run_id is None:
+                yield run  # the collector skips and counts it
+            elif run_id not in seen:
                 seen.add(run_id)
                 yield run
 

@@ -397,7 +397,14 @@ def baseline_family(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metri
         "Active runs that disappeared before they ended (job or run deleted); not counted.",
         labels=["workspace"],
     )
+    skipped = CounterMetricFamily(
+        "databricks_exporter_runs_skipped",
+        "Run objects skipped because they cannot be trusted, by reason (each time one is listed).",
+        labels=["workspace", "reason"],
+    )
     for ws, snap in views:
+        for reason, value in sorted(snap.skipped_runs.items()):
+            skipped.add_metric([ws, reason], value)
         baseline.add_metric([ws], snap.baseline_ms / 1000.0)
         folded.add_metric([ws], snap.folded_jobs)
         folded_names.add_metric([ws], snap.folded_one_time_names)
@@ -406,3 +413,4 @@ def baseline_family(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metri
     yield folded
     yield folded_names
     yield vanished
+    yield skipped

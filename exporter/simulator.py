@@ -846,6 +846,8 @@ class SimServer:
         self.stats = SimStats()
         self.faults: list[FaultRule] = []
         self.fault_rate = 0.0
+        # Run objects added to the first page of every runs/list answer (hostile-input tests).
+        self.extra_runs: list[Any] = []
         # Requests a second the workspace accepts before answering 429 (None: no limit).
         self.rate_limiter: RateLimiter | None = None
         self._listings: dict[tuple[Any, ...], tuple[list[tuple[int, int]], list[SimRun]]] = {}
@@ -999,12 +1001,14 @@ class SimServer:
             if len(listed.get("tasks") or ()) > TASK_PAGE:
                 listed["tasks"] = listed["tasks"][:TASK_PAGE]  # runs/get pages the rest
                 listed["has_more"] = True
+        if cursor is None and self.extra_runs:
+            runs = [*self.extra_runs, *runs]
         body: dict[str, Any] = {"runs": runs, "has_more": more}
         if more:
             body["next_page_token"] = _encode_cursor(page[-1])
         if cursor is not None:
             body["prev_page_token"] = params["page_token"]
-        if not page:
+        if not runs:
             del body["runs"]  # the real API omits empty lists
         return body
 

@@ -13,6 +13,7 @@ failed collection changes nothing.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -146,6 +147,63 @@ class Run:
         return (self.job_name, self.run_type)
 
 
+class BadRun(ValueError):
+    """A run object that cannot be trusted; ``reason`` is the label of runs_skipped_total."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+NUMBER_FIELDS = (
+    "start_time",
+    "end_time",
+    "queue_duration",
+    "run_duration",
+    "setup_duration",
+    "execution_duration",
+    "cleanup_duration",
+)
+FUTURE_SLACK_MS = 86_400_000  # a day of clock skew; later than that is not a real time
+
+
+def normalise_run_id(value: Any) -> int | str | None:
+    """One run is one run whatever JSON type its id arrives in: 7, 7.0 and "7" are 7."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            return int(text)
+        return text if text and len(text) <= 64 else None
+    return None
+
+
+def _check_numbers(raw: Mapping[str, Any], observed_ms: int) -> None:
+    for key in NUMBER_FIELDS:
+        value = raw.get(key)
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            number = value
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise BadRun("non_finite", f"{key} is {value}")
+            number = int(value)
+        elif isinstance(value, str) and value.strip().isdigit():
+            number = int(value)
+        else:
+            raise BadRun("wrong_type", f"{key} is {type(value).__name__}")
+        if number is not None and number < 0:
+            raise BadRun("impossible_time", f"{key} is negative")
+        if key in ("start_time", "end_time") and number and number > observed_ms + FUTURE_SLACK_MS:
+            raise BadRun("impossible_time", f"{key} is in the future")
+        if key not in ("start_time", "end_time") and number and number > FUTURE_SLACK_MS * 366:
+            raise BadRun("impossible_time", f"{key} is longer than a year")
+
+
 def _int(value: Any) -> int:
     if isinstance(value, bool):
         return 0
@@ -193,10 +251,17 @@ def _history(raw: Mapping[str, Any]) -> tuple[Attempt | None, tuple[Attempt, ...
 
 
 def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
-    """A Run from an API object, or None when it has no run_id (it cannot be deduplicated)."""
-    run_id = raw.get("run_id")
-    if run_id is None or isinstance(run_id, bool | dict | list):
+    """A Run from an API object, or None when it has no run_id (it cannot be deduplicated).
+
+    Raises BadRun for a run that cannot be trusted (an id of the wrong type, times that are not
+    numbers, not finite, negative or far in the future): the caller skips and counts it.
+    """
+    if raw.get("run_id") is None:
         return None
+    run_id = normalise_run_id(raw.get("run_id"))
+    if run_id is None:
+        raise BadRun("bad_run_id", f"run_id is {type(raw.get('run_id')).__name__}")
+    _check_numbers(raw, observed_ms)
     life_cycle = life_cycle_of(raw)
     start_ms = _int(raw.get("start_time"))
     end_ms = _int(raw.get("end_time"))
@@ -259,6 +324,7 @@ class RunsSnapshot:
     one_time_durations: Mapping[OneTimeKey, Histogram] = field(default_factory=dict)
     folded_one_time_names: int = 0
     vanished_runs: int = 0
+    skipped_runs: Mapping[str, int] = field(default_factory=dict)
 
 
 def _compiled(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
@@ -284,6 +350,7 @@ class RunLedger:
     one_time_total: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     one_time_durations: dict[OneTimeKey, Histogram] = field(default_factory=dict)
     vanished_runs: int = 0
+    skipped_runs: Counter[str] = field(default_factory=Counter)  # reason -> runs not trusted
     max_jobs: int = 5000
     known_jobs: set[str] = field(default_factory=set)
     folded: set[str] = field(default_factory=set)
@@ -477,4 +544,5 @@ class RunLedger:
             one_time_durations={k: h.copy() for k, h in self.one_time_durations.items()},
             folded_one_time_names=len(self.folded_one_time_names),
             vanished_runs=self.vanished_runs,
+            skipped_runs=dict(self.skipped_runs),
         )

@@ -61,6 +61,7 @@ def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
         "one_time_durations": _hists(ledger.one_time_durations),
         "one_time_names": sorted(ledger.known_one_time_names),
         "vanished_runs": ledger.vanished_runs,
+        "skipped_runs": dict(ledger.skipped_runs),
     }
 
 
@@ -101,6 +102,9 @@ def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
     ledger.one_time_durations = _restore_hists(data.get("one_time_durations", []), 2)
     ledger.known_one_time_names = {str(n) for n in data.get("one_time_names", [])}
     ledger.vanished_runs = int(data.get("vanished_runs", 0))
+    ledger.skipped_runs = Counter(
+        {str(k): int(v) for k, v in dict(data.get("skipped_runs", {})).items()}
+    )
     ledger.fresh = False
     ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
     ledger.known_jobs |= {job_id for job_id, _, _ in ledger.runs_total if job_id != OTHER_JOB}

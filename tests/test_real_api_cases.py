@@ -279,3 +279,33 @@ def test_every_case_counts_exactly_through_faults_and_sigkill_restarts(
     assert got() == want
     series = first.metrics_text()
     assert f'job_id="{800_000_000_000}' not in series  # no ephemeral job ids anywhere
+
+
+HOSTILE_RUNS = [
+    {"run_id": {"nested": 1}, "state": {"life_cycle_state": "TERMINATED"}},
+    {"run_id": 9_000_001, "job_id": 1, "end_time": float("inf"), "start_time": 1},
+    {"run_id": 9_000_002, "job_id": 1, "start_time": "soon", "end_time": 5},
+    {"run_id": 9_000_003, "job_id": 1, "start_time": 1, "end_time": 253402300799000},
+    {"run_id": [1, 2]},
+    "not even an object",
+    {"job_id": 1, "state": {"life_cycle_state": "TERMINATED", "result_state": "FAILED"}},
+]
+
+
+def test_malformed_runs_in_the_listing_are_skipped_and_counts_stay_exact(sims):
+    server, collector, clock = sims()
+    server.extra_runs = HOSTILE_RUNS
+    collector.collect()
+    baseline = clock.now_ms()
+    run_cycles(collector, clock, 10)  # every cycle succeeds: collect() would raise otherwise
+    ledger = collector.ledger
+    assert ledger.runs_total == truth_of(server, baseline, "runs", JOB_KEY)
+    assert sum(ledger.runs_total.values()) > 20
+    assert set(ledger.skipped_runs) == {
+        "bad_run_id",
+        "non_finite",
+        "wrong_type",
+        "impossible_time",
+        "no_run_id",
+    }
+    assert "1" not in ledger.last_runs  # nothing of them reached a last-run gauge

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from exporter import outcomes
-from exporter.state import RUN_DURATION_BUCKETS, RunLedger, parse_run
+from exporter.state import RUN_DURATION_BUCKETS, BadRun, RunLedger, parse_run
 from exporter.statefile import StateFile
 
 NOW = 1_800_000_000_000
@@ -361,3 +361,34 @@ def test_state_file_of_the_previous_format_is_read(tmp_path):
     again = StateFile(path).restore("prod", "https://x")
     assert again is not None and again.durations[("1", "job1")].bounds == RUN_DURATION_BUCKETS
     assert json.loads(path.read_text())["format"].endswith("/v2")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("run_id", {"id": 1}, "bad_run_id"),
+        ("run_id", [1], "bad_run_id"),
+        ("run_id", 1.5, "bad_run_id"),
+        ("run_duration", float("inf"), "non_finite"),
+        ("end_time", float("nan"), "non_finite"),
+        ("start_time", "yesterday", "wrong_type"),
+        ("end_time", {"ms": 1}, "wrong_type"),
+        ("end_time", 253402300799000, "impossible_time"),  # 9999-12-31
+        ("start_time", -5, "impossible_time"),
+    ],
+)
+def test_a_run_that_cannot_be_trusted_raises_bad_run_with_a_reason(field, value, reason):
+    raw = raw_run(1, NOW, NOW + MIN)
+    raw[field] = value
+    with pytest.raises(BadRun) as info:
+        parse_run(raw, NOW)
+    assert info.value.reason == reason
+
+
+def test_one_run_is_one_run_whatever_type_its_id_has():
+    book = ledger()
+    as_int = run(7, NOW + MIN, NOW + 2 * MIN)
+    as_text = parse_run(raw_run("7", NOW + MIN, NOW + 2 * MIN), NOW)  # type: ignore[arg-type]
+    as_float = parse_run({**raw_run(7, NOW + MIN, NOW + 2 * MIN), "run_id": 7.0}, NOW)
+    assert as_text is not None and as_float is not None
+    assert book.apply(NOW + 3 * MIN, [], [as_int, as_text, as_float]) == 1

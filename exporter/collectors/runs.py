@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.client import ApiError, DatabricksClient
-from exporter.state import Run, RunLedger, RunsSnapshot, parse_run
+from exporter.state import BadRun, Run, RunLedger, RunsSnapshot, parse_run
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,13 @@ class RunsCollector:
             if not ok:
                 still_active.append(self.ledger.active[run_id])  # asked again next cycle
                 continue
-            run = parse_run(raw, cycle_start) if raw is not None else None
-            if run is None:
+            if raw is None:
                 vanished.append(run_id)
+                continue
+            parsed = self._parse([raw], cycle_start)
+            run = parsed[0] if parsed else None
+            if run is None:
+                still_active.append(self.ledger.active[run_id])  # untrustworthy now: ask again
             elif run.terminal:
                 terminal.append(run)
             else:
@@ -72,7 +76,7 @@ class RunsCollector:
         for i, run in enumerate(terminal):
             if self.ledger.needs_details(run):
                 _, raw = self._get_run(run.run_id)
-                full = parse_run(raw, cycle_start) if raw is not None else None
+                full = self._parse([raw], cycle_start)[0] if raw is not None else None
                 if full is not None and full.terminal:
                     terminal[i] = full
         counted = self.ledger.apply(cycle_start, still_active, terminal, vanished)
@@ -104,10 +108,22 @@ class RunsCollector:
         return True, raw
 
     def _parse(self, raws: Iterable[dict[str, Any]], observed_ms: int) -> list[Run]:
+        """Parsed runs; one that cannot be trusted is skipped and counted, never fatal."""
         runs = []
         for raw in raws:
-            run = parse_run(raw, observed_ms)
+            try:
+                run = parse_run(raw, observed_ms)
+            except BadRun as exc:
+                self.ledger.skipped_runs[exc.reason] += 1
+                log.warning(
+                    "workspace %s: skipped run %.64r: %s (databricks_exporter_runs_skipped_total)",
+                    self.client.workspace,
+                    raw.get("run_id"),
+                    exc,
+                )
+                continue
             if run is None:
+                self.ledger.skipped_runs["no_run_id"] += 1
                 log.warning("workspace %s: skipped a run without run_id", self.client.workspace)
             else:
                 runs.append(run)
