@@ -7,9 +7,11 @@ counts its own requests and retries in ``WorkspaceHealth`` and knows nothing els
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +20,8 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
@@ -70,7 +74,10 @@ class CountingRetry(Retry):
 def _retry_reason(response: Any, error: Exception | None) -> str:
     if response is not None and getattr(response, "status", None):
         return str(response.status)
-    if isinstance(error, ConnectTimeoutError | ReadTimeoutError):
+    deadline = getattr(_LOCAL, "deadline", None)
+    if isinstance(error, ConnectTimeoutError | ReadTimeoutError) or (
+        deadline is not None and deadline.attempt_expired
+    ):
         return "timeout"
     return "connection_error"
 
@@ -108,6 +115,83 @@ class RateLimiter:
         """Block until a token is taken."""
         while (wait := self.try_acquire()) > 0:
             self._sleep(wait)
+
+
+class RequestDeadline:
+    """A total deadline for one attempt of a request: connect, headers and body.
+
+    requests' ``timeout`` bounds each socket read, so a server that trickles a byte every few
+    seconds keeps a request alive for hours. A timer shuts the attempt's socket down when its
+    deadline passes; the read fails, urllib3's Retry decides as for any broken connection.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False  # some attempt ran out of time
+        self.attempt_expired = False  # the current attempt did
+        self._timer: threading.Timer | None = None
+
+    def arm(self, conn: Any) -> None:
+        self.disarm()
+        self.attempt_expired = False
+        self._timer = threading.Timer(self.seconds, self._expire, args=(conn,))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self, conn: Any) -> None:
+        self.expired = self.attempt_expired = True
+        sock = getattr(conn, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_LOCAL = threading.local()  # the RequestDeadline of the request this thread is sending
+
+
+class _DeadlineConnection(HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        deadline = getattr(_LOCAL, "deadline", None)
+        if deadline is not None:
+            deadline.arm(self)  # every attempt, retries included, gets the whole budget
+        super().request(*args, **kwargs)
+
+
+class _DeadlineHTTPSConnection(HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        deadline = getattr(_LOCAL, "deadline", None)
+        if deadline is not None:
+            deadline.arm(self)
+        super().request(*args, **kwargs)
+
+
+class _DeadlinePool(HTTPConnectionPool):
+    ConnectionCls = _DeadlineConnection
+
+
+class _DeadlineHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _DeadlineHTTPSConnection
+
+
+_POOLS = {"http": _DeadlinePool, "https": _DeadlineHTTPSPool}
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """requests' adapter with connections that honour the thread's RequestDeadline."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
 
 
 class DatabricksClient:
@@ -153,7 +237,7 @@ class DatabricksClient:
             on_retry=health.count_retry,
         )
         self.session = requests.Session()
-        adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=4)
+        adapter = _DeadlineAdapter(max_retries=retry, pool_connections=1, pool_maxsize=4)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
@@ -184,21 +268,30 @@ class DatabricksClient:
             raise ApiError(f"{where}: exporter is shutting down")
         if self._limiter is not None:
             self._limiter.acquire()
+        deadline = _LOCAL.deadline = RequestDeadline(self._timeout[1])
         try:
             response = self.session.get(
                 self.host + path, params=_wire(params), auth=self._auth, timeout=self._timeout
             )
         except AuthError as exc:
             raise ApiError(f"{where}: {exc}") from None
-        except requests.exceptions.RetryError as exc:
-            self.health.count_request(path, "error")
-            raise ApiError(f"{where}: gave up after retries ({_cause(exc)})") from None
-        except requests.exceptions.Timeout:
-            self.health.count_request(path, "error")
-            raise ApiError(f"{where}: timed out after {self._timeout[1]:g}s and retries") from None
         except requests.exceptions.RequestException as exc:
             self.health.count_request(path, "error")
+            if deadline.expired:
+                raise ApiError(
+                    f"{where}: no complete answer within the {self._timeout[1]:g}s deadline "
+                    "(a slow or stalled response)"
+                ) from None
+            if isinstance(exc, requests.exceptions.RetryError):
+                raise ApiError(f"{where}: gave up after retries ({_cause(exc)})") from None
+            if isinstance(exc, requests.exceptions.Timeout):
+                raise ApiError(
+                    f"{where}: timed out after {self._timeout[1]:g}s and retries"
+                ) from None
             raise ApiError(f"{where}: {_cause(exc)}") from None
+        finally:
+            deadline.disarm()
+            _LOCAL.deadline = None
         self.health.count_request(path, str(response.status_code))
         return response
 

@@ -306,7 +306,9 @@ class FaultRule:
     status: int = 503
     count: int = 1
     retry_after: float | None = None
-    body: str = "json"  # json | html | truncated | empty | reset (connection reset, no response)
+    # json | html | truncated | empty | reset (connection reset, no response) | trickle (a
+    # complete answer sent a byte every `delay` seconds, as a stalled proxy does)
+    body: str = "json"
     delay: float = 0.0
 
 
@@ -848,6 +850,7 @@ class SimServer:
         self.fault_rate = 0.0
         # Run objects added to the first page of every runs/list answer (hostile-input tests).
         self.extra_runs: list[Any] = []
+        self.trickled_bytes = 0  # bytes sent by `trickle` faults
         # Requests a second the workspace accepts before answering 429 (None: no limit).
         self.rate_limiter: RateLimiter | None = None
         self._listings: dict[tuple[Any, ...], tuple[list[tuple[int, int]], list[SimRun]]] = {}
@@ -1130,6 +1133,9 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
                 pass
 
         def _fault(self, rule: FaultRule) -> None:
+            if rule.body == "trickle":
+                self._trickle(rule.delay or 1.0)
+                return
             if rule.delay:
                 time.sleep(rule.delay)
             if rule.body == "reset":
@@ -1160,6 +1166,22 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
                     {"error_code": code, "message": f"simulated {rule.status}"}
                 ).encode()
                 self._send(rule.status, data, "application/json", headers)
+
+        def _trickle(self, interval: float) -> None:
+            data = json.dumps({"runs": [], "instance_pools": [], "has_more": False}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.flush()
+            try:
+                for i in range(len(data)):
+                    self.wfile.write(data[i : i + 1])
+                    self.wfile.flush()
+                    server.trickled_bytes += 1
+                    time.sleep(interval)
+            except OSError:
+                self.close_connection = True  # the client hung up: what a deadline does
 
         def _json(self, status: int, body: Any) -> None:
             self._send(status, json.dumps(body).encode(), "application/json", {})

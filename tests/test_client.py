@@ -286,3 +286,17 @@ def test_proxy_and_ca_bundle_from_the_environment_are_honoured(make_sim, monkeyp
     assert client.session.verify == str(bundle)
     assert client.list_pools()
     assert server.stats.requests["/api/2.0/instance-pools/list"] == 1
+
+
+def test_a_trickling_response_is_cut_at_the_deadline(make_sim):
+    server = make_sim()
+    # The whole answer would take ~50 s at a byte every 0.5 s; each read is well within the
+    # 1 s read timeout, so only a total deadline stops it.
+    server.add_faults(FaultRule(path_prefix=POOLS_LIST, body="trickle", delay=0.5, count=10))
+    client = make_client(server.url, server.token, timeout=1.0, max_retries=1)
+    with pytest.raises(ApiError, match=r"GET /api/2\.0/instance-pools/list: no complete answer"):
+        client.list_pools()
+    # Headers came at once, so the body was cut (not retried: the next cycle asks again).
+    assert server.stats.requests[POOLS_LIST] == 1
+    assert 0 < server.trickled_bytes < 8  # ~2 bytes in the 1 s deadline, of ~100
+    assert client.health.snapshot().requests == {(POOLS_LIST, "error"): 1}

@@ -90,3 +90,30 @@ def test_rate_limiter_spaces_requests_to_the_configured_rate():
     # 5 at once (the burst), then 20 more at 5 a second: 4 simulated seconds.
     assert abs(sum(slept) - 4.0) < 1e-6
     assert abs(now[0] - 104.0) < 1e-6
+
+
+def test_a_trickling_listing_reports_failure_then_counts_catch_up(
+    make_sim, exporter, tmp_path: Path
+):
+    server = make_sim()
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        "timeout_seconds: 1\nmax_retries: 1\n"
+        f"workspaces:\n  - name: slow\n    host: {server.url}\n    token_env: SIM_TOKEN\n"
+    )
+    proc = exporter(["--config", str(config), "--interval", "1"], {"SIM_TOKEN": server.token})
+    proc.wait_ready()
+    server.add_faults(
+        FaultRule(path_prefix="/api/2.2/jobs/runs/list", body="trickle", delay=0.5, count=6)
+    )
+
+    def runs_failing() -> bool:
+        success = select(proc.samples(), "databricks_exporter_collection_success")
+        return any(dict(k)["collector"] == "runs" and v == 0 for k, v in success.items())
+
+    wait_for(runs_failing, 30, "collection_success{collector='runs'} 0")
+    assert "GET /api/2.2/jobs/runs/list: no complete answer within the 1s deadline" in (
+        proc.output()
+    )
+    drain(server)
+    assert_counts_match_truth(proc, server)  # the faults ran out: the next cycles caught up
