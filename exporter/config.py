@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -124,10 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _number(name: str, raw: Any, kind: type, minimum: float, strict: bool = True) -> Any:
+    if isinstance(raw, bool) or not isinstance(raw, int | float | str):
+        raise ConfigError(f"{name}: expected a number, got {_shown(raw)}")
     try:
         value = kind(raw)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected a number, got {raw!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{name}: expected a number, got {_shown(raw)}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}: expected a finite number, got {_shown(raw)}")
     if (value <= minimum) if strict else (value < minimum):
         op = ">" if strict else ">="
         raise ConfigError(f"{name}: must be {op} {minimum:g}, got {raw!r}")
@@ -148,6 +153,21 @@ def _patterns(raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
+def _shown(raw: Any) -> str:
+    """A bad value as the error shows it: short, never a wall of text."""
+    text = repr(raw)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _text(setting: str, raw: Any) -> str | None:
+    """An optional string setting (None when absent), or ConfigError naming it."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise ConfigError(f"{setting}: expected text, got {_shown(raw)}")
+    return raw
+
+
 def _is_loopback(hostname: str) -> bool:
     if hostname.lower() == "localhost":
         return True
@@ -164,9 +184,15 @@ def validate_host(setting: str, raw: Any) -> str:
     host = raw.strip().rstrip("/")
     if "://" not in host:
         host = "https://" + host
-    parts = urlsplit(host)
+    try:
+        parts = urlsplit(host)
+        port = parts.port  # raises on a port that is not a number or out of range
+    except ValueError as exc:
+        raise ConfigError(f"{setting}: not a URL ({exc}): {_shown(raw)}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{setting}: not a URL: {raw!r}")
+        raise ConfigError(f"{setting}: not a URL: {_shown(raw)}")
+    if port == 0:
+        raise ConfigError(f"{setting}: port 0 is not a port: {_shown(raw)}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ConfigError(
             f"{setting}: http:// is refused for non-loopback host {parts.hostname!r}; use https://"
@@ -246,11 +272,23 @@ _YAML_TOP_KEYS = {
 }
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a workspaces file is a few kB; /dev/zero is not one
+
+
 def _load_yaml(path: str) -> dict[str, Any]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"--config: cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"--config: {path} is larger than 1 MiB; is it the right file?")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config: {path} is not UTF-8 text") from None
+    if "\x00" in text:
+        raise ConfigError(f"--config: {path} is not a text file")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -263,6 +301,19 @@ def _load_yaml(path: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"--config: unknown setting(s) {', '.join(sorted(map(str, unknown)))}")
     return doc
+
+
+def _check_state_file(path: Path) -> None:
+    """An unwritable state path is a setting error now, not an ERROR line every cycle."""
+    target = path.resolve()  # a symlink is followed: its target is what gets written
+    if target.is_dir():
+        raise ConfigError(f"--state-file: {path} is a directory")
+    if not target.parent.is_dir():
+        raise ConfigError(f"--state-file: directory {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--state-file: directory {target.parent} is not writable")
+    if target.exists() and not os.access(target, os.R_OK):
+        raise ConfigError(f"--state-file: {path} exists but is not readable")
 
 
 def _workspaces_from_yaml(doc: Mapping[str, Any], env: Mapping[str, str]) -> list[WorkspaceConfig]:
@@ -279,9 +330,11 @@ def _workspaces_from_yaml(doc: Mapping[str, Any], env: Mapping[str, str]) -> lis
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         if "name" not in item:
             raise ConfigError(f"{where}.name: missing")
+        for key in ("client_id", "tenant_id", "azure_resource_id", "authority_host"):
+            _text(f"{where}.{key}", item.get(key))
         secrets = {}
         for key, target in (("token_env", "token"), ("client_secret_env", "client_secret")):
-            var = item.get(key)
+            var = _text(f"{where}.{key}", item.get(key))
             if var is not None:
                 if var not in env:
                     raise ConfigError(f"{where}.{key}: environment variable {var} is not set")
@@ -331,7 +384,9 @@ def load_settings(
     else:
         workspaces = [_workspace_from_env(env)]
 
-    log_level = str(pick(args.log_level, "log_level", env.get("LOG_LEVEL", "INFO"))).upper()
+    log_level = str(
+        _text("log_level", pick(args.log_level, "log_level", env.get("LOG_LEVEL", "INFO")))
+    ).upper()
     if log_level not in _LOG_LEVELS:
         raise ConfigError(
             f"--log-level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
@@ -339,12 +394,14 @@ def load_settings(
     port = _number("--port", pick(args.port, "port", DEFAULT_PORT), int, 0, strict=False)
     if port > 65535:
         raise ConfigError(f"--port: must be <= 65535, got {port}")
-    state_file = pick(args.state_file, "state_file", None)
-    if state_file and not Path(state_file).parent.is_dir():
-        raise ConfigError(f"--state-file: directory {Path(state_file).parent} does not exist")
+    state_file = _text("--state-file", pick(args.state_file, "state_file", None))
+    if state_file:
+        _check_state_file(Path(state_file))
     return Settings(
         workspaces=tuple(workspaces),
-        listen_address=str(pick(args.listen_address, "listen_address", "0.0.0.0")),
+        listen_address=str(
+            _text("--listen-address", pick(args.listen_address, "listen_address", "0.0.0.0"))
+        ),
         port=port,
         interval=_number("--interval", pick(args.interval, "interval", DEFAULT_INTERVAL), float, 0),
         lookback_hours=_number(

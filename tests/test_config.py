@@ -142,3 +142,51 @@ def test_bad_yaml_content_names_the_setting(tmp_path: Path, text: str, message: 
     with pytest.raises(ConfigError, match=r".*") as info:
         load_settings(["--config", str(config)], {})
     assert message in str(info.value)
+
+
+def yaml_file(tmp_path: Path, text: str | bytes, name: str = "ws.yaml") -> str:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("make_args", "names"),
+    [
+        (lambda p: ["--interval", "nan"], "--interval: expected a finite number"),
+        (lambda p: ["--interval", "inf"], "--interval: expected a finite number"),
+        (lambda p: ["--lookback-hours=-inf"], "--lookback-hours"),
+        (lambda p: ["--config", "/dev/zero"], "larger than 1 MiB"),
+        (lambda p: ["--config", yaml_file(p, b"\xff\xfe\x00binary")], "not UTF-8 text"),
+        (lambda p: ["--config", yaml_file(p, WS + "interval: .nan\n")], "--interval"),
+        (lambda p: ["--config", yaml_file(p, WS + "port: [1]\n")], "--port"),
+        (lambda p: ["--config", yaml_file(p, WS + "state_file: 5\n")], "--state-file"),
+        (lambda p: ["--config", yaml_file(p, WS + "log_level: {a: 1}\n")], "log_level"),
+        (
+            lambda p: ["--config", yaml_file(p, WS + "    token_env: [1]\n")],
+            "workspaces[0].token_env: expected text",
+        ),
+        (
+            lambda p: ["--config", yaml_file(p, WS + "    client_id: 12\n")],
+            "workspaces[0].client_id: expected text",
+        ),
+        (
+            lambda p: [
+                "--config",
+                yaml_file(p, "workspaces:\n  - name: a\n    host: https://a.b:99999\n"),
+            ],
+            "workspaces[0].host: not a URL",
+        ),
+        (lambda p: ["--state-file", str(p)], "is a directory"),
+        (lambda p: ["--state-file", "/etc/hostname/state.json"], "does not exist"),
+    ],
+)
+def test_every_bad_value_of_any_type_is_one_line_and_exit_2(tmp_path: Path, make_args, names):
+    result = run_cli(*make_args(tmp_path), env={"DATABRICKS_HOST": HOST})
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and names in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
