@@ -57,6 +57,7 @@ def start_simulator(settings: Settings) -> tuple[Settings, object]:
         repair_rate=0.5,
         repair_delay_seconds=300,
         pool_error_rate=0.2,
+        align_origin_seconds=86_400,  # restarts within a UTC day replay the same runs
     )
     sim = SimServer(SimWorkspace(demo)).start()
     ws = replace(settings.workspaces[0], host=sim.url, token=sim.token)

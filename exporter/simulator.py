@@ -128,6 +128,9 @@ class SimConfig:
     repair_seconds: float = 180.0  # a repair starts clusters again: minutes
     queue_rate: float = 0.2  # runs that spend their first 10% queued (queue_duration)
     pool_error_rate: float = 0.0  # pool-minutes with instances that failed to start
+    # > 0: the history starts at a multiple of this many seconds, so a simulator restarted
+    # within that span replays the same runs (make demo with --state-file restores).
+    align_origin_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -326,6 +329,9 @@ class SimWorkspace:
         self.config = config or SimConfig()
         self.clock = clock or SimClock()
         self.origin_ms = self.clock.now_ms() - int(self.config.history_hours * 3600 * 1000)
+        if self.config.align_origin_seconds > 0:
+            align = int(self.config.align_origin_seconds * 1000)
+            self.origin_ms -= self.origin_ms % align
         self.stop_ms: int | None = None
         self.jobs = [self._make_job(j) for j in range(self.config.jobs)]
         repair_span = int(self.config.repair_delay_seconds * 1000) if self.config.repair_rate else 0

@@ -9,16 +9,27 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import shutil
 import tempfile
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from exporter.health import Histogram
-from exporter.state import OTHER_JOB, RUN_DURATION_BUCKETS, Attempt, Run, RunLedger, TaskResult
+from exporter.state import (
+    OTHER_JOB,
+    RUN_DURATION_BUCKETS,
+    Attempt,
+    Run,
+    RunLedger,
+    TaskResult,
+    normalise_run_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +37,75 @@ FORMAT = "databricks-jobs-exporter/state/v2"
 FORMATS = ("databricks-jobs-exporter/state/v1", FORMAT)  # v1: before repairs and one-time runs
 
 
+def _int(value: Any, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} is not an integer >= {minimum}: {str(value)[:40]!r}")
+    return value
+
+
+def _float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{what} is not a finite number: {str(value)[:40]!r}")
+    return float(value)
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{what} is not text: {str(value)[:40]!r}")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{what} is not a list")
+    return value
+
+
+def _run_id(value: Any, what: str) -> int | str:
+    run_id = normalise_run_id(value)
+    if run_id is None:
+        raise ValueError(f"{what} is not a run id: {str(value)[:40]!r}")
+    return run_id
+
+
+_RUN_TYPES: dict[str, Any] = {
+    "job_id": _str,
+    "job_name": _str,
+    "life_cycle_state": _str,
+    "result_state": _str,
+    "start_ms": _int,
+    "end_ms": _int,
+    "duration_seconds": _float,
+    "run_page_url": _str,
+    "run_type": _str,
+    "trigger": _str,
+    "queue_ms": _int,
+}
+_RUN_FLAGS = ("end_reported", "more_tasks", "reopened", "inherited", "paused")
+
+
 def _hists(hists: dict[Any, Histogram]) -> list[list[Any]]:
     return [[*key, list(h.bounds), h.counts, h.total, h.count] for key, h in hists.items()]
 
 
-def _restore_hists(rows: list[list[Any]], key_len: int) -> dict[Any, Histogram]:
+def _restore_hists(rows: Any, key_len: int) -> dict[Any, Histogram]:
     out = {}
-    for row in rows:
-        key, rest = tuple(str(k) for k in row[:key_len]), row[key_len:]
+    for row in _list(rows, "histograms"):
+        row = _list(row, "histogram")
+        key = tuple(_str(k, "histogram label") for k in row[:key_len])
+        rest = row[key_len:]
         if len(rest) == 3:  # v1: no bounds saved, the buckets of that version
-            rest = [RUN_DURATION_BUCKETS, *rest]
-        bounds, counts, total, count = rest
-        bounds = tuple(float(b) for b in bounds)
-        if len(counts) != len(bounds):
-            raise ValueError(f"histogram of {key} has {len(counts)} counts for {len(bounds)}")
-        out[key] = Histogram(bounds, [int(c) for c in counts], float(total), int(count))
+            rest = [list(RUN_DURATION_BUCKETS), *rest]
+        if len(rest) != 4:
+            raise ValueError(f"histogram of {key} has {len(rest)} parts, not 4")
+        bounds = tuple(_float(b, "bucket bound") for b in _list(rest[0], "bounds"))
+        counts = [_int(c, "bucket count") for c in _list(rest[1], "counts")]
+        if not bounds or len(counts) != len(bounds) or list(bounds) != sorted(set(bounds)):
+            raise ValueError(f"histogram of {key}: {len(counts)} counts for {len(bounds)} bounds")
+        count = _int(rest[3], "histogram count")
+        if counts != sorted(counts) or counts[-1] > count:
+            raise ValueError(f"histogram of {key} is not cumulative")
+        out[key] = Histogram(bounds, counts, _float(rest[2], "histogram sum"), count)
     return out
 
 
@@ -66,44 +131,92 @@ def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
 
 
 def _attempt(data: Any) -> Attempt | None:
-    return Attempt(int(data["end_ms"]), str(data["result_state"])) if data else None
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError("a repair history item is not an object")
+    return Attempt(_int(data.get("end_ms"), "end_ms"), _str(data.get("result_state"), "result"))
 
 
-def _run(data: dict[str, Any]) -> Run:
-    data = dict(data)
-    tasks = tuple(TaskResult(**t) for t in data.pop("tasks", ()))
-    original = _attempt(data.pop("original", None))
-    repairs = tuple(a for a in map(_attempt, data.pop("repairs", ())) if a is not None)
-    return Run(**data, tasks=tasks, original=original, repairs=repairs)
+def _run(data: Any) -> Run:
+    """A Run from its saved form, every field checked (a wrong type would break /metrics)."""
+    if not isinstance(data, dict):
+        raise ValueError("a saved run is not an object")
+    fields: dict[str, Any] = {"run_id": _run_id(data.get("run_id"), "run_id")}
+    for key, check in _RUN_TYPES.items():
+        if key in data:
+            fields[key] = check(data[key], key)
+        elif key not in ("run_type", "trigger", "queue_ms"):  # v1 runs lack those
+            raise ValueError(f"a saved run lacks {key}")
+    for flag in _RUN_FLAGS:
+        if flag in data:
+            if not isinstance(data[flag], bool):
+                raise ValueError(f"{flag} is not true/false")
+            fields[flag] = data[flag]
+    tasks = []
+    for task in _list(data.get("tasks", []), "tasks"):
+        if not isinstance(task, dict):
+            raise ValueError("a saved task is not an object")
+        tasks.append(
+            TaskResult(_str(task.get("task_key"), "task_key"), _str(task.get("result_state"), "r"))
+        )
+    repairs = [_attempt(a) for a in _list(data.get("repairs", []), "repairs")]
+    return Run(
+        **fields,
+        tasks=tuple(tasks),
+        original=_attempt(data.get("original")),
+        repairs=tuple(a for a in repairs if a is not None),
+    )
 
 
-def _counter(rows: list[list[Any]], key_len: int) -> Counter[Any]:
-    return Counter({tuple(str(k) for k in row[:key_len]): int(row[key_len]) for row in rows})
+def _counter(rows: Any, key_len: int) -> Counter[Any]:
+    out: Counter[Any] = Counter()
+    for row in _list(rows, "counter"):
+        row = _list(row, "counter row")
+        if len(row) != key_len + 1:
+            raise ValueError(f"a counter row has {len(row)} items, not {key_len + 1}")
+        out[tuple(_str(k, "label") for k in row[:key_len])] = _int(row[key_len], "count")
+    return out
 
 
 def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
-    """A ledger from a v2 entry, or from a v1 entry (which lacks the newer parts)."""
+    """A ledger from a v2 entry, or from a v1 entry (which lacks the newer parts).
+
+    Every field's type is checked: ValueError (or KeyError for a missing part) otherwise.
+    """
     ledger = RunLedger(
-        baseline_ms=int(data["baseline_ms"]),
-        watermark_ms=int(data["watermark_ms"]),
-        overlap_ms=int(data["overlap_ms"]),
+        baseline_ms=_int(data["baseline_ms"], "baseline_ms"),
+        watermark_ms=_int(data["watermark_ms"], "watermark_ms"),
+        overlap_ms=_int(data["overlap_ms"], "overlap_ms"),
     )
-    ledger.seen = {
-        row[0]: (int(row[1]), int(row[2]) if len(row) > 2 else 0) for row in data["seen"]
-    }
-    ledger.active = {run.run_id: run for run in map(_run, data["active"])}
+    for row in _list(data["seen"], "seen"):
+        row = _list(row, "seen row")
+        if len(row) not in (2, 3):
+            raise ValueError("a seen row has the wrong length")
+        end = _int(row[2], "seen end") if len(row) == 3 else 0
+        ledger.seen[_run_id(row[0], "seen run_id")] = (_int(row[1], "seen start"), end)
+    ledger.active = {run.run_id: run for run in map(_run, _list(data["active"], "active"))}
     ledger.runs_total = _counter(data["runs_total"], 3)
     ledger.tasks_total = _counter(data["tasks_total"], 4)
     ledger.durations = _restore_hists(data["durations"], 2)
-    ledger.last_runs = {run.job_id: run for run in map(_run, data["last_runs"])}
-    ledger.last_success_ms = {k: int(v) for k, v in data["last_success_ms"].items()}
+    ledger.last_runs = {run.job_id: run for run in map(_run, _list(data["last_runs"], "last"))}
+    success = data["last_success_ms"]
+    if not isinstance(success, dict):
+        raise ValueError("last_success_ms is not an object")
+    ledger.last_success_ms = {
+        _str(k, "job_id"): _int(v, "last success") for k, v in success.items()
+    }
     ledger.repairs_total = _counter(data.get("repairs_total", []), 3)
     ledger.one_time_total = _counter(data.get("one_time_total", []), 3)
     ledger.one_time_durations = _restore_hists(data.get("one_time_durations", []), 2)
-    ledger.known_one_time_names = {str(n) for n in data.get("one_time_names", [])}
-    ledger.vanished_runs = int(data.get("vanished_runs", 0))
+    names = _list(data.get("one_time_names", []), "one_time_names")
+    ledger.known_one_time_names = {_str(n, "one-time name") for n in names}
+    ledger.vanished_runs = _int(data.get("vanished_runs", 0), "vanished_runs")
+    skipped = data.get("skipped_runs", {})
+    if not isinstance(skipped, dict):
+        raise ValueError("skipped_runs is not an object")
     ledger.skipped_runs = Counter(
-        {str(k): int(v) for k, v in dict(data.get("skipped_runs", {})).items()}
+        {_str(k, "reason"): _int(v, "skipped") for k, v in skipped.items()}
     )
     ledger.fresh = False
     ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
@@ -117,6 +230,7 @@ class StateFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._kept_aside: Path | None = None
         self._workspaces: dict[str, dict[str, Any]] = {}
         self._loaded = self._load()
 
@@ -127,22 +241,44 @@ class StateFile:
             log.info("state file %s does not exist yet; starting a fresh baseline", self.path)
             return {}
         except (OSError, ValueError) as exc:
-            log.warning(
-                "state file %s is unreadable (%s); starting a fresh baseline", self.path, exc
-            )
+            self._keep_aside(f"is unreadable ({str(exc)[:120]})")
             return {}
         if not isinstance(doc, dict) or doc.get("format") not in FORMATS:
-            log.warning(
-                "state file %s is not an exporter state file; starting a fresh baseline", self.path
-            )
+            self._keep_aside("is not an exporter state file")
             return {}
         workspaces = doc.get("workspaces")
-        return workspaces if isinstance(workspaces, dict) else {}
+        if not isinstance(workspaces, dict):
+            self._keep_aside("has no workspaces")
+            return {}
+        return workspaces
+
+    def _keep_aside(self, why: str) -> None:
+        """Copy an unusable file to <file>.corrupt-<time> before it is ever overwritten."""
+        if self._kept_aside is not None:
+            log.warning("state file %s %s; fresh baseline (copy kept)", self.path, why)
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            shutil.copy2(self.path, aside)
+        except OSError as exc:
+            log.warning(
+                "state file %s %s, and no copy could be kept (%s); fresh baseline",
+                self.path,
+                why,
+                exc,
+            )
+            return
+        self._kept_aside = aside
+        log.warning("state file %s %s; kept as %s, fresh baseline", self.path, why, aside)
 
     def restore(self, workspace: str, host: str) -> RunLedger | None:
         """The persisted ledger of a workspace, or None (with a warning when it is unusable)."""
         entry = self._loaded.get(workspace)
         if entry is None:
+            return None
+        if not isinstance(entry, dict):
+            self._keep_aside(f"has a damaged entry for workspace {workspace}")
             return None
         if entry.get("host") != host:
             log.warning(
@@ -152,9 +288,7 @@ class StateFile:
         try:
             ledger = ledger_from_dict(dict(entry["ledger"]))
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning(
-                "state file: workspace %s has a damaged entry (%s); fresh baseline", workspace, exc
-            )
+            self._keep_aside(f"has a damaged entry for workspace {workspace} ({str(exc)[:120]})")
             return None
         log.info(
             "workspace %s: restored %d counted runs from %s",
@@ -170,14 +304,15 @@ class StateFile:
             self._workspaces[workspace] = entry
             doc = {"format": FORMAT, "workspaces": {**self._loaded, **self._workspaces}}
             data = json.dumps(doc, separators=(",", ":")).encode()
-            directory = self.path.parent
+            target = self.path.resolve()  # a symlink stays a symlink: its target is rewritten
+            directory = target.parent
             fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
                     f.flush()
                     os.fsync(f.fileno())
-                os.replace(tmp, self.path)
+                os.replace(tmp, target)
                 dir_fd = os.open(directory, os.O_RDONLY)
                 try:
                     os.fsync(dir_fd)

@@ -43,10 +43,11 @@ class Workspace:
             max_pages=settings.max_pages,
             max_requests_per_second=settings.max_requests_per_second,
         )
-        self.host = config.host
+        # What the state file is keyed by: the simulator's port changes at every start.
+        self.host = "simulated" if settings.simulate else config.host
         self.state_file = state_file
         now_ms = int(clock() * 1000)
-        restored = state_file.restore(config.name, config.host) if state_file else None
+        restored = state_file.restore(config.name, self.host) if state_file else None
         ledger = restored or RunLedger.starting_at(
             now_ms,
             lookback_ms=int(settings.lookback_hours * 3600 * 1000),

@@ -273,6 +273,8 @@ def test_corrupt_state_file_gives_a_warning_and_a_fresh_baseline(make_sim, expor
     proc = exporter(["--interval", "1", "--state-file", str(state)], sim_env(server))
     proc.wait_ready()
     assert "unreadable" in proc.output() and "fresh baseline" in proc.output()
+    (kept,) = tmp_path.glob("state.json.corrupt-*")  # the damaged file is kept, not lost
+    assert kept.read_text().startswith('{"format"')
     wait_for(lambda: state.exists() and state.read_text().endswith("}"), 10, "a fresh state file")
     assert proc.proc.poll() is None
 
@@ -298,3 +300,16 @@ def test_fifty_parallel_scrapes_during_collections_get_complete_output(make_sim,
         # Series come and go with the data (active runs), but no scrape misses a family that
         # is always present, and none is cut short.
         assert {n for n in reference if "active" not in n} <= families
+
+
+def test_simulate_with_a_state_file_restores_after_a_restart(exporter, tmp_path):
+    state = tmp_path / "state.json"
+    first = exporter(["--simulate", "--interval", "1", "--state-file", str(state)])
+    first.wait_ready(60)
+    wait_for(state.exists, 20, "the state file")
+    base = baseline_ms(first)
+    first.stop(signal.SIGKILL)
+    second = exporter(["--simulate", "--interval", "1", "--state-file", str(state)])
+    second.wait_ready(60)
+    assert baseline_ms(second) == base
+    assert "restored" in second.output()
