@@ -195,6 +195,10 @@ def _sdk_logger(target: SlackTarget) -> logging.Logger:
         redactor = RedactingFilter()
         logger.addFilter(redactor)
     redactor.add(*target.secrets)
+    own = next((f for f in log.filters if isinstance(f, RedactingFilter)), None)
+    if own is None:
+        log.addFilter(RedactingFilter.instance())
+    RedactingFilter.instance(target.secrets)
     return logger
 
 
@@ -220,11 +224,14 @@ def send(
             response = webhook.send_dict(dict(message))
             if response.status_code == 200:
                 return True
+            body = " ".join(str(response.body or "").split())
             log.warning(
                 "Slack alert not delivered (%s): HTTP %s %s",
                 target.source,
                 response.status_code,
-                str(response.body or "")[:200],
+                # Redact before cutting: a cut secret no longer matches, and proxies echo the
+                # webhook's secret path in their error pages.
+                RedactingFilter.instance(target.secrets).redact(body)[:200],
             )
             return False
         from slack_sdk import WebClient

@@ -27,6 +27,7 @@ from urllib3.util.retry import Retry
 
 from exporter.auth import AuthError, DatabricksAuth
 from exporter.health import WorkspaceHealth
+from exporter.redact import redact
 from exporter.state import normalise_run_id
 
 log = logging.getLogger(__name__)
@@ -305,7 +306,7 @@ class DatabricksClient:
         if response.status_code >= 400:
             code = body.get("error_code") if isinstance(body, dict) else None
             message = body.get("message") if isinstance(body, dict) else None
-            detail = f"{code}: {message}" if code or message else _snippet(response)
+            detail = redact(f"{code}: {message}") if code or message else _snippet(response)
             hint = _hint(response.status_code)
             raise ApiError(f"{where} {detail}{hint}", status=response.status_code, error_code=code)
         if not isinstance(body, dict):
@@ -435,7 +436,8 @@ def _wire(params: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _snippet(response: requests.Response, limit: int = 120) -> str:
-    text = " ".join((response.text or "").split())
+    # Redact before cutting: a secret cut in half would no longer match the redactor.
+    text = redact(" ".join((response.text or "").split()))
     return (text[:limit] + "...") if len(text) > limit else (text or "empty body")
 
 

@@ -8,7 +8,26 @@ import threading
 from collections.abc import Iterable
 
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+# Secrets whose shape is known wherever they come from: Slack tokens, Slack webhook paths,
+# Databricks personal access tokens.
+_SHAPES_RE = re.compile(
+    r"xox[abeprs]-[A-Za-z0-9-]{8,}"
+    r"|(?<=/services/)[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/[A-Za-z0-9_-]{8,}"
+    r"|dapi[0-9a-f]{32}(?:-\d+)?"
+)
 _MASK = "***"
+
+
+def secret_forms(value: str) -> list[str]:
+    """A secret and the forms it can be echoed in: a URL's path and its quoted forms too."""
+    from urllib.parse import quote, urlsplit
+
+    forms = {value, quote(value, safe=""), quote(value)}
+    if "://" in value:
+        path = urlsplit(value).path
+        if len(path) > 1:
+            forms |= {path, quote(path, safe=""), path.lstrip("/")}
+    return sorted((f for f in forms if f), key=len, reverse=True)
 
 
 class RedactingFilter(logging.Filter):
@@ -34,15 +53,16 @@ class RedactingFilter(logging.Filter):
         return cls._instance
 
     def add(self, *secrets: str) -> None:
-        new = {s for s in secrets if s and len(s) >= 4}
+        new = {form for s in secrets if s for form in secret_forms(s) if len(form) >= 4}
         if new - self._secrets:
             with self._lock:
                 self._secrets = self._secrets | new
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in sorted(self._secrets, key=len, reverse=True):  # a URL before its path
             if secret in text:
                 text = text.replace(secret, _MASK)
+        text = _SHAPES_RE.sub(_MASK, text)
         return _BEARER_RE.sub(r"\1" + _MASK, text)
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -18,6 +18,7 @@ class FakeSlack:
         self.messages: list[dict[str, Any]] = []  # accepted posts
         self.attempts = 0
         self.faults: list[tuple[int, dict[str, str], float]] = []  # (status, headers, delay)
+        self.echo_path = False  # fail with a body that echoes the request path, as proxies do
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
@@ -69,12 +70,10 @@ class FakeSlack:
                 if fault is not None:
                     status, headers, delay = fault
                     time.sleep(delay)
-                    self._reply(
-                        status,
-                        b'{"ok": false, "error": "ratelimited"}',
-                        "application/json",
-                        headers,
-                    )
+                    body = b'{"ok": false, "error": "ratelimited"}'
+                    if slack.echo_path:
+                        body = f"<html>403 Forbidden: POST {self.path} denied</html>".encode()
+                    self._reply(status, body, "application/json", headers)
                     return
                 if self.path == WEBHOOK_PATH:
                     slack.messages.append({"via": "webhook", **json.loads(raw)})

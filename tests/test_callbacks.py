@@ -7,9 +7,10 @@ import logging
 import time
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import quote
 
 import pytest
-from fake_slack import BOT_TOKEN, FakeSlack
+from fake_slack import BOT_TOKEN, WEBHOOK_PATH, FakeSlack
 
 from airflow_callbacks import notify, slack_failure_callback, slack_recovery_callback
 from airflow_callbacks.context import task_facts
@@ -220,6 +221,22 @@ def test_no_secret_in_logs_at_debug(slack, monkeypatch, caplog):
     assert notify(context()) is True
     assert "Sending a request" in caplog.text  # slack-sdk's DEBUG logging really ran
     assert "XXXXSECRETXXXX" not in caplog.text and BOT_TOKEN not in caplog.text
+
+
+def test_a_webhook_error_page_echoing_the_secret_path_is_redacted_at_every_level(
+    slack, monkeypatch, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    slack.echo_path = True
+    slack.fail_next(403, count=3)
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    assert notify(context(FakeTI({("run_id", -1): 1}))) is False
+    lines = [r.getMessage() for r in caplog.records]
+    assert any("403" in line and "***" in line for line in lines), lines
+    path = WEBHOOK_PATH
+    for secret in (slack.webhook_url, path, path.lstrip("/"), quote(path, safe=""), "XXXXSECRET"):
+        leaked = [line for line in lines if secret in line]
+        assert not leaked, (secret, leaked)
 
 
 def test_no_target_configured_logs_how_to_configure(monkeypatch, caplog):

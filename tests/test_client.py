@@ -300,3 +300,13 @@ def test_a_trickling_response_is_cut_at_the_deadline(make_sim):
     assert server.stats.requests[POOLS_LIST] == 1
     assert 0 < server.trickled_bytes < 8  # ~2 bytes in the 1 s deadline, of ~100
     assert client.health.snapshot().requests == {(POOLS_LIST, "error"): 1}
+
+
+def test_an_error_body_is_redacted_before_it_is_cut(requests_mock: rm.Mocker):
+    token = "dapi0123456789abcdef0123456789abcdef"
+    # A proxy echoing the token in its error page, the token straddling the 120th character.
+    requests_mock.get(HOST + POOLS_LIST, status_code=502, text="x" * 112 + f"{token} z")
+    client = make_client(token=token, max_retries=0)
+    with pytest.raises(ApiError) as info:
+        client.list_pools()
+    assert token[:8] not in str(info.value) and "***" in str(info.value)
