@@ -36,6 +36,8 @@ RUNS_LIST = "/api/2.2/jobs/runs/list"
 RUNS_GET = "/api/2.2/jobs/runs/get"
 POOLS_LIST = "/api/2.0/instance-pools/list"
 RUNS_PAGE_LIMIT = 25  # the API refuses more
+# A page of 25 runs with 100 tasks each is a few MB; past this a response is not an API page.
+DEFAULT_MAX_RESPONSE_BYTES = 16 << 20
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 USER_AGENT = "databricks-jobs-exporter"
 # The messages the Databricks SDK recognises as "run not found" behind a 400.
@@ -209,11 +211,13 @@ class DatabricksClient:
         max_pages: int = 20_000,
         backoff_factor: float = 0.5,
         max_requests_per_second: float = 0.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         self.workspace = workspace
         self.host = host.rstrip("/")
         self.health = health
         self.max_pages = max_pages
+        self.max_response_bytes = max_response_bytes
         self.closed = False
         self._auth = auth
         self._limiter = (
@@ -272,8 +276,13 @@ class DatabricksClient:
         deadline = _LOCAL.deadline = RequestDeadline(self._timeout[1])
         try:
             response = self.session.get(
-                self.host + path, params=_wire(params), auth=self._auth, timeout=self._timeout
+                self.host + path,
+                params=_wire(params),
+                auth=self._auth,
+                timeout=self._timeout,
+                stream=True,  # the body is read here, within the deadline and the size cap
             )
+            self._read_capped(response, path, where)
         except AuthError as exc:
             raise ApiError(f"{where}: {exc}") from None
         except requests.exceptions.RequestException as exc:
@@ -295,6 +304,28 @@ class DatabricksClient:
             _LOCAL.deadline = None
         self.health.count_request(path, str(response.status_code))
         return response
+
+    def _read_capped(self, response: requests.Response, path: str, where: str) -> None:
+        """Read the (decoded) body, refusing one larger than max_response_bytes."""
+        declared = response.headers.get("Content-Length", "")
+        chunks, size = [], 0
+        if not (declared.isdigit() and int(declared) > self.max_response_bytes):
+            for chunk in response.iter_content(1 << 16):
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    break
+                chunks.append(chunk)
+        else:
+            size = int(declared)
+        if size > self.max_response_bytes:
+            response.close()
+            self.health.count_request(path, "error")
+            raise ApiError(
+                f"{where}: response larger than {self.max_response_bytes / 2**20:g} MiB; refused "
+                "(raise max_response_bytes if the workspace really sends that much)"
+            )
+        response._content = b"".join(chunks)  # what response.json() and .text read
+        response._content_consumed = True  # type: ignore[attr-defined]
 
     def _parse(self, path: str, response: requests.Response) -> dict[str, Any]:
         where = f"workspace {self.workspace}: GET {path} {response.status_code}"

@@ -26,6 +26,7 @@ DEFAULT_OVERLAP_SECONDS = 300.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_MAX_PAGES = 20_000
+DEFAULT_MAX_RESPONSE_BYTES = 16 << 20
 DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0  # per workspace; Databricks allows several times more
 DEFAULT_MAX_JOBS = 5000
 DEFAULT_MAX_ONE_TIME_RUN_NAMES = 1000
@@ -83,6 +84,7 @@ class Settings:
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     max_retries: int = DEFAULT_MAX_RETRIES
     max_pages: int = DEFAULT_MAX_PAGES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
     max_jobs: int = DEFAULT_MAX_JOBS
     max_one_time_run_names: int = DEFAULT_MAX_ONE_TIME_RUN_NAMES
@@ -263,6 +265,7 @@ _YAML_TOP_KEYS = {
     "timeout_seconds",
     "max_retries",
     "max_pages",
+    "max_response_bytes",
     "max_requests_per_second",
     "max_jobs",
     "max_one_time_run_names",
@@ -421,6 +424,12 @@ def load_settings(
             "max_retries", doc.get("max_retries", DEFAULT_MAX_RETRIES), int, 0, False
         ),
         max_pages=_number("max_pages", doc.get("max_pages", DEFAULT_MAX_PAGES), int, 0),
+        max_response_bytes=_number(
+            "max_response_bytes",
+            doc.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES),
+            int,
+            1023,
+        ),
         max_requests_per_second=_number(
             "--max-requests-per-second",
             pick(

@@ -42,6 +42,7 @@ class Workspace:
             max_retries=settings.max_retries,
             max_pages=settings.max_pages,
             max_requests_per_second=settings.max_requests_per_second,
+            max_response_bytes=settings.max_response_bytes,
         )
         # What the state file is keyed by: the simulator's port changes at every start.
         self.host = "simulated" if settings.simulate else config.host

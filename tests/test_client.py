@@ -310,3 +310,14 @@ def test_an_error_body_is_redacted_before_it_is_cut(requests_mock: rm.Mocker):
     with pytest.raises(ApiError) as info:
         client.list_pools()
     assert token[:8] not in str(info.value) and "***" in str(info.value)
+
+
+def test_a_page_larger_than_the_cap_is_refused_with_a_clear_error(make_sim):
+    server = make_sim()
+    # ~20 MB of run objects in one page (the real API sends 25 runs a page).
+    server.extra_runs = [{"run_id": i, "run_name": "x" * 300} for i in range(60_000)]
+    client = make_client(server.url, server.token, max_retries=0)
+    with pytest.raises(ApiError, match=r"runs/list: response larger than 16 MiB; refused"):
+        client.list_runs(completed_only=True)
+    small = make_client(server.url, server.token, max_response_bytes=64 << 20)
+    assert len(small.list_runs(completed_only=True)) > 60_000  # under the cap it is read
