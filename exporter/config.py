@@ -30,6 +30,7 @@ DEFAULT_MAX_RESPONSE_BYTES = 16 << 20
 DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0  # per workspace; Databricks allows several times more
 DEFAULT_MAX_JOBS = 5000
 DEFAULT_MAX_ONE_TIME_RUN_NAMES = 1000
+DEFAULT_MAX_SERIES = 250_000
 SIMULATED_WORKSPACE = "simulated"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -88,6 +89,7 @@ class Settings:
     max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND
     max_jobs: int = DEFAULT_MAX_JOBS
     max_one_time_run_names: int = DEFAULT_MAX_ONE_TIME_RUN_NAMES
+    max_series: int = DEFAULT_MAX_SERIES
     run_name_patterns: tuple[str, ...] = ()
     state_file: Path | None = None
     simulate: bool = False
@@ -269,6 +271,7 @@ _YAML_TOP_KEYS = {
     "max_requests_per_second",
     "max_jobs",
     "max_one_time_run_names",
+    "max_series",
     "run_name_patterns",
     "state_file",
     "log_level",
@@ -448,6 +451,7 @@ def load_settings(
             0,
         ),
         run_name_patterns=_patterns(doc.get("run_name_patterns", [])),
+        max_series=_number("max_series", doc.get("max_series", DEFAULT_MAX_SERIES), int, 0),
         state_file=Path(state_file) if state_file else None,
         simulate=bool(args.simulate),
         log_level=log_level,

@@ -392,6 +392,11 @@ def baseline_family(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metri
         'Distinct one-time run names beyond their cap, reported together as run_name="__other__".',
         labels=["workspace"],
     )
+    folded_tasks = GaugeMetricFamily(
+        "databricks_exporter_task_keys_folded",
+        'Distinct (job, task_key) pairs beyond max_series, reported as task_key="__other__".',
+        labels=["workspace"],
+    )
     vanished = CounterMetricFamily(
         "databricks_exporter_runs_vanished",
         "Active runs that disappeared before they ended (job or run deleted); not counted.",
@@ -408,9 +413,11 @@ def baseline_family(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metri
         baseline.add_metric([ws], snap.baseline_ms / 1000.0)
         folded.add_metric([ws], snap.folded_jobs)
         folded_names.add_metric([ws], snap.folded_one_time_names)
+        folded_tasks.add_metric([ws], snap.folded_task_keys)
         vanished.add_metric([ws], snap.vanished_runs)
     yield baseline
     yield folded
     yield folded_names
+    yield folded_tasks
     yield vanished
     yield skipped

@@ -62,6 +62,13 @@ DEFAULT_RUN_NAME_PATTERNS = (
     r"\d{6,}",
 )
 MAX_ONE_TIME_NAMES = 1000
+# Series a workspace may add, estimated when a new job, task key or one-time name first shows
+# up (a job: its counters by result, 16 histogram series, last-run gauges; a task key: its
+# results); past max_series new ones fold into "__other__", so API data cannot blow up memory.
+MAX_SERIES = 250_000
+SERIES_PER_JOB = 40
+SERIES_PER_TASK_KEY = 3
+SERIES_PER_ONE_TIME_NAME = 24
 # end - start - queue beyond the run's own durations: it waited (for a repair). Erring low costs
 # one runs/get of a run that was active at startup, no more.
 PAUSE_MS = 1_000
@@ -325,6 +332,7 @@ class RunsSnapshot:
     folded_one_time_names: int = 0
     vanished_runs: int = 0
     skipped_runs: Mapping[str, int] = field(default_factory=dict)
+    folded_task_keys: int = 0
 
 
 def _compiled(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
@@ -357,6 +365,9 @@ class RunLedger:
     max_one_time_names: int = MAX_ONE_TIME_NAMES
     known_one_time_names: set[str] = field(default_factory=set)
     folded_one_time_names: set[str] = field(default_factory=set)
+    max_series: int = MAX_SERIES
+    known_task_keys: set[tuple[str, str]] = field(default_factory=set)  # (job_id, task_key)
+    folded_task_keys: set[tuple[str, str]] = field(default_factory=set)
     fresh: bool = True  # no cycle applied yet (a restored ledger is not fresh)
     run_name_patterns: tuple[re.Pattern[str], ...] = field(
         default_factory=lambda: _compiled(DEFAULT_RUN_NAME_PATTERNS)
@@ -415,13 +426,46 @@ class RunLedger:
         self._prune()
         return counted
 
+    @property
+    def series_budget_used(self) -> int:
+        """The series estimate of what has been admitted (jobs, task keys, one-time names)."""
+        return (
+            len(self.known_jobs) * SERIES_PER_JOB
+            + len(self.known_task_keys) * SERIES_PER_TASK_KEY
+            + len(self.known_one_time_names) * SERIES_PER_ONE_TIME_NAME
+        )
+
+    def _room_for(self, series: int, what: str) -> bool:
+        if self.series_budget_used + series <= self.max_series:
+            return True
+        if not (self.folded or self.folded_task_keys or self.folded_one_time_names):
+            log.warning(
+                "about %d series reached (max_series %d): further %s are reported as %r "
+                "(see databricks_exporter_*_folded)",
+                self.series_budget_used,
+                self.max_series,
+                what,
+                OTHER_JOB,
+            )
+        return False
+
+    def _task_key(self, job_id: str, task_key: str) -> str:
+        key = (job_id, task_key)
+        if key in self.known_task_keys:
+            return task_key
+        if self._room_for(SERIES_PER_TASK_KEY, "task keys"):
+            self.known_task_keys.add(key)
+            return task_key
+        self.folded_task_keys.add(key)
+        return OTHER_JOB
+
     def _keyed(self, run: Run) -> Run:
         """The run under the key it is reported by: its job (capped), or its one-time name."""
         if run.one_time:
             return replace(run, job_id="", job_name=self._one_time_name(run.job_name))
         if run.job_id in self.known_jobs:
             return run
-        if len(self.known_jobs) < self.max_jobs:
+        if len(self.known_jobs) < self.max_jobs and self._room_for(SERIES_PER_JOB, "jobs"):
             self.known_jobs.add(run.job_id)
             return run
         if run.job_id not in self.folded:
@@ -441,7 +485,9 @@ class RunLedger:
             name = pattern.sub("*", name)
         if name in self.known_one_time_names:
             return name
-        if len(self.known_one_time_names) < self.max_one_time_names:
+        if len(self.known_one_time_names) < self.max_one_time_names and self._room_for(
+            SERIES_PER_ONE_TIME_NAME, "one-time run names"
+        ):
             self.known_one_time_names.add(name)
             return name
         if not self.folded_one_time_names:
@@ -485,7 +531,8 @@ class RunLedger:
             self._count_repairs(run, after_ms=self.baseline_ms)
         self.runs_total[(run.job_id, run.job_name, result)] += 1
         for task in run.tasks:
-            self.tasks_total[(run.job_id, run.job_name, task.task_key, task.result_state)] += 1
+            task_key = self._task_key(run.job_id, task.task_key)
+            self.tasks_total[(run.job_id, run.job_name, task_key, task.result_state)] += 1
         self._observe(self.durations, run.job, run.duration_seconds)
         return 1
 
@@ -545,4 +592,5 @@ class RunLedger:
             folded_one_time_names=len(self.folded_one_time_names),
             vanished_runs=self.vanished_runs,
             skipped_runs=dict(self.skipped_runs),
+            folded_task_keys=len(self.folded_task_keys),
         )

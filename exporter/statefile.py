@@ -221,6 +221,8 @@ def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
     ledger.fresh = False
     ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
     ledger.known_jobs |= {job_id for job_id, _, _ in ledger.runs_total if job_id != OTHER_JOB}
+    ledger.known_task_keys = {(job_id, key) for job_id, _, key, _ in ledger.tasks_total}
+    ledger.known_task_keys.discard((OTHER_JOB, OTHER_JOB))
     return ledger
 
 

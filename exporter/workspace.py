@@ -56,6 +56,7 @@ class Workspace:
         )
         ledger.max_jobs = settings.max_jobs
         ledger.max_one_time_names = settings.max_one_time_run_names
+        ledger.max_series = settings.max_series
         ledger.set_run_name_patterns(settings.run_name_patterns)
         self.runs = RunsCollector(self.client, ledger, clock_ms=lambda: int(self.clock() * 1000))
         self.pools = PoolsCollector(self.client)

@@ -392,3 +392,19 @@ def test_one_run_is_one_run_whatever_type_its_id_has():
     as_float = parse_run({**raw_run(7, NOW + MIN, NOW + 2 * MIN), "run_id": 7.0}, NOW)
     assert as_text is not None and as_float is not None
     assert book.apply(NOW + 3 * MIN, [], [as_int, as_text, as_float]) == 1
+
+
+def test_series_beyond_max_series_fold_into_other_jobs_tasks_and_names(caplog):
+    book = ledger()
+    book.max_series = 40 + 3 * 10  # one job and ten of its task keys
+    tasks = [{"task_key": f"t{i}", "state": {"result_state": "SUCCESS"}} for i in range(50)]
+    wide = parse_run({**raw_run(1, NOW + MIN, NOW + 2 * MIN), "tasks": tasks}, NOW)
+    other = run(2, NOW + MIN, NOW + 2 * MIN, job_id=2)
+    assert wide is not None
+    book.apply(NOW + 3 * MIN, [], [wide, other])
+    keys = {key for (_, _, key, _) in book.tasks_total}
+    assert len(keys) == 11 and "__other__" in keys
+    assert book.tasks_total[("1", "job1", "__other__", "SUCCESS")] == 40
+    assert ("__other__", "__other__", "SUCCESS") in book.runs_total  # job 2 had no room
+    assert book.series_budget_used <= book.max_series
+    assert "max_series" in caplog.text
