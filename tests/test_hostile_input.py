@@ -1,7 +1,7 @@
 """Hostile input: arbitrary JSON where runs, pools and state files are expected.
 
 Whatever arrives, no exception escapes the parsers and the state-file reader, and what the
-exporter then serves is valid Prometheus exposition (promtool checks a sample too).
+exporter then serves parses back as Prometheus exposition.
 """
 
 from __future__ import annotations
