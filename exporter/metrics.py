@@ -376,48 +376,53 @@ def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Met
     yield from (success, last_success, duration, requests, retries, tokens)
 
 
-def baseline_family(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
-    baseline = GaugeMetricFamily(
+# Per-workspace figures of the runs ledger: (family type, name, help, value of a snapshot).
+LEDGER_FIGURES: list[tuple[type, str, str, Callable[[RunsSnapshot], float]]] = [
+    (
+        GaugeMetricFamily,
         "databricks_exporter_baseline_timestamp_seconds",
         "Runs that ended after this time (Unix seconds) are counted in databricks_job_runs_total.",
-        labels=["workspace"],
-    )
-    folded = GaugeMetricFamily(
+        lambda snap: snap.baseline_ms / 1000.0,
+    ),
+    (
+        GaugeMetricFamily,
         "databricks_exporter_jobs_folded",
         'Distinct jobs beyond max_jobs, reported together as job_id="__other__".',
-        labels=["workspace"],
-    )
-    folded_names = GaugeMetricFamily(
+        lambda snap: snap.folded_jobs,
+    ),
+    (
+        GaugeMetricFamily,
         "databricks_exporter_one_time_run_names_folded",
         'Distinct one-time run names beyond their cap, reported together as run_name="__other__".',
-        labels=["workspace"],
-    )
-    folded_tasks = GaugeMetricFamily(
+        lambda snap: snap.folded_one_time_names,
+    ),
+    (
+        GaugeMetricFamily,
         "databricks_exporter_task_keys_folded",
         'Distinct (job, task_key) pairs beyond max_series, reported as task_key="__other__".',
-        labels=["workspace"],
-    )
-    vanished = CounterMetricFamily(
+        lambda snap: snap.folded_task_keys,
+    ),
+    (
+        CounterMetricFamily,
         "databricks_exporter_runs_vanished",
         "Active runs that disappeared before they ended (job or run deleted); not counted.",
-        labels=["workspace"],
-    )
-    skipped = CounterMetricFamily(
+        lambda snap: snap.vanished_runs,
+    ),
+]
+
+
+def baseline_family(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
+    for kind, name, doc, value_of in LEDGER_FIGURES:
+        family = kind(name, doc, labels=["workspace"])
+        for ws, snap in views:
+            family.add_metric([ws], value_of(snap))
+        yield family
+    yield counters(
         "databricks_exporter_runs_skipped",
         "Run objects skipped because they cannot be trusted, by reason (each time one is listed).",
-        labels=["workspace", "reason"],
+        ["workspace", "reason"],
+        [
+            (ws, {(reason,): n for reason, n in sorted(snap.skipped_runs.items())})
+            for ws, snap in views
+        ],
     )
-    for ws, snap in views:
-        for reason, value in sorted(snap.skipped_runs.items()):
-            skipped.add_metric([ws, reason], value)
-        baseline.add_metric([ws], snap.baseline_ms / 1000.0)
-        folded.add_metric([ws], snap.folded_jobs)
-        folded_names.add_metric([ws], snap.folded_one_time_names)
-        folded_tasks.add_metric([ws], snap.folded_task_keys)
-        vanished.add_metric([ws], snap.vanished_runs)
-    yield baseline
-    yield folded
-    yield folded_names
-    yield folded_tasks
-    yield vanished
-    yield skipped
