@@ -67,13 +67,15 @@ class Daemon:
 
 @pytest.fixture
 def stack(tmp_path: Path, make_sim, exporter) -> Iterator[dict[str, Any]]:
+    # 20 ordinary jobs, most runs failing, some repaired: some job ends on a failure (each job's
+    # last run fails with p ~ 0.35, so all 20 succeed with p ~ 0.0002).
     sim = make_sim(
-        jobs=13,
-        fail_rate=0.6,
+        jobs=24,
+        fail_rate=0.9,
         one_time_jobs=3,
         continuous_jobs=1,
         continuous_run_seconds=3600,
-        repair_rate=0.5,
+        repair_rate=0.4,
         repair_delay_seconds=0.5,
         repair_seconds=0.5,
         pool_error_rate=1.0,
