@@ -14,6 +14,7 @@ from test_exporter_process import drain
 
 from exporter.auth import DatabricksAuth
 from exporter.client import RUNS_GET, DatabricksClient
+from exporter.collectors.pools import PoolsCollector
 from exporter.collectors.runs import RunsCollector
 from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
@@ -309,3 +310,18 @@ def test_malformed_runs_in_the_listing_are_skipped_and_counts_stay_exact(sims):
         "no_run_id",
     }
     assert "1" not in ledger.last_runs  # nothing of them reached a last-run gauge
+
+
+def test_pool_start_errors_are_counted_with_databricks_own_message(sims, caplog):
+    server, collector, clock = sims(pool_error_rate=1.0, pools=3)
+    pools = PoolsCollector(collector.client)
+    pools.collect()
+    minute = clock.now_ms() // 60_000
+    assert pools.snapshot is not None
+    for p, pool in enumerate(pools.snapshot):
+        errors = server.model.pool_errors(p, minute)
+        assert pool.pending_errors == len(errors) > 0
+        assert pool.pending_error_message.startswith("Azure error code: QuotaExceeded")
+    assert caplog.text.count("cannot start") == 3  # once per pool and message, not per cycle
+    pools.collect()
+    assert caplog.text.count("cannot start") == 3
