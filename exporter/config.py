@@ -219,7 +219,9 @@ def _workspace_from_env(env: Mapping[str, str]) -> WorkspaceConfig:
     host = validate_host("DATABRICKS_HOST", env.get("DATABRICKS_HOST"))
     name = env.get("DATABRICKS_WORKSPACE_NAME") or _default_name(host)
     return _workspace(
-        "DATABRICKS_WORKSPACE_NAME",
+        "DATABRICKS_WORKSPACE_NAME"
+        if env.get("DATABRICKS_WORKSPACE_NAME")
+        else "DATABRICKS_HOST (the workspace name comes from it; set DATABRICKS_WORKSPACE_NAME)",
         name=name,
         host=host,
         token=env.get("DATABRICKS_TOKEN"),

@@ -190,3 +190,11 @@ def test_every_bad_value_of_any_type_is_one_line_and_exit_2(tmp_path: Path, make
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and names in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_bad_derived_workspace_name_names_the_setting_the_user_gave():
+    # The name comes from the host when DATABRICKS_WORKSPACE_NAME is unset: name the host.
+    host = "https://adb-" + "1" * 70 + ".7.azuredatabricks.net"
+    result = run_cli(env={"DATABRICKS_HOST": host})
+    assert result.returncode == 2
+    assert result.stderr.startswith("databricks-exporter: configuration error: DATABRICKS_HOST")
