@@ -83,14 +83,14 @@ def schedule(
     )
     now = datetime.now(timezone.utc)
     for ws in workspaces:
-        for collector in ws.collectors:
+        for name in ws.collectors:
             scheduler.add_job(
                 collect_and_render,
                 "interval",
                 seconds=interval,
-                args=[ws, collector.name, exposition],
-                id=f"{ws.name}:{collector.name}",
-                name=f"{ws.name}:{collector.name}",
+                args=[ws, name, exposition],
+                id=f"{ws.name}:{name}",
+                name=f"{ws.name}:{name}",
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,

@@ -12,12 +12,14 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
+
+from exporter.collectors import COLLECTOR_NAMES
 
 DEFAULT_PORT = 9180
 DEFAULT_INTERVAL = 60.0
@@ -58,6 +60,7 @@ class WorkspaceConfig:
     azure_resource_id: str | None = None
     authority_host: str | None = None
     disable_instance_discovery: bool = False
+    collectors: tuple[str, ...] = ()  # enabled collectors of this workspace; () = the global ones
 
     def __repr__(self) -> str:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -92,6 +95,7 @@ class Settings:
     max_series: int = DEFAULT_MAX_SERIES
     run_name_patterns: tuple[str, ...] = ()
     state_file: Path | None = None
+    collectors: tuple[str, ...] = COLLECTOR_NAMES  # enabled for every workspace without its own
     simulate: bool = False
     log_level: str = "INFO"
 
@@ -125,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="serve a simulated workspace on loopback and use it"
     )
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (INFO)")
+    for name in COLLECTOR_NAMES:
+        p.add_argument(
+            f"--collector.{name}",
+            dest=f"collector_{name}",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help=f"collect {name} (on; --no-collector.{name} turns it off)",
+        )
     return p
 
 
@@ -245,11 +257,13 @@ def _workspace(setting: str, **kw: Any) -> WorkspaceConfig:
     }
     clean["name"] = name
     clean["disable_instance_discovery"] = bool(kw.get("disable_instance_discovery"))
+    clean["collectors"] = ()
     return WorkspaceConfig(**clean)
 
 
 _YAML_WORKSPACE_KEYS = {
     "name",
+    "collectors",
     "host",
     "token_env",
     "client_id",
@@ -261,6 +275,7 @@ _YAML_WORKSPACE_KEYS = {
 }
 _YAML_TOP_KEYS = {
     "workspaces",
+    "collectors",
     "listen_address",
     "port",
     "interval",
@@ -322,6 +337,32 @@ def _check_state_file(path: Path) -> None:
         raise ConfigError(f"--state-file: directory {target.parent} is not writable")
     if target.exists() and not os.access(target, os.R_OK):
         raise ConfigError(f"--state-file: {path} exists but is not readable")
+
+
+def _toggles(setting: str, raw: Any) -> dict[str, bool]:
+    """`collectors: {pools: false}`: which collectors a YAML level turns on or off."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(v, bool) for v in raw.values()):
+        raise ConfigError(f"{setting}: expected a mapping of collector names to true/false")
+    unknown = set(raw) - set(COLLECTOR_NAMES)
+    if unknown:
+        raise ConfigError(
+            f"{setting}: unknown collector(s) {', '.join(sorted(map(str, unknown)))} "
+            f"(known: {', '.join(COLLECTOR_NAMES)})"
+        )
+    return dict(raw)
+
+
+def _enabled(setting: str, *levels: dict[str, bool]) -> tuple[str, ...]:
+    """Collectors on after applying the levels in order (later levels win)."""
+    on = {name: True for name in COLLECTOR_NAMES}
+    for level in levels:
+        on.update(level)
+    enabled = tuple(name for name in COLLECTOR_NAMES if on[name])
+    if not enabled:
+        raise ConfigError(f"{setting}: every collector is turned off; nothing would be collected")
+    return enabled
 
 
 def _workspaces_from_yaml(doc: Mapping[str, Any], env: Mapping[str, str]) -> list[WorkspaceConfig]:
@@ -391,6 +432,30 @@ def load_settings(
         workspaces = _workspaces_from_yaml(doc, env)
     else:
         workspaces = [_workspace_from_env(env)]
+    # Collectors: the YAML's top level, then the command line, then each workspace's own.
+    flags = {
+        name: value
+        for name in COLLECTOR_NAMES
+        if (value := getattr(args, f"collector_{name}")) is not None
+    }
+    top = _toggles("collectors", doc.get("collectors"))
+    collectors = _enabled("--collector.*", top, flags)
+    items = doc.get("workspaces") if args.config and not args.simulate else None
+    if isinstance(items, list):
+        workspaces = [
+            replace(
+                ws,
+                collectors=_enabled(
+                    f"workspaces[{i}].collectors",
+                    top,
+                    flags,
+                    _toggles(f"workspaces[{i}].collectors", item.get("collectors")),
+                ),
+            )
+            if isinstance(item, dict) and item.get("collectors") is not None
+            else ws
+            for i, (ws, item) in enumerate(zip(workspaces, items, strict=True))
+        ]
 
     log_level = str(
         _text("log_level", pick(args.log_level, "log_level", env.get("LOG_LEVEL", "INFO")))
@@ -455,6 +520,7 @@ def load_settings(
         run_name_patterns=_patterns(doc.get("run_name_patterns", [])),
         max_series=_number("max_series", doc.get("max_series", DEFAULT_MAX_SERIES), int, 0),
         state_file=Path(state_file) if state_file else None,
+        collectors=collectors,
         simulate=bool(args.simulate),
         log_level=log_level,
     )

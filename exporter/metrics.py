@@ -49,7 +49,10 @@ class SnapshotCollector(Collector):
 
     def snapshots(self) -> tuple[tuple[RunsSnapshot | None, tuple[Pool, ...] | None], ...]:
         """What collect() renders; a different tuple (by identity) means different text."""
-        return tuple((ws.runs.snapshot, ws.pools.snapshot) for ws in self._workspaces)
+        return tuple(
+            (ws.runs.snapshot if ws.runs else None, ws.pools.snapshot if ws.pools else None)
+            for ws in self._workspaces
+        )
 
     def collect(
         self, snapshots: Sequence[tuple[RunsSnapshot | None, tuple[Pool, ...] | None]] | None = None
@@ -74,7 +77,12 @@ class LiveCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
         yield from active_age_family(
-            [(ws.name, ws.runs.snapshot) for ws in self._workspaces if ws.runs.snapshot], now
+            [
+                (ws.name, ws.runs.snapshot)
+                for ws in self._workspaces
+                if ws.runs and ws.runs.snapshot
+            ],
+            now,
         )
         yield from health_families([(ws.name, ws.health.snapshot()) for ws in self._workspaces])
 

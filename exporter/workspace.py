@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from exporter.auth import DatabricksAuth, describe
 from exporter.client import ApiError, DatabricksClient
+from exporter.collectors import Collector
 from exporter.collectors.pools import PoolsCollector
 from exporter.collectors.runs import RunsCollector
 from exporter.config import Settings, WorkspaceConfig
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class Workspace:
-    """A workspace's collectors and health; ``collect(name)`` is what the scheduler runs."""
+    """A workspace's enabled collectors and health; ``collect(name)`` is what the scheduler runs."""
 
     def __init__(
         self,
@@ -58,9 +59,17 @@ class Workspace:
         ledger.max_one_time_names = settings.max_one_time_run_names
         ledger.max_series = settings.max_series
         ledger.set_run_name_patterns(settings.run_name_patterns)
-        self.runs = RunsCollector(self.client, ledger, clock_ms=lambda: int(self.clock() * 1000))
-        self.pools = PoolsCollector(self.client)
-        self._succeeded: set[str] = set()
+        enabled = set(config.collectors or settings.collectors)
+        self.runs: RunsCollector | None = None
+        self.pools: PoolsCollector | None = None
+        if "runs" in enabled:
+            self.runs = RunsCollector(self.client, ledger, lambda: int(self.clock() * 1000))
+        if "pools" in enabled:
+            self.pools = PoolsCollector(self.client)
+        self.collectors: dict[str, Collector] = {
+            c.name: c for c in (self.runs, self.pools) if c is not None
+        }
+        self._attempted: set[str] = set()
         self._lock = threading.Lock()
         if config.token:
             log.warning(
@@ -72,23 +81,24 @@ class Workspace:
             log.info("workspace %s: authenticating with %s", self.name, describe(config))
 
     @property
-    def collectors(self) -> tuple[RunsCollector | PoolsCollector, ...]:
-        return (self.runs, self.pools)
-
-    @property
     def ready(self) -> bool:
-        """True once every collector has completed one collection."""
-        return self._succeeded >= {c.name for c in self.collectors}
+        """True once every enabled collector has attempted one collection, success or not.
+
+        Failures are metrics and alerts (collection_success, DatabricksExporterCollectionFailing),
+        never a reason to leave the scrape: a not-ready pod leaves the Service's endpoints.
+        """
+        with self._lock:
+            return self._attempted >= set(self.collectors)
 
     def collect(self, name: str) -> bool:
-        """Run one collector once; log and record failures, never raise."""
-        collector = self.runs if name == "runs" else self.pools
+        """Run one collector once; time it, log and record failures, never raise."""
+        collector = self.collectors[name]
         started = time.monotonic()
         ok = False
         try:
             count = collector.collect()
             ok = True
-            if name == "runs" and self.state_file is not None:
+            if collector is self.runs and self.state_file is not None:
                 self._save_state()
             log.debug("workspace %s: %s collection ok (%d)", self.name, name, count)
         except ApiError as exc:
@@ -97,13 +107,12 @@ class Workspace:
             log.exception("workspace %s: %s collection failed unexpectedly", self.name, name)
         duration = time.monotonic() - started
         self.health.record_collection(name, ok, duration, self.clock())
-        if ok:
-            with self._lock:
-                self._succeeded.add(name)
+        with self._lock:
+            self._attempted.add(name)
         return ok
 
     def _save_state(self) -> None:
-        assert self.state_file is not None
+        assert self.state_file is not None and self.runs is not None
         try:
             self.state_file.save(self.name, self.host, self.runs.ledger)
         except OSError as exc:

@@ -198,3 +198,36 @@ def test_a_bad_derived_workspace_name_names_the_setting_the_user_gave():
     result = run_cli(env={"DATABRICKS_HOST": host})
     assert result.returncode == 2
     assert result.stderr.startswith("databricks-exporter: configuration error: DATABRICKS_HOST")
+
+
+def test_collectors_are_toggled_globally_by_flag_and_per_workspace_in_yaml(tmp_path: Path):
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        "collectors: {pools: false}\n"
+        "workspaces:\n"
+        "  - name: a\n    host: https://a.b\n"
+        "  - name: b\n    host: https://c.d\n    collectors: {pools: true}\n"
+    )
+    settings = load_settings(["--config", str(config)], {})
+    assert settings.collectors == ("runs",)
+    assert [w.collectors for w in settings.workspaces] == [(), ("runs", "pools")]
+    flagged = load_settings(["--config", str(config), "--collector.pools"], {})
+    assert flagged.collectors == ("runs", "pools")
+    env = load_settings(["--no-collector.pools"], {"DATABRICKS_HOST": HOST})
+    assert env.collectors == ("runs",)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (WS + "collectors: {clusters: true}\n", "unknown collector(s) clusters"),
+        (WS + "collectors: {pools: maybe}\n", "collectors: expected a mapping"),
+        (WS + "collectors: {pools: false, runs: false}\n", "every collector is turned off"),
+    ],
+)
+def test_bad_collector_toggles_name_the_setting(tmp_path: Path, text: str, message: str):
+    config = tmp_path / "ws.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(["--config", str(config)], {})
+    assert message in str(info.value)

@@ -151,7 +151,8 @@ def test_rejected_token_reports_failure_and_keeps_serving(make_sim, exporter):
         for k, v in select(proc.samples(), "databricks_exporter_collection_success").items()
     }
     assert success == {"runs": 0.0, "pools": 0.0}
-    assert requests.get(proc.url + "/readyz", timeout=2).status_code == 503
+    # Ready all the same: failures are metrics and alerts, never a reason to stop the scrapes.
+    assert requests.get(proc.url + "/readyz", timeout=2).status_code == 200
     log = proc.output()
     assert "401 UNAUTHENTICATED" in log and "check the credentials" in log
     assert "Traceback" not in log
@@ -313,3 +314,28 @@ def test_simulate_with_a_state_file_restores_after_a_restart(exporter, tmp_path)
     second.wait_ready(60)
     assert baseline_ms(second) == base
     assert "restored" in second.output()
+
+
+def test_pools_forbidden_is_ready_serves_jobs_and_reports_pools_failing(make_sim, exporter):
+    server = make_sim()
+    server.add_faults(FaultRule(path_prefix="/api/2.0/instance-pools/", status=403, count=10**6))
+    proc = exporter(["--interval", "1"], sim_env(server))
+    proc.wait_ready()
+    wait_for(lambda: exported_runs(proc), 20, "job runs counted")
+    success = {
+        dict(k)["collector"]: v
+        for k, v in select(proc.samples(), "databricks_exporter_collection_success").items()
+    }
+    assert success == {"runs": 1.0, "pools": 0.0}
+    assert "403" in proc.output()
+
+
+def test_a_collector_turned_off_makes_no_calls_and_no_series(make_sim, exporter):
+    server = make_sim()
+    proc = exporter(["--interval", "1", "--no-collector.pools"], sim_env(server))
+    proc.wait_ready()
+    wait_for(lambda: exported_runs(proc), 20, "job runs counted")
+    text = proc.metrics_text()
+    assert "databricks_instance_pool_idle_instances{" not in text
+    assert 'collector="pools"' not in text
+    assert server.stats.requests["/api/2.0/instance-pools/list"] == 0
