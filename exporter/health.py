@@ -103,6 +103,3 @@ class HealthSnapshot:
     retries: dict[tuple[str, str], int]
     token_requests: int
     collectors: dict[str, CollectorHealth]
-
-    def requests_total(self) -> int:
-        return sum(self.requests.values())
