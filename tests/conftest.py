@@ -179,3 +179,63 @@ def exporter(tmp_path: Path) -> Iterator[Callable[..., ExporterProcess]]:
 
 def sim_env(server: SimServer, **extra: str) -> dict[str, str]:
     return {"DATABRICKS_HOST": server.url, "DATABRICKS_TOKEN": server.token, **extra}
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last value {last!r}")
+
+
+def exported_runs(proc: ExporterProcess) -> dict[tuple[str, str, str], float]:
+    series = select(proc.samples(), "databricks_job_runs_total")
+    return {
+        (d["job_id"], d["job_name"], d["result_state"]): v
+        for d, v in ((dict(k), v) for k, v in series.items())
+    }
+
+
+def exported_tasks(proc: ExporterProcess) -> dict[tuple[str, str, str, str], float]:
+    series = select(proc.samples(), "databricks_task_runs_total")
+    return {
+        (d["job_id"], d["job_name"], d["task_key"], d["result_state"]): v
+        for d, v in ((dict(k), v) for k, v in series.items())
+    }
+
+
+def baseline_ms(proc: ExporterProcess) -> int:
+    (value,) = select(proc.samples(), "databricks_exporter_baseline_timestamp_seconds").values()
+    return round(value * 1000)
+
+
+def truth(server: SimServer, after_ms: int) -> tuple[dict, dict]:
+    t = server.model.truth(after_ms)
+    runs = {(r["job_id"], r["job_name"], r["result_state"]): float(r["count"]) for r in t["runs"]}
+    tasks = {
+        (r["job_id"], r["job_name"], r["task_key"], r["result_state"]): float(r["count"])
+        for r in t["tasks"]
+    }
+    return runs, tasks
+
+
+def drain(server: SimServer) -> None:
+    """Stop new runs and wait until every started run has ended."""
+    requests.post(server.url + "/sim/stop", json={}, timeout=5).raise_for_status()
+    wait_for(lambda: server.model.active_count() == 0, 30, "simulated runs to finish")
+
+
+def assert_counts_match_truth(proc: ExporterProcess, server: SimServer) -> dict:
+    base = baseline_ms(proc)
+    want_runs, want_tasks = truth(server, base)
+    assert sum(want_runs.values()) >= 10, "the simulator should have ended runs during the test"
+    wait_for(lambda: exported_runs(proc) == want_runs, 20, "exported run counts to equal the truth")
+    assert exported_tasks(proc) == want_tasks
+    # A few more cycles must not count anything twice.
+    time.sleep(3)
+    assert exported_runs(proc) == want_runs
+    return want_runs

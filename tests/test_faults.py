@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import select
+from conftest import assert_counts_match_truth, drain, select, wait_for
 from fake_aad import SECRET, FakeAAD, exporter_env
-from test_exporter_process import assert_counts_match_truth, drain, wait_for
 
 from exporter.client import RateLimiter
 from exporter.simulator import FaultRule

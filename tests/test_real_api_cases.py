@@ -9,8 +9,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import select, sim_env
-from test_exporter_process import drain
+from conftest import drain, select, sim_env
 
 from exporter.auth import DatabricksAuth
 from exporter.client import RUNS_GET, DatabricksClient
