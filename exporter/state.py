@@ -524,7 +524,8 @@ class RunLedger:
         # with its original result, the repairs as repairs.
         result = run.original.result_state if run.original and run.repairs else run.result_state
         if run.one_time:
-            self.one_time_total[(*run.one_time_key, result)] += 1
+            key = (*run.one_time_key, result)
+            self.one_time_total[key] += 1
             self._observe(self.one_time_durations, run.one_time_key, run.duration_seconds)
             return 1
         if run.repairs:
