@@ -125,3 +125,30 @@ def test_startup_lookback_fills_last_run_of_every_job_without_counting():
         assert snap is not None and len(snap.last_runs) == 15
     finally:
         server.stop()
+
+
+def test_an_untrustworthy_runs_get_answer_falls_back_to_the_listing(requests_mock):
+    host = "https://adb-1.2.azuredatabricks.net"
+    now = 1_800_000_000_000
+    listed = {
+        "run_id": 7,
+        "job_id": 1,
+        "run_name": "wide",
+        "state": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS"},
+        "start_time": now + MIN,
+        "end_time": now + 2 * MIN,
+        "has_more": True,  # more than 100 tasks: runs/get is asked for the rest
+        "tasks": [{"task_key": "t0", "state": {"result_state": "SUCCESS"}}],
+    }
+    requests_mock.get(
+        host + RUNS_LIST,
+        [{"json": {"runs": [], "has_more": False}}, {"json": {"runs": [listed]}}],
+    )
+    requests_mock.get(host + RUNS_GET, json={"run_id": 7, "end_time": float("inf")})
+    health = WorkspaceHealth()
+    auth = DatabricksAuth(WorkspaceConfig(name="t", host=host, token="dapi-x-12345678"), health)
+    client = DatabricksClient("t", host, auth, health, backoff_factor=0.01)
+    collector = RunsCollector(client, RunLedger.starting_at(now, 0, 5 * MIN), lambda: now + 3 * MIN)
+    assert collector.collect() == 1
+    assert collector.ledger.runs_total == {("1", "wide", "SUCCESS"): 1}
+    assert collector.ledger.skipped_runs == {"non_finite": 1}

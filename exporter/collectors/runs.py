@@ -64,8 +64,7 @@ class RunsCollector:
             if raw is None:
                 vanished.append(run_id)
                 continue
-            parsed = self._parse([raw], cycle_start)
-            run = parsed[0] if parsed else None
+            run = self._parse_one(raw, cycle_start)
             if run is None:
                 still_active.append(self.ledger.active[run_id])  # untrustworthy now: ask again
             elif run.terminal:
@@ -76,7 +75,7 @@ class RunsCollector:
         for i, run in enumerate(terminal):
             if self.ledger.needs_details(run):
                 _, raw = self._get_run(run.run_id)
-                full = self._parse([raw], cycle_start)[0] if raw is not None else None
+                full = self._parse_one(raw, cycle_start) if raw is not None else None
                 if full is not None and full.terminal:
                     terminal[i] = full
         counted = self.ledger.apply(cycle_start, still_active, terminal, vanished)
@@ -106,6 +105,11 @@ class RunsCollector:
             log.warning("%s (run %s: kept, asked again next cycle)", exc, run_id)
             return False, None
         return True, raw
+
+    def _parse_one(self, raw: dict[str, Any], observed_ms: int) -> Run | None:
+        """One runs/get answer parsed, or None when it cannot be trusted (skipped, counted)."""
+        parsed = self._parse([raw], observed_ms)
+        return parsed[0] if parsed else None
 
     def _parse(self, raws: Iterable[dict[str, Any]], observed_ms: int) -> list[Run]:
         """Parsed runs; one that cannot be trusted is skipped and counted, never fatal."""
