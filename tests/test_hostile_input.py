@@ -113,8 +113,11 @@ def test_arbitrary_state_files_are_restored_or_refused_never_raised(tmp_path_fac
     }
     path.write_text(json.dumps(entry))
     ledger = StateFile(path).restore("w", "h")
+    kept = list(path.parent.glob("state.json.corrupt-*"))
+    # Either the entry is restored (and renders), or it is refused and kept aside: never both.
+    assert (ledger is not None) != bool(kept)
     if ledger is not None:
-        render(ledger, [])
+        assert render(ledger, []).startswith("# HELP")
 
 
 def test_damaged_state_files_are_kept_aside_and_the_exporter_starts_fresh(tmp_path):
