@@ -157,20 +157,22 @@ class RequestDeadline:
 _LOCAL = threading.local()  # the RequestDeadline of the request this thread is sending
 
 
-class _DeadlineConnection(HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        deadline = getattr(_LOCAL, "deadline", None)
-        if deadline is not None:
-            deadline.arm(self)  # every attempt, retries included, gets the whole budget
-        super().request(*args, **kwargs)
+class _ArmsDeadline:
+    """Mixin for urllib3 connections: each attempt (retries included) arms the whole budget."""
 
-
-class _DeadlineHTTPSConnection(HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         deadline = getattr(_LOCAL, "deadline", None)
         if deadline is not None:
             deadline.arm(self)
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+
+class _DeadlineConnection(_ArmsDeadline, HTTPConnection):
+    pass
+
+
+class _DeadlineHTTPSConnection(_ArmsDeadline, HTTPSConnection):
+    pass
 
 
 class _DeadlinePool(HTTPConnectionPool):

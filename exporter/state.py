@@ -229,15 +229,21 @@ def _str(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def run_duration_seconds(
-    raw: Mapping[str, Any], start_ms: int, end_ms: int, queue_ms: int = 0
-) -> float:
-    """run_duration, else setup+execution+cleanup, else end-start-queue (all ms in the API)."""
+def _reported_duration_ms(raw: Mapping[str, Any]) -> int:
+    """The run's own duration as the API reports it (0 when it does not)."""
     total = _int(raw.get("run_duration"))
     if total <= 0:
         total = sum(
             _int(raw.get(k)) for k in ("setup_duration", "execution_duration", "cleanup_duration")
         )
+    return total
+
+
+def run_duration_seconds(
+    raw: Mapping[str, Any], start_ms: int, end_ms: int, queue_ms: int = 0
+) -> float:
+    """run_duration, else setup+execution+cleanup, else end-start-queue (all ms in the API)."""
+    total = _reported_duration_ms(raw)
     if total <= 0 and end_ms > 0 and start_ms > 0:
         total = end_ms - start_ms - queue_ms
     return max(total, 0) / 1000.0
@@ -281,10 +287,7 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
         # The API sometimes reports a finished run with end_time 0: use what we know.
         end_ms = start_ms + int(duration * 1000) if duration > 0 and start_ms > 0 else observed_ms
     # A repaired run's end_time is its last repair's; its durations leave out the wait between.
-    reported_ms = max(
-        _int(raw.get("run_duration")),
-        sum(_int(raw.get(k)) for k in ("setup_duration", "execution_duration", "cleanup_duration")),
-    )
+    reported_ms = _reported_duration_ms(raw)
     paused = reported_ms <= 0 or end_ms - start_ms - queue_ms - reported_ms > PAUSE_MS
     tasks = tuple(
         TaskResult(_str(t.get("task_key")), result_state_of(t))

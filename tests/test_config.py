@@ -134,6 +134,9 @@ WS = "workspaces:\n  - name: a\n    host: https://a.b\n"
         (WS + "run_name_patterns: ['(unclosed']\n", "run_name_patterns[0]: not a regular"),
         (WS + "run_name_patterns: ['x*']\n", "run_name_patterns[0]: 'x*' matches the empty"),
         (WS + "max_one_time_run_names: 0\n", "max_one_time_run_names: must be > 0"),
+        (WS + "collectors: {clusters: true}\n", "unknown collector(s) clusters"),
+        (WS + "collectors: {pools: maybe}\n", "collectors: expected a mapping"),
+        (WS + "collectors: {pools: false, runs: false}\n", "every collector is turned off"),
     ],
 )
 def test_bad_yaml_content_names_the_setting(tmp_path: Path, text: str, message: str):
@@ -215,19 +218,3 @@ def test_collectors_are_toggled_globally_by_flag_and_per_workspace_in_yaml(tmp_p
     assert flagged.collectors == ("runs", "pools")
     env = load_settings(["--no-collector.pools"], {"DATABRICKS_HOST": HOST})
     assert env.collectors == ("runs",)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        (WS + "collectors: {clusters: true}\n", "unknown collector(s) clusters"),
-        (WS + "collectors: {pools: maybe}\n", "collectors: expected a mapping"),
-        (WS + "collectors: {pools: false, runs: false}\n", "every collector is turned off"),
-    ],
-)
-def test_bad_collector_toggles_name_the_setting(tmp_path: Path, text: str, message: str):
-    config = tmp_path / "ws.yaml"
-    config.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_settings(["--config", str(config)], {})
-    assert message in str(info.value)

@@ -12,17 +12,22 @@ from exporter.client import RateLimiter
 from exporter.simulator import FaultRule
 
 
+def start_tuned(exporter, server, tmp_path: Path, tuning: str):
+    """An exporter on the simulator through a YAML file with tuning settings, once ready."""
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        tuning + f"workspaces:\n  - name: ws\n    host: {server.url}\n    token_env: SIM_TOKEN\n"
+    )
+    proc = exporter(["--config", str(config), "--interval", "1"], {"SIM_TOKEN": server.token})
+    proc.wait_ready()
+    return proc
+
+
 def test_connection_resets_and_stalls_are_retried_and_counts_stay_exact(
     make_sim, exporter, tmp_path: Path
 ):
     server = make_sim()
-    config = tmp_path / "ws.yaml"
-    config.write_text(
-        "timeout_seconds: 1\n"
-        f"workspaces:\n  - name: faulty\n    host: {server.url}\n    token_env: SIM_TOKEN\n"
-    )
-    proc = exporter(["--config", str(config), "--interval", "1"], {"SIM_TOKEN": server.token})
-    proc.wait_ready()
+    proc = start_tuned(exporter, server, tmp_path, "timeout_seconds: 1\n")
     server.add_faults(
         FaultRule(path_prefix="/api/2.2/jobs/runs/list", body="reset", count=3),
         FaultRule(
@@ -95,13 +100,7 @@ def test_a_trickling_listing_reports_failure_then_counts_catch_up(
     make_sim, exporter, tmp_path: Path
 ):
     server = make_sim()
-    config = tmp_path / "ws.yaml"
-    config.write_text(
-        "timeout_seconds: 1\nmax_retries: 1\n"
-        f"workspaces:\n  - name: slow\n    host: {server.url}\n    token_env: SIM_TOKEN\n"
-    )
-    proc = exporter(["--config", str(config), "--interval", "1"], {"SIM_TOKEN": server.token})
-    proc.wait_ready()
+    proc = start_tuned(exporter, server, tmp_path, "timeout_seconds: 1\nmax_retries: 1\n")
     server.add_faults(
         FaultRule(path_prefix="/api/2.2/jobs/runs/list", body="trickle", delay=0.5, count=6)
     )
