@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -257,7 +257,7 @@ def _workspace(setting: str, **kw: Any) -> WorkspaceConfig:
     }
     clean["name"] = name
     clean["disable_instance_discovery"] = bool(kw.get("disable_instance_discovery"))
-    clean["collectors"] = ()
+    clean["collectors"] = tuple(kw.get("collectors") or ())
     return WorkspaceConfig(**clean)
 
 
@@ -365,7 +365,10 @@ def _enabled(setting: str, *levels: dict[str, bool]) -> tuple[str, ...]:
     return enabled
 
 
-def _workspaces_from_yaml(doc: Mapping[str, Any], env: Mapping[str, str]) -> list[WorkspaceConfig]:
+def _workspaces_from_yaml(
+    doc: Mapping[str, Any], env: Mapping[str, str], toggles: Sequence[dict[str, bool]]
+) -> list[WorkspaceConfig]:
+    """The YAML's workspaces; ``toggles`` are the collector levels a workspace's own overrides."""
     items = doc.get("workspaces")
     if not isinstance(items, list) or not items:
         raise ConfigError("--config: 'workspaces' must be a non-empty list")
@@ -403,6 +406,13 @@ def _workspaces_from_yaml(doc: Mapping[str, Any], env: Mapping[str, str]) -> lis
                         env.get("AZURE_DISABLE_INSTANCE_DISCOVERY", ""),
                     )
                 ),
+                collectors=()
+                if item.get("collectors") is None
+                else _enabled(
+                    f"{where}.collectors",
+                    *toggles,
+                    _toggles(f"{where}.collectors", item["collectors"]),
+                ),
                 **secrets,
             )
         )
@@ -424,14 +434,6 @@ def load_settings(
     def pick(flag: Any, key: str, default: Any) -> Any:
         return flag if flag is not None else doc.get(key, default)
 
-    if args.simulate:
-        workspaces: list[WorkspaceConfig] = [
-            WorkspaceConfig(name=SIMULATED_WORKSPACE, host="http://127.0.0.1")
-        ]
-    elif args.config:
-        workspaces = _workspaces_from_yaml(doc, env)
-    else:
-        workspaces = [_workspace_from_env(env)]
     # Collectors: the YAML's top level, then the command line, then each workspace's own.
     flags = {
         name: value
@@ -440,23 +442,14 @@ def load_settings(
     }
     top = _toggles("collectors", doc.get("collectors"))
     collectors = _enabled("--collector.*", top, flags)
-    items = doc.get("workspaces") if args.config and not args.simulate else None
-    if isinstance(items, list):
-        workspaces = [
-            replace(
-                ws,
-                collectors=_enabled(
-                    f"workspaces[{i}].collectors",
-                    top,
-                    flags,
-                    _toggles(f"workspaces[{i}].collectors", item.get("collectors")),
-                ),
-            )
-            if isinstance(item, dict) and item.get("collectors") is not None
-            else ws
-            for i, (ws, item) in enumerate(zip(workspaces, items, strict=True))
+    if args.simulate:
+        workspaces: list[WorkspaceConfig] = [
+            WorkspaceConfig(name=SIMULATED_WORKSPACE, host="http://127.0.0.1")
         ]
-
+    elif args.config:
+        workspaces = _workspaces_from_yaml(doc, env, (top, flags))
+    else:
+        workspaces = [_workspace_from_env(env)]
     log_level = str(
         _text("log_level", pick(args.log_level, "log_level", env.get("LOG_LEVEL", "INFO")))
     ).upper()

@@ -6,6 +6,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from urllib.parse import quote, urlsplit
 
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
 # Secrets whose shape is known wherever they come from: Slack tokens, Slack webhook paths,
@@ -20,8 +21,6 @@ _MASK = "***"
 
 def secret_forms(value: str) -> list[str]:
     """A secret and the forms it can be echoed in: a URL's path and its quoted forms too."""
-    from urllib.parse import quote, urlsplit
-
     forms = {value, quote(value, safe=""), quote(value)}
     if "://" in value:
         path = urlsplit(value).path
