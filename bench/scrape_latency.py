@@ -19,7 +19,7 @@ import requests
 from common import median, percentile
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-from exporter.collectors.pools import Pool
+from exporter.collectors.pools import Pool, PoolsSnapshot
 from exporter.exposition import Exposition
 from exporter.health import Histogram as PlainHistogram
 from exporter.health import WorkspaceHealth
@@ -73,9 +73,12 @@ def snapshot(jobs: int) -> RunsSnapshot:
     )
 
 
-def pools(n: int = 20) -> tuple[Pool, ...]:
-    return tuple(
-        Pool(f"p{i}", f"pool-{i}", "Standard_DS3_v2", "ACTIVE", 1, 2, 0, 0, 1, 10) for i in range(n)
+def pools(n: int = 20) -> PoolsSnapshot:
+    return PoolsSnapshot(
+        tuple(
+            Pool(f"p{i}", f"pool-{i}", "Standard_DS3_v2", "ACTIVE", 1, 2, 0, 0, 1, 10)
+            for i in range(n)
+        )
     )
 
 

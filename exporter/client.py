@@ -8,6 +8,7 @@ counts its own requests and retries in ``WorkspaceHealth`` and knows nothing els
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import logging
 import re
@@ -263,11 +264,17 @@ class DatabricksClient:
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """GET a JSON object; one retry with a fresh token after a 401."""
+        return self.get_dated(path, params)[0]
+
+    def get_dated(
+        self, path: str, params: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], int | None]:
+        """``get``, and when Databricks answered by its own clock (``Date``, ms; None if absent)."""
         response = self._send(path, params)
         if response.status_code == 401 and self._auth is not None:
             self._auth.invalidate()
             response = self._send(path, params)
-        return self._parse(path, response)
+        return self._parse(path, response), _date_ms(response.headers.get("Date"))
 
     def _send(self, path: str, params: dict[str, Any] | None) -> requests.Response:
         where = f"workspace {self.workspace}: GET {path}"
@@ -442,12 +449,30 @@ class DatabricksClient:
 
     def list_pools(self) -> list[dict[str, Any]]:
         """All instance pools (the API returns them in one response)."""
-        pools = self.get(POOLS_LIST).get("instance_pools") or []
+        return self.list_pools_dated()[0]
+
+    def list_pools_dated(self) -> tuple[list[dict[str, Any]], int | None]:
+        """``list_pools`` and the answer's ``Date`` in ms (None without a usable one)."""
+        body, date_ms = self.get_dated(POOLS_LIST)
+        pools = body.get("instance_pools") or []
         if not isinstance(pools, list):
             raise ApiError(
                 f"workspace {self.workspace}: GET {POOLS_LIST}: 'instance_pools' is not a list"
             )
-        return [p for p in pools if isinstance(p, dict)]
+        return [p for p in pools if isinstance(p, dict)], date_ms
+
+
+def _date_ms(value: str | None) -> int | None:
+    """An HTTP ``Date`` header in ms since the epoch; None when absent or not a date."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None or when.year < 2000:
+        return None
+    return int(when.timestamp() * 1000)
 
 
 def run_gone(exc: ApiError) -> bool:

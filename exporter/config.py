@@ -48,6 +48,15 @@ def _secret_repr(value: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class PriceTable:
+    """`prices:` in the YAML: VM prices per hour by node_type_id, in one named currency."""
+
+    currency: str
+    per_hour: Mapping[str, float] = field(hash=False)
+    source: str = ""  # where the figures come from, for the reader of the config
+
+
+@dataclass(frozen=True)
 class WorkspaceConfig:
     """One Databricks workspace and how to authenticate to it."""
 
@@ -61,6 +70,7 @@ class WorkspaceConfig:
     authority_host: str | None = None
     disable_instance_discovery: bool = False
     collectors: tuple[str, ...] = ()  # enabled collectors of this workspace; () = the global ones
+    prices: PriceTable | None = None  # this workspace's price table; None = the top-level one
 
     def __repr__(self) -> str:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -96,6 +106,8 @@ class Settings:
     run_name_patterns: tuple[str, ...] = ()
     state_file: Path | None = None
     collectors: tuple[str, ...] = COLLECTOR_NAMES  # enabled for every workspace without its own
+    prices: PriceTable | None = None  # VM prices for pools' idle cost; None: no cost series
+    max_pool_gap_seconds: float = 0.0  # longer gaps are not integrated; 0: 5 x interval
     simulate: bool = False
     log_level: str = "INFO"
 
@@ -264,6 +276,7 @@ def _workspace(setting: str, **kw: Any) -> WorkspaceConfig:
 _YAML_WORKSPACE_KEYS = {
     "name",
     "collectors",
+    "prices",
     "host",
     "token_env",
     "client_id",
@@ -276,6 +289,8 @@ _YAML_WORKSPACE_KEYS = {
 _YAML_TOP_KEYS = {
     "workspaces",
     "collectors",
+    "prices",
+    "max_pool_gap_seconds",
     "listen_address",
     "port",
     "interval",
@@ -337,6 +352,37 @@ def _check_state_file(path: Path) -> None:
         raise ConfigError(f"--state-file: directory {target.parent} is not writable")
     if target.exists() and not os.access(target, os.R_OK):
         raise ConfigError(f"--state-file: {path} exists but is not readable")
+
+
+_CURRENCY_RE = re.compile(r"^[A-Za-z]{3}$")
+_NODE_TYPE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def _prices(setting: str, raw: Any) -> PriceTable | None:
+    """`prices: {currency: USD, node_types: {Standard_DS3_v2: 0.293}, source: ...}`."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{setting}: expected a mapping with currency and node_types")
+    unknown = set(raw) - {"currency", "node_types", "source"}
+    if unknown:
+        raise ConfigError(f"{setting}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+    currency = raw.get("currency")
+    if not isinstance(currency, str) or not _CURRENCY_RE.match(currency):
+        raise ConfigError(
+            f"{setting}.currency: expected a three-letter currency code such as USD or EUR, "
+            f"got {_shown(currency)}"
+        )
+    table = raw.get("node_types")
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(f"{setting}.node_types: expected a mapping of node_type_id to price")
+    per_hour = {}
+    for node_type, price in table.items():
+        if not isinstance(node_type, str) or not _NODE_TYPE_RE.match(node_type):
+            raise ConfigError(f"{setting}.node_types: {_shown(node_type)} is not a node type id")
+        per_hour[node_type] = _number(f"{setting}.node_types.{node_type}", price, float, 0, False)
+    source = _text(f"{setting}.source", raw.get("source")) or ""
+    return PriceTable(currency=currency.upper(), per_hour=per_hour, source=source)
 
 
 def _toggles(setting: str, raw: Any) -> dict[str, bool]:
@@ -406,6 +452,7 @@ def _workspaces_from_yaml(
                         env.get("AZURE_DISABLE_INSTANCE_DISCOVERY", ""),
                     )
                 ),
+                prices=_prices(f"{where}.prices", item.get("prices")),
                 collectors=()
                 if item.get("collectors") is None
                 else _enabled(
@@ -514,6 +561,10 @@ def load_settings(
         max_series=_number("max_series", doc.get("max_series", DEFAULT_MAX_SERIES), int, 0),
         state_file=Path(state_file) if state_file else None,
         collectors=collectors,
+        prices=_prices("prices", doc.get("prices")),
+        max_pool_gap_seconds=_number(
+            "max_pool_gap_seconds", doc.get("max_pool_gap_seconds", 0), float, 0, False
+        ),
         simulate=bool(args.simulate),
         log_level=log_level,
     )

@@ -19,7 +19,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.collectors.pools import Pool
+from exporter.collectors.pools import PoolsSnapshot
 from exporter.health import HealthSnapshot, Histogram
 from exporter.outcomes import FAILED, results_of
 from exporter.state import Run, RunsSnapshot
@@ -47,7 +47,7 @@ class SnapshotCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         return []  # families depend on the data; skip the registry's describe-time collect
 
-    def snapshots(self) -> tuple[tuple[RunsSnapshot | None, tuple[Pool, ...] | None], ...]:
+    def snapshots(self) -> tuple[tuple[RunsSnapshot | None, PoolsSnapshot | None], ...]:
         """What collect() renders; a different tuple (by identity) means different text."""
         return tuple(
             (ws.runs.snapshot if ws.runs else None, ws.pools.snapshot if ws.pools else None)
@@ -55,7 +55,7 @@ class SnapshotCollector(Collector):
         )
 
     def collect(
-        self, snapshots: Sequence[tuple[RunsSnapshot | None, tuple[Pool, ...] | None]] | None = None
+        self, snapshots: Sequence[tuple[RunsSnapshot | None, PoolsSnapshot | None]] | None = None
     ) -> Iterator[Metric]:
         views = list(zip(self._workspaces, snapshots or self.snapshots(), strict=True))
         runs = [(ws.name, r) for ws, (r, _) in views if r is not None]
@@ -274,7 +274,7 @@ def active_age_family(views: Sequence[tuple[str, RunsSnapshot]], now: float) -> 
     yield max_age
 
 
-def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metric]:
+def pool_families(views: Sequence[tuple[str, PoolsSnapshot]]) -> Iterator[Metric]:
     gauges = {
         "idle": (
             "databricks_instance_pool_idle_instances",
@@ -319,9 +319,17 @@ def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metri
         "The latest error of an instance that failed to start, as Databricks words it.",
         labels=[*POOL, "message"],
     )
-    for ws, pools in views:
-        for pool in pools:
+    autotermination = GaugeMetricFamily(
+        "databricks_instance_pool_idle_autotermination_minutes",
+        "Configured minutes an idle instance above min_idle_instances waits before it is "
+        "terminated (idle_instance_autotermination_minutes).",
+        labels=POOL,
+    )
+    for ws, snapshot in views:
+        for pool in snapshot.pools:
             labels = [ws, pool.pool_id, pool.pool_name]
+            if pool.autotermination_minutes is not None:
+                autotermination.add_metric(labels, float(pool.autotermination_minutes))
             for key, family in families.items():
                 family.add_metric(labels, float(getattr(pool, key)))
             if pool.max_capacity is not None:
@@ -335,6 +343,82 @@ def pool_families(views: Sequence[tuple[str, Sequence[Pool]]]) -> Iterator[Metri
     yield info
     yield errors
     yield error_info
+    yield autotermination
+    yield from usage_families(views)
+
+
+USAGE = {
+    "idle": ("idle", "Instance-seconds of idle instances (running, not used by a cluster)."),
+    "used": ("used", "Instance-seconds of instances used by clusters."),
+    "pending": ("pending", "Instance-seconds of instances starting (pending idle or used)."),
+    "idle_above_min": (
+        "idle_above_min",
+        "Instance-seconds of idle instances beyond min_idle_instances (the part a shorter "
+        "idle_instance_autotermination_minutes can save).",
+    ),
+}
+
+
+def usage_families(views: Sequence[tuple[str, PoolsSnapshot]]) -> Iterator[Metric]:
+    """The pools' integrated counters (exporter.poolusage): instance-seconds and idle cost."""
+    integrated = (
+        " Integrated by the exporter between collections (left-point rule, Databricks' clock);"
+        " kept across restarts with --state-file."
+    )
+    counters = {
+        key: CounterMetricFamily(
+            f"databricks_instance_pool_{name}_instance_seconds", doc + integrated, labels=POOL
+        )
+        for key, (name, doc) in USAGE.items()
+    }
+    cost = CounterMetricFamily(
+        "databricks_instance_pool_idle_cost",
+        "VM cost of idle instances, in the price table's currency (idle instances cost the "
+        "cloud provider's VM price and no DBUs)." + integrated,
+        labels=[*POOL, "currency"],
+    )
+    price = GaugeMetricFamily(
+        "databricks_instance_pool_vm_price_per_hour",
+        "The price table's VM price per hour for the pool's node type.",
+        labels=[*POOL, "currency"],
+    )
+    unpriced = GaugeMetricFamily(
+        "databricks_instance_pool_unpriced",
+        "1 for a pool whose node type the price table lacks: its idle cost is not counted.",
+        labels=[*POOL, "node_type_id"],
+    )
+    unobserved = CounterMetricFamily(
+        "databricks_exporter_pool_unobserved_seconds",
+        "Seconds between pool collections too far apart to integrate (exporter or API down); "
+        "not counted in the instance-seconds counters.",
+        labels=["workspace"],
+    )
+    for ws, snapshot in views:
+        usage = snapshot.usage
+        if usage is None:
+            continue
+        pools = {pool.pool_id: pool for pool in snapshot.pools}
+        prices = dict(usage.prices)
+        for pool_id, totals in usage.totals:
+            pool = pools.get(pool_id)
+            if pool is None:
+                continue
+            labels = [ws, pool_id, pool.pool_name]
+            for key, family in counters.items():
+                family.add_metric(labels, getattr(totals, key))
+            if usage.currency is not None and pool_id in prices:
+                cost.add_metric([*labels, usage.currency], totals.idle_cost)
+                price.add_metric([*labels, usage.currency], prices[pool_id])
+        for pool_id in usage.unpriced:
+            if pool_id in pools:
+                pool = pools[pool_id]
+                unpriced.add_metric([ws, pool_id, pool.pool_name, pool.node_type_id], 1.0)
+        unobserved.add_metric([ws], usage.unobserved_seconds)
+    yield from counters.values()
+    yield cost
+    yield price
+    yield unpriced
+    yield unobserved
 
 
 def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Metric]:

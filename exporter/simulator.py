@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import base64
 import bisect
+import email.utils
 import heapq
 import json
 import logging
+import math
 import random
 import secrets
 import socket
@@ -102,6 +104,9 @@ class SimClock:
         self._fixed = self.time() + seconds
 
 
+POOL_NODE_TYPES = ("Standard_DS3_v2", "Standard_E8ds_v5", "Standard_F4s_v2")
+
+
 @dataclass(frozen=True)
 class SimConfig:
     seed: int = 7
@@ -128,6 +133,7 @@ class SimConfig:
     repair_seconds: float = 180.0  # a repair starts clusters again: minutes
     queue_rate: float = 0.2  # runs that spend their first 10% queued (queue_duration)
     pool_error_rate: float = 0.0  # pool-minutes with instances that failed to start
+    pool_step_seconds: float = 60.0  # pool counts change at most this often
     # > 0: the history starts at a multiple of this many seconds, so a simulator restarted
     # within that span replays the same runs (make demo with --state-file restores).
     align_origin_seconds: float = 0.0
@@ -660,22 +666,38 @@ class SimWorkspace:
             tasks.append(task)
         return tasks
 
-    def pools_json(self) -> list[dict[str, Any]]:
-        minute = self.clock.now_ms() // 60_000
+    def pool_state(self, p: int, step: int) -> tuple[int, int, int, int]:
+        """(used, idle, pending_used, pending_idle) of pool p during one pool step.
+
+        A working day in UTC: clusters take instances from 07:00 to 19:00 and give them back
+        as the day ends; what they give back waits idle in the pool (the cost issue 13 is
+        about) on top of min_idle_instances. Constant within a step, so its integral is exact.
+        """
+        seed, step_s = self.config.seed, self.config.pool_step_seconds
+        cap = 10 * (p + 1) if p else 40
+        hour = (step * step_s / 3600.0) % 24
+        load = 0.1 + 0.8 * max(0.0, math.sin(math.pi * (hour - 7) / 12))
+        used = min(cap, int(cap * load * (0.8 + 0.4 * _unit(seed, p, step, 1))))
+        released = 0.2 + 0.8 * max(0.0, math.sin(math.pi * (hour - 16) / 6))  # after work
+        extra = int(released * (p + 2) * 2 * _unit(seed, p, step, 2))
+        idle = min(p % 3 + extra, cap - used)
+        return used, idle, _mix(seed, p, step, 3) % 3, _mix(seed, p, step, 4) % 2
+
+    def pools_json(self, now_ms: int | None = None) -> list[dict[str, Any]]:
+        now_ms = self.clock.now_ms() if now_ms is None else now_ms
+        minute = now_ms // 60_000
+        step = now_ms // int(self.config.pool_step_seconds * 1000)
         pools = []
         for p in range(self.config.pools):
             pool_id = f"0101-120000-pool{p:02d}"
             if pool_id in self.deleted_pools:
                 continue
-            seed = self.config.seed
             max_capacity = None if p == 0 else 10 * (p + 1)
-            cap = max_capacity or 40
-            used = _mix(seed, p, minute, 1) % (cap + 1)
-            idle = min(_mix(seed, p, minute, 2) % 6, cap - used)
+            used, idle, pending_used, pending_idle = self.pool_state(p, step)
             pool: dict[str, Any] = {
                 "instance_pool_id": pool_id,
                 "instance_pool_name": f"{('etl', 'ml', 'adhoc', 'streaming')[p % 4]}-pool-{p}",
-                "node_type_id": ("Standard_DS3_v2", "Standard_E8ds_v5", "Standard_F4s_v2")[p % 3],
+                "node_type_id": POOL_NODE_TYPES[p % len(POOL_NODE_TYPES)],
                 "min_idle_instances": p % 3,
                 "idle_instance_autotermination_minutes": 30,
                 "enable_elastic_disk": True,
@@ -685,8 +707,8 @@ class SimWorkspace:
                 "stats": {
                     "used_count": used,
                     "idle_count": idle,
-                    "pending_used_count": _mix(seed, p, minute, 3) % 3,
-                    "pending_idle_count": _mix(seed, p, minute, 4) % 2,
+                    "pending_used_count": pending_used,
+                    "pending_idle_count": pending_idle,
                 },
             }
             if max_capacity is not None:
@@ -696,6 +718,29 @@ class SimWorkspace:
                 pool["status"] = {"pending_instance_errors": errors}
             pools.append(pool)
         return pools
+
+    def pool_truth(self, from_ms: int, to_ms: int) -> dict[str, dict[str, float]]:
+        """Instance-seconds per pool in [from_ms, to_ms): what the exporter's counters integrate."""
+        step_ms = int(self.config.pool_step_seconds * 1000)
+        out: dict[str, dict[str, float]] = {}
+        for p in range(self.config.pools):
+            pool_id = f"0101-120000-pool{p:02d}"
+            if pool_id in self.deleted_pools:
+                continue
+            sums = dict.fromkeys(("idle", "used", "pending", "idle_above_min"), 0.0)
+            t = from_ms
+            while t < to_ms:
+                step = t // step_ms
+                end = min(to_ms, (step + 1) * step_ms)
+                seconds = (end - t) / 1000.0
+                used, idle, pending_used, pending_idle = self.pool_state(p, step)
+                sums["idle"] += idle * seconds
+                sums["used"] += used * seconds
+                sums["pending"] += (pending_used + pending_idle) * seconds
+                sums["idle_above_min"] += max(idle - p % 3, 0) * seconds
+                t = end
+            out[pool_id] = sums
+        return out
 
     def pool_errors(self, p: int, minute: int) -> list[dict[str, Any]]:
         """Instances that failed to start in this minute (Azure quota or capacity)."""
@@ -923,9 +968,9 @@ class SimServer:
 
     # --- API endpoints ---------------------------------------------------------------------
 
-    def api(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+    def api(self, path: str, params: dict[str, str], now: int | None = None) -> dict[str, Any]:
         m = self.model
-        now = m.clock.now_ms()
+        now = m.clock.now_ms() if now is None else now
         if path in ("/api/2.2/jobs/runs/list", "/api/2.1/jobs/runs/list"):
             return self._runs_list(params, now)
         if path in ("/api/2.2/jobs/runs/get", "/api/2.1/jobs/runs/get"):
@@ -936,7 +981,7 @@ class SimServer:
                 "has_more": False,
             }
         if path == "/api/2.0/instance-pools/list":
-            return {"instance_pools": m.pools_json()}
+            return {"instance_pools": m.pools_json(now)}
         if path == "/api/2.0/instance-pools/get":
             for pool in m.pools_json():
                 if pool["instance_pool_id"] == params.get("instance_pool_id"):
@@ -1058,6 +1103,9 @@ class SimServer:
         if path == "/sim/truth":
             after = _int_param(params, "after_ms", 0) or 0
             return m.truth(after, _int_param(params, "until_ms"))
+        if path == "/sim/truth/pools":
+            until = _int_param(params, "until_ms") or m.clock.now_ms()
+            return m.pool_truth(_int_param(params, "from_ms", 0) or 0, until)
         if path == "/sim/stats":
             with self._lock:
                 requests = dict(self.stats.requests)
@@ -1099,6 +1147,7 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out as separate writes
+        _now = 0.0  # the simulated time of the request being answered
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("simulator: " + format, *args)
@@ -1109,7 +1158,12 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._handle("POST")
 
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            # The Date header is the simulated clock's, read once per request with the body.
+            return email.utils.formatdate(self._now, usegmt=True)
+
         def _handle(self, method: str) -> None:
+            self._now = server.model.clock.time()
             parts = urlsplit(self.path)
             params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             length = int(self.headers.get("Content-Length") or 0)
@@ -1132,7 +1186,7 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
                     return
                 if method != "GET":
                     raise ApiFailure(405, "METHOD_NOT_ALLOWED", f"{method} not allowed")
-                self._json(200, server.api(parts.path, params))
+                self._json(200, server.api(parts.path, params, int(self._now * 1000)))
             except ApiFailure as exc:
                 self._json(exc.status, {"error_code": exc.error_code, "message": exc.message})
             except (ConnectionError, BrokenPipeError):

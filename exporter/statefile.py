@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.health import Histogram
+from exporter.poolusage import PoolUsage
 from exporter.state import (
     OTHER_JOB,
     RUN_DURATION_BUCKETS,
@@ -274,24 +275,34 @@ class StateFile:
         self._kept_aside = aside
         log.warning("state file %s %s; kept as %s, fresh baseline", self.path, why, aside)
 
-    def restore(self, workspace: str, host: str) -> RunLedger | None:
-        """The persisted ledger of a workspace, or None (with a warning when it is unusable)."""
+    def _entry(self, workspace: str, host: str, warn: bool = True) -> dict[str, Any] | None:
+        """The saved entry of a workspace for this host, or None (warned when unusable)."""
         entry = self._loaded.get(workspace)
-        if entry is None:
+        if entry is None or not warn and not isinstance(entry, dict):
             return None
         if not isinstance(entry, dict):
             self._keep_aside(f"has a damaged entry for workspace {workspace}")
             return None
         if entry.get("host") != host:
+            if not warn:
+                return None
             log.warning(
                 "state file: workspace %s was saved for another host; fresh baseline", workspace
             )
+            return None
+        return entry
+
+    def restore(self, workspace: str, host: str) -> RunLedger | None:
+        """The persisted ledger of a workspace, or None (with a warning when it is unusable)."""
+        entry = self._entry(workspace, host)
+        if entry is None:
             return None
         try:
             ledger = ledger_from_dict(dict(entry["ledger"]))
         except (KeyError, TypeError, ValueError) as exc:
             self._keep_aside(f"has a damaged entry for workspace {workspace} ({str(exc)[:120]})")
             return None
+        self._carry(workspace, host, "ledger", entry["ledger"])
         log.info(
             "workspace %s: restored %d counted runs from %s",
             workspace,
@@ -300,10 +311,44 @@ class StateFile:
         )
         return ledger
 
-    def save(self, workspace: str, host: str, ledger: RunLedger) -> None:
-        entry = {"host": host, "ledger": ledger_to_dict(ledger)}
+    def restore_pools(self, workspace: str, host: str, usage: PoolUsage) -> bool:
+        """Continue a workspace's pool integral from the file; False when there is none."""
+        entry = self._entry(workspace, host, warn=False)  # restore() has warned
+        if entry is None or "pools" not in entry:
+            return False
+        try:
+            usage.restore(entry["pools"])
+        except (TypeError, ValueError) as exc:
+            self._keep_aside(f"has damaged pool counters for {workspace} ({str(exc)[:120]})")
+            return False
+        self._carry(workspace, host, "pools", entry["pools"])
+        return True
+
+    def _carry(self, workspace: str, host: str, part: str, data: Any) -> None:
+        """Keep a restored part in the file until its collector saves a newer one."""
         with self._lock:
-            self._workspaces[workspace] = entry
+            self._workspaces.setdefault(workspace, {"host": host})[part] = data
+
+    def save(
+        self,
+        workspace: str,
+        host: str,
+        ledger: RunLedger | None = None,
+        pools: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the file with a workspace's new ledger and/or pool integral.
+
+        Each collector saves its own part from its own thread; the other part is the one saved
+        (or restored) last, so neither is ever serialized while another thread changes it.
+        """
+        parts: dict[str, Any] = {}
+        if ledger is not None:
+            parts["ledger"] = ledger_to_dict(ledger)
+        if pools is not None:
+            parts["pools"] = pools
+        with self._lock:
+            entry = self._workspaces.setdefault(workspace, {"host": host})
+            entry.update(parts)
             doc = {"format": FORMAT, "workspaces": {**self._loaded, **self._workspaces}}
             data = json.dumps(doc, separators=(",", ":")).encode()
             target = self.path.resolve()  # a symlink stays a symlink: its target is rewritten

@@ -14,6 +14,7 @@ from exporter.collectors.pools import PoolsCollector
 from exporter.collectors.runs import RunsCollector
 from exporter.config import Settings, WorkspaceConfig
 from exporter.health import WorkspaceHealth
+from exporter.poolusage import PoolUsage
 from exporter.state import RunLedger
 from exporter.statefile import StateFile
 
@@ -65,7 +66,11 @@ class Workspace:
         if "runs" in enabled:
             self.runs = RunsCollector(self.client, ledger, lambda: int(self.clock() * 1000))
         if "pools" in enabled:
-            self.pools = PoolsCollector(self.client)
+            gap = settings.max_pool_gap_seconds or 5 * settings.interval
+            usage = PoolUsage(gap, config.prices or settings.prices)
+            if state_file is not None:
+                state_file.restore_pools(config.name, self.host, usage)
+            self.pools = PoolsCollector(self.client, usage, clock)
         self.collectors: dict[str, Collector] = {
             c.name: c for c in (self.runs, self.pools) if c is not None
         }
@@ -98,8 +103,8 @@ class Workspace:
         try:
             count = collector.collect()
             ok = True
-            if collector is self.runs and self.state_file is not None:
-                self._save_state()
+            if self.state_file is not None:
+                self._save_state(collector)
             log.debug("workspace %s: %s collection ok (%d)", self.name, name, count)
         except ApiError as exc:
             log.error("%s (collector %s)", exc, name)
@@ -111,10 +116,14 @@ class Workspace:
             self._attempted.add(name)
         return ok
 
-    def _save_state(self) -> None:
-        assert self.state_file is not None and self.runs is not None
+    def _save_state(self, collector: Collector) -> None:
+        """Save what this collector keeps (from its own thread: nothing else changes it)."""
+        assert self.state_file is not None
         try:
-            self.state_file.save(self.name, self.host, self.runs.ledger)
+            if collector is self.runs:
+                self.state_file.save(self.name, self.host, ledger=self.runs.ledger)
+            elif collector is self.pools and self.pools.usage is not None:
+                self.state_file.save(self.name, self.host, pools=self.pools.usage.to_dict())
         except OSError as exc:
             log.error("workspace %s: cannot write state file: %s", self.name, exc)
 

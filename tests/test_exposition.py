@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import Settings, WorkspaceConfig
+from exporter.config import PriceTable, Settings, WorkspaceConfig
 from exporter.metrics import build_registry
 from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.state import Run
@@ -68,7 +68,14 @@ def render_fixed_workspace() -> str:
         ws_config = WorkspaceConfig(name="golden", host=server.url, token=server.token)
         ws = Workspace(
             ws_config,
-            Settings(workspaces=(ws_config,), lookback_hours=2, max_requests_per_second=1000),
+            Settings(
+                workspaces=(ws_config,),
+                lookback_hours=2,
+                max_requests_per_second=1000,
+                # Standard_F4s_v2 (pool 2) is left out: its pool is listed as unpriced.
+                prices=PriceTable("USD", {"Standard_DS3_v2": 0.293, "Standard_E8ds_v5": 0.576}),
+                max_pool_gap_seconds=3600,
+            ),
             clock=clock.time,
         )
         assert ws.collect("runs") and ws.collect("pools")

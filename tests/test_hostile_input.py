@@ -15,7 +15,9 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collectors.pools import parse_pool
+from exporter.collectors.pools import PoolsSnapshot, parse_pool
+from exporter.config import PriceTable
+from exporter.poolusage import PoolUsage
 from exporter.metrics import job_families, pool_families
 from exporter.state import BadRun, RunLedger, parse_run
 from exporter.statefile import StateFile, ledger_from_dict, ledger_to_dict
@@ -59,7 +61,7 @@ STATE_KEYS = ["life_cycle_state", "result_state", "state", "termination_details"
 states = st.dictionaries(st.sampled_from(STATE_KEYS), json_values, max_size=4)
 
 
-def render(ledger: RunLedger, pools: list) -> str:
+def render(ledger: RunLedger, pools: PoolsSnapshot) -> str:
     class One:
         def collect(self):
             snap = ledger.snapshot()
@@ -97,7 +99,9 @@ def test_arbitrary_run_and_pool_objects_never_raise_and_render_valid_exposition(
             runs.append(run)
     ledger.apply(NOW + MIN, [r for r in runs if not r.terminal], [r for r in runs if r.terminal])
     parsed = [p for p in (parse_pool(p) for p in pools if isinstance(p, dict)) if p is not None]
-    render(ledger, parsed)
+    usage = PoolUsage(300, PriceTable("USD", {"Standard_DS3_v2": 0.293}))
+    usage.observe(NOW, parsed)
+    render(ledger, PoolsSnapshot(tuple(parsed), usage.observe(NOW + MIN, parsed)))
     # What was counted survives a state file round trip.
     again = ledger_from_dict(json.loads(json.dumps(ledger_to_dict(ledger))))
     assert again.runs_total == ledger.runs_total
@@ -117,7 +121,29 @@ def test_arbitrary_state_files_are_restored_or_refused_never_raised(tmp_path_fac
     # Either the entry is restored (and renders), or it is refused and kept aside: never both.
     assert (ledger is not None) != bool(kept)
     if ledger is not None:
-        assert render(ledger, []).startswith("# HELP")
+        assert render(ledger, PoolsSnapshot(())).startswith("# HELP")
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_arbitrary_pool_counters_are_restored_or_refused_never_raised(tmp_path_factory, doc):
+    path = Path(tmp_path_factory.mktemp("state")) / "state.json"
+    entry = {
+        "format": "databricks-jobs-exporter/state/v2",
+        "workspaces": {"w": {"host": "h", "pools": doc}},
+    }
+    path.write_text(json.dumps(entry))
+    usage = PoolUsage(300)
+    restored = StateFile(path).restore_pools("w", "h", usage)
+    kept = list(path.parent.glob("state.json.corrupt-*"))
+    assert restored != bool(kept)
+    if not restored:  # refused: the integral starts afresh, untouched by the damaged part
+        assert usage.to_dict() == PoolUsage(300).to_dict()
+    pool = parse_pool({"instance_pool_id": "p", "stats": {"idle_count": 2}})
+    assert pool is not None
+    usage.observe(NOW, [pool])  # whatever was restored, the integral goes on
+    totals = dict(usage.observe(NOW + MIN, [pool]).totals)
+    assert totals["p"].idle >= 120.0
 
 
 def test_damaged_state_files_are_kept_aside_and_the_exporter_starts_fresh(tmp_path):

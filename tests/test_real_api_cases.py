@@ -317,7 +317,7 @@ def test_pool_start_errors_are_counted_with_databricks_own_message(sims, caplog)
     pools.collect()
     minute = clock.now_ms() // 60_000
     assert pools.snapshot is not None
-    for p, pool in enumerate(pools.snapshot):
+    for p, pool in enumerate(pools.snapshot.pools):
         errors = server.model.pool_errors(p, minute)
         assert pool.pending_errors == len(errors) > 0
         assert pool.pending_error_message.startswith("Azure error code: QuotaExceeded")

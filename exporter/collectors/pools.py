@@ -1,12 +1,20 @@
-"""Instance pools: one instance-pools/list call per cycle, a snapshot of every pool."""
+"""Instance pools: one instance-pools/list call per cycle, a snapshot of every pool.
+
+Each listing also moves the pools' instance-seconds integral on (exporter.poolusage).
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.client import DatabricksClient
+
+if TYPE_CHECKING:
+    from exporter.poolusage import PoolUsage, UsageSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,13 @@ class Pool:
     max_capacity: int | None  # None: unlimited
     pending_errors: int = 0  # status.pending_instance_errors: instances that failed to start
     pending_error_message: str = ""  # the latest of those errors, as Databricks words it
+    autotermination_minutes: int | None = None  # idle_instance_autotermination_minutes
+
+
+@dataclass(frozen=True)
+class PoolsSnapshot:
+    pools: tuple[Pool, ...]
+    usage: UsageSnapshot | None = None  # None: no integral kept (tests, benchmarks)
 
 
 def _count(value: Any) -> int:
@@ -62,6 +77,11 @@ def parse_pool(raw: dict[str, Any]) -> Pool | None:
         max_capacity=_count(max_capacity) if max_capacity not in (None, 0, "") else None,
         pending_errors=len(errors),
         pending_error_message=" ".join(message.split())[:MAX_MESSAGE],
+        autotermination_minutes=(
+            _count(raw.get("idle_instance_autotermination_minutes"))
+            if raw.get("idle_instance_autotermination_minutes") is not None
+            else None
+        ),
     )
 
 
@@ -70,13 +90,21 @@ class PoolsCollector:
 
     name = "pools"
 
-    def __init__(self, client: DatabricksClient) -> None:
+    def __init__(
+        self,
+        client: DatabricksClient,
+        usage: PoolUsage | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.client = client
-        self.snapshot: tuple[Pool, ...] | None = None
+        self.usage = usage
+        self.clock = clock
+        self.snapshot: PoolsSnapshot | None = None
 
     def collect(self) -> int:
-        pools = [p for p in map(parse_pool, self.client.list_pools()) if p is not None]
-        before = {p.pool_id: p.pending_error_message for p in self.snapshot or ()}
+        raw, date_ms = self.client.list_pools_dated()
+        pools = [p for p in map(parse_pool, raw) if p is not None]
+        before = {p.pool_id: p.pending_error_message for p in self.pools}
         for pool in pools:
             message = pool.pending_error_message
             if message and before.get(pool.pool_id) != message:
@@ -88,7 +116,16 @@ class PoolsCollector:
                     pool.pending_errors,
                     message,
                 )
-        snapshot = tuple(pools)
+        usage = None
+        if self.usage is not None:
+            # Databricks' clock, so a skewed exporter clock does not stretch the integral.
+            at_ms = date_ms if date_ms is not None else int(self.clock() * 1000)
+            usage = self.usage.observe(at_ms, pools, self.client.workspace)
+        snapshot = PoolsSnapshot(tuple(pools), usage)
         if snapshot != self.snapshot:  # an unchanged snapshot keeps its rendered /metrics text
             self.snapshot = snapshot
         return len(pools)
+
+    @property
+    def pools(self) -> tuple[Pool, ...]:
+        return self.snapshot.pools if self.snapshot else ()
