@@ -30,7 +30,7 @@ OUTCOME_COLORS = {
 }
 
 
-def variables(with_job: bool) -> dict[str, Any]:
+def variables(with_job: bool, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     items: list[dict[str, Any]] = [
         {
             "name": "datasource",
@@ -52,7 +52,18 @@ def variables(with_job: bool) -> dict[str, Any]:
                 "job", "Job", f"label_values(databricks_job_last_run_info{{{WS}}}, job_name)"
             )
         )
-    return {"list": items}
+    return {"list": items + (extra or [])}
+
+
+def _textbox(name: str, label: str, value: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "textbox",
+        "query": value,
+        "current": {"selected": False, "text": value, "value": value},
+        "hide": 0,
+    }
 
 
 def _query_var(name: str, label: str, query: str) -> dict[str, Any]:
@@ -142,7 +153,12 @@ def info_table(title: str, description: str, expr: str) -> dict[str, Any]:
 
 
 def dashboard(
-    uid: str, title: str, description: str, layout: Layout, with_job: bool
+    uid: str,
+    title: str,
+    description: str,
+    layout: Layout,
+    with_job: bool,
+    extra_variables: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     return {
         "uid": uid,
@@ -156,7 +172,7 @@ def dashboard(
         "graphTooltip": 1,
         "refresh": "1m",
         "time": {"from": "now-24h", "to": "now"},
-        "templating": variables(with_job),
+        "templating": variables(with_job, extra_variables),
         "annotations": {"list": []},
         "links": [
             {
@@ -598,12 +614,146 @@ def pools() -> dict[str, Any]:
         12,
         8,
     )
+    pool_cost(lay)
     return dashboard(
         "databricks-pools",
         "Databricks instance pools",
-        "Idle, used and pending capacity of Databricks instance pools.",
+        "Idle, used and pending capacity of Databricks instance pools, and what idle "
+        "instances cost.",
         lay,
         with_job=False,
+        extra_variables=[
+            _textbox("autotermination", "What-if autotermination (minutes)", "10"),
+        ],
+    )
+
+
+# Joins a pool's series to its VM price per hour (and currency) from the price table.
+PRICE = (
+    " * on (workspace, pool_id, pool_name) group_left (currency)"
+    f" databricks_instance_pool_vm_price_per_hour{{{POOL}}}"
+)
+
+
+def pool_cost(lay: Layout) -> None:
+    """Idle instance-hours and cost over the range, from the exporter's integrated counters."""
+    seconds = (
+        "increase(databricks_instance_pool_{}_instance_seconds_total{{" + POOL + "}}[$__range])"
+    )
+    cost = f"increase(databricks_instance_pool_idle_cost_total{{{POOL}}}[$__range])"
+    lay.add(
+        panel(
+            "bargauge",
+            "Idle instance-hours over the range",
+            "Hours of idle instances per pool (running, not used by a cluster), integrated by "
+            "the exporter between collections.",
+            "h",
+            [(f"sum by (workspace, pool_name) ({seconds.format('idle')}) / 3600", "{{pool_name}}")],
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Idle cost over the range",
+            "VM cost of idle instances per pool, in the price table's currency. Idle instances "
+            "cost the cloud provider's VM price and no DBUs. Pools without a price are listed "
+            "under 'Pools without a price'.",
+            "short",
+            [(f"sum by (workspace, pool_name, currency) ({cost})", "{{pool_name}} ({{currency}})")],
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "table",
+            "Top pools by waste",
+            "Idle instances beyond min_idle_instances over the range: instance-hours and their "
+            "VM cost. This is the part a configuration choice decides.",
+            "short",
+            [
+                (
+                    f"topk(10, sum by (workspace, pool_name) ({seconds.format('idle_above_min')})"
+                    " / 3600)",
+                    "",
+                ),
+                (
+                    f"topk(10, sum by (workspace, pool_name, currency) "
+                    f"({seconds.format('idle_above_min')} / 3600{PRICE}))",
+                    "",
+                ),
+            ],
+            instant=True,
+            transformations=[
+                {"id": "merge", "options": {}},
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "renameByName": {"Value #A": "instance-hours", "Value #B": "cost"},
+                    },
+                },
+            ],
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Saved with autotermination = $autotermination min",
+            "At most what a shorter idle_instance_autotermination_minutes would have saved over "
+            "the range: idle-above-minimum cost x (1 - what-if / current minutes). An upper "
+            "bound: it assumes instances above the minimum wait until they are terminated; "
+            "instances reused sooner save less. Set the what-if value at the top.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pool_name, currency) ({seconds.format('idle_above_min')}"
+                    f" / 3600{PRICE} * on (workspace, pool_id, pool_name) clamp_min(1 - "
+                    f"$autotermination * 60 / databricks_instance_pool_idle_autotermination_seconds"
+                    f"{{{POOL}}}, 0))",
+                    "{{pool_name}} ({{currency}})",
+                )
+            ],
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Saved with min_idle_instances = 0",
+            "At most what a pool without min_idle_instances would have saved over the range: "
+            "the cost of idle instances kept at or below the minimum (idle - idle above min). "
+            "Clusters then wait for new instances to start.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pool_name, currency) (({seconds.format('idle')} - "
+                    f"{seconds.format('idle_above_min')}) / 3600{PRICE})",
+                    "{{pool_name}} ({{currency}})",
+                )
+            ],
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        info_table(
+            "Pools without a price",
+            "Pools whose node type the exporter's price table lacks: their idle cost is not "
+            "counted. Add the node type under prices.node_types.",
+            f"databricks_instance_pool_unpriced{{{POOL}}}",
+        ),
+        12,
+        8,
     )
 
 

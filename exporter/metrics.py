@@ -320,16 +320,16 @@ def pool_families(views: Sequence[tuple[str, PoolsSnapshot]]) -> Iterator[Metric
         labels=[*POOL, "message"],
     )
     autotermination = GaugeMetricFamily(
-        "databricks_instance_pool_idle_autotermination_minutes",
-        "Configured minutes an idle instance above min_idle_instances waits before it is "
-        "terminated (idle_instance_autotermination_minutes).",
+        "databricks_instance_pool_idle_autotermination_seconds",
+        "How long an idle instance above min_idle_instances waits before it is terminated "
+        "(idle_instance_autotermination_minutes x 60).",
         labels=POOL,
     )
     for ws, snapshot in views:
         for pool in snapshot.pools:
             labels = [ws, pool.pool_id, pool.pool_name]
             if pool.autotermination_minutes is not None:
-                autotermination.add_metric(labels, float(pool.autotermination_minutes))
+                autotermination.add_metric(labels, 60.0 * pool.autotermination_minutes)
             for key, family in families.items():
                 family.add_metric(labels, float(getattr(pool, key)))
             if pool.max_capacity is not None:

@@ -183,7 +183,13 @@ class PoolUsage:
         ):
             raise ValueError("pools.last_ms is not a time")
         last = {
-            _text(pool_id): Counts(*(_count(v) for v in row[:4]), _text(row[4]))
+            _text(pool_id): Counts(
+                idle=_count(row[0]),
+                used=_count(row[1]),
+                pending=_count(row[2]),
+                idle_above_min=_count(row[3]),
+                node_type_id=_text(row[4]),
+            )
             for pool_id, row in _rows(data.get("last"), 5)
         }
         totals = {

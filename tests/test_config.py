@@ -137,6 +137,19 @@ WS = "workspaces:\n  - name: a\n    host: https://a.b\n"
         (WS + "collectors: {clusters: true}\n", "unknown collector(s) clusters"),
         (WS + "collectors: {pools: maybe}\n", "collectors: expected a mapping"),
         (WS + "collectors: {pools: false, runs: false}\n", "every collector is turned off"),
+        (WS + "prices: 0.29\n", "prices: expected a mapping with currency"),
+        (WS + "prices: {node_types: {Standard_DS3_v2: 0.29}}\n", "prices.currency: expected a"),
+        (WS + "prices: {currency: dollars, node_types: {X: 1}}\n", "three-letter currency"),
+        (WS + "prices: {currency: USD}\n", "prices.node_types: expected a mapping"),
+        (WS + "prices: {currency: USD, node_types: {X: -1}}\n", "node_types.X: must be >= 0"),
+        (WS + "prices: {currency: USD, node_types: {X: cheap}}\n", "expected a number"),
+        (WS + "prices: {currency: USD, node_types: {'a b': 1}}\n", "is not a node type id"),
+        (WS + "prices: {currency: USD, node_types: {X: 1}, vat: 20}\n", "unknown key(s) vat"),
+        (WS + "max_pool_gap_seconds: -1\n", "max_pool_gap_seconds: must be >= 0"),
+        (
+            WS + "    prices: {currency: EUR, node_types: {X: .nan}}\n",
+            "workspaces[0].prices.node_types.X: expected a finite number",
+        ),
     ],
 )
 def test_bad_yaml_content_names_the_setting(tmp_path: Path, text: str, message: str):
@@ -145,6 +158,25 @@ def test_bad_yaml_content_names_the_setting(tmp_path: Path, text: str, message: 
     with pytest.raises(ConfigError, match=r".*") as info:
         load_settings(["--config", str(config)], {})
     assert message in str(info.value)
+
+
+def test_price_tables_apply_per_workspace_over_the_top_level(tmp_path: Path):
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        "prices: {currency: usd, node_types: {Standard_DS3_v2: 0.293}, source: list price}\n"
+        "workspaces:\n  - name: a\n    host: https://a.b\n"
+        "  - name: b\n    host: https://b.c\n"
+        "    prices: {currency: EUR, node_types: {Standard_DS3_v2: 0.31}}\n"
+    )
+    settings = load_settings(["--config", str(config)], {})
+    assert settings.prices is not None and settings.prices.currency == "USD"
+    assert dict(settings.prices.per_hour) == {"Standard_DS3_v2": 0.293}
+    a, b = settings.workspaces
+    assert a.prices is None  # the top-level table applies
+    assert b.prices is not None and (b.prices.currency, b.prices.per_hour["Standard_DS3_v2"]) == (
+        "EUR",
+        0.31,
+    )
 
 
 def yaml_file(tmp_path: Path, text: str | bytes, name: str = "ws.yaml") -> str:
@@ -218,3 +250,12 @@ def test_collectors_are_toggled_globally_by_flag_and_per_workspace_in_yaml(tmp_p
     assert flagged.collectors == ("runs", "pools")
     env = load_settings(["--no-collector.pools"], {"DATABRICKS_HOST": HOST})
     assert env.collectors == ("runs",)
+
+
+def test_the_shipped_example_price_table_loads(tmp_path: Path):
+    example = Path(__file__).parent.parent / "deploy" / "azure-vm-prices.example.yml"
+    config = tmp_path / "ws.yaml"
+    config.write_text(example.read_text() + WS)
+    prices = load_settings(["--config", str(config)], {}).prices
+    assert prices is not None and prices.currency == "USD" and "example" in prices.source
+    assert len(prices.per_hour) >= 10 and all(0 < p < 50 for p in prices.per_hour.values())

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collectors.pools import PoolsSnapshot, parse_pool
 from exporter.config import PriceTable
-from exporter.poolusage import PoolUsage
 from exporter.metrics import job_families, pool_families
+from exporter.poolusage import PoolUsage
 from exporter.state import BadRun, RunLedger, parse_run
 from exporter.statefile import StateFile, ledger_from_dict, ledger_to_dict
 

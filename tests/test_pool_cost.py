@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import ExporterProcess, select, wait_for
+
 from exporter.collectors.pools import Pool, parse_pool
 from exporter.config import PriceTable
 from exporter.poolusage import PoolUsage
@@ -160,6 +160,10 @@ def _saved_last_ms(state: Path) -> int | None:
         return None
 
 
+def _wait_saved(state: Path, at_ms: int) -> None:
+    wait_for(lambda: _saved_last_ms(state) == at_ms, 20, f"the answer of {at_ms} saved")
+
+
 def test_idle_instance_seconds_equal_the_simulators_integral_over_a_day_with_a_kill_and_an_outage(
     exporter, tmp_path
 ):
@@ -195,7 +199,7 @@ def test_idle_instance_seconds_equal_the_simulators_integral_over_a_day_with_a_k
                     server.faults = []
             _tick(server, proc, at_ms)
             if tick == KILL_AFTER_TICK:
-                wait_for(lambda: _saved_last_ms(state) == at_ms, 20, "the state file saved")
+                _wait_saved(state, at_ms)
                 before_kill = select(
                     proc.samples(), "databricks_instance_pool_idle_instance_seconds_total"
                 )
@@ -207,7 +211,8 @@ def test_idle_instance_seconds_equal_the_simulators_integral_over_a_day_with_a_k
                 continue
             tick += 1
         end_ms = T0_MS + DAY_TICKS * TICK_S * 1000
-        wait_for(lambda: _saved_last_ms(state) == end_ms, 20, "the last answer integrated")
+        _wait_saved(state, end_ms)
+        _tick(server, proc, end_ms)  # one more collection: its render follows the saved one
         samples = proc.samples()
         truth = server.model.pool_truth(T0_MS, end_ms)
         # The exporter saw nothing from the last answer before the outage to the first after it.
@@ -216,8 +221,9 @@ def test_idle_instance_seconds_equal_the_simulators_integral_over_a_day_with_a_k
             T0_MS + (OUTAGE_TICKS[-1] + 1) * TICK_S * 1000,
         )
         unseen = server.model.pool_truth(*gap)
-        # The kill: counters restored, and the tick while the exporter was down integrated.
 
+    # Only the outage is unobserved: the tick while the exporter was killed was integrated
+    # from the counts the state file kept.
     unobserved = select(samples, "databricks_exporter_pool_unobserved_seconds_total")
     assert list(unobserved.values()) == [3 * TICK_S]
     after = select(samples, "databricks_instance_pool_idle_instance_seconds_total")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import free_port, sim_env
+from conftest import free_port
 from fake_slack import FakeSlack
 
 from exporter.simulator import FaultRule
@@ -34,6 +34,7 @@ SUBSTITUTIONS = {
     "$__rate_interval": "1m",
     "$__range": "5m",
     "$__interval": "15s",
+    "$autotermination": "10",
 }
 
 
@@ -83,7 +84,19 @@ def stack(tmp_path: Path, make_sim, exporter) -> Iterator[dict[str, Any]]:
     sim.add_faults(
         FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=429, retry_after=0, count=3)
     )
-    proc = exporter(["--interval", "1"], sim_env(sim, DATABRICKS_WORKSPACE_NAME="demo"))
+    # The shipped example price table, less one node type: the pools without a price panel.
+    prices = yaml.safe_load((ROOT / "deploy" / "azure-vm-prices.example.yml").read_text())
+    del prices["prices"]["node_types"]["Standard_F4s_v2"]
+    config = tmp_path / "exporter.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                **prices,
+                "workspaces": [{"name": "demo", "host": sim.url, "token_env": "SIM_TOKEN"}],
+            }
+        )
+    )
+    proc = exporter(["--interval", "1", "--config", str(config)], {"SIM_TOKEN": sim.token})
     proc.wait_ready()
     slack = FakeSlack().__enter__()
     am_port, prom_port = free_port(), free_port()
