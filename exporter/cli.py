@@ -16,7 +16,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter import __version__
-from exporter.config import ConfigError, Settings, load_settings
+from exporter.config import ConfigError, PriceTable, Settings, load_settings
 from exporter.exposition import Exposition
 from exporter.redact import RedactingFilter
 from exporter.server import MetricsServer, make_app
@@ -62,7 +62,13 @@ def start_simulator(settings: Settings) -> tuple[Settings, object]:
     sim = SimServer(SimWorkspace(demo)).start()
     ws = replace(settings.workspaces[0], host=sim.url, token=sim.token)
     log.info("simulated workspace at %s (%d jobs)", sim.url, len(sim.model.jobs))
-    return replace(settings, workspaces=(ws,)), sim
+    # Idle cost in the demo: the simulated pools' node types, priced unless a table is given.
+    prices = settings.prices or PriceTable(
+        "USD",
+        {"Standard_DS3_v2": 0.293, "Standard_E8ds_v5": 0.576, "Standard_F4s_v2": 0.169},
+        source="demo prices (see deploy/azure-vm-prices.example.yml)",
+    )
+    return replace(settings, workspaces=(ws,), prices=prices), sim
 
 
 def collect_and_render(ws: Workspace, name: str, exposition: Exposition) -> None:

@@ -208,3 +208,14 @@ def test_concurrent_scrapes_during_collection_all_get_complete_output(make_sim):
     worker.join()
     ws.close()
     assert len(results) == 50 and all(r == reference for r in results)
+
+
+def test_every_exposed_family_is_in_the_readme_metrics_table():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index("## Metrics") : readme.index("### Counting rules")]
+    families = [
+        line.split()[2] for line in GOLDEN.read_text().splitlines() if line.startswith("# TYPE")
+    ]
+    assert "databricks_instance_pool_idle_cost_total" in families
+    missing = [name for name in families if f"| `{name}` |" not in table]
+    assert missing == []
