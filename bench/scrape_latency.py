@@ -83,10 +83,11 @@ def pools(n: int = 20) -> PoolsSnapshot:
 
 
 def exporter_exposition(jobs: int) -> Exposition:
+    runs = SimpleNamespace(snapshot=snapshot(jobs))
     ws = SimpleNamespace(
         name="bench",
-        runs=SimpleNamespace(snapshot=snapshot(jobs)),
-        pools=SimpleNamespace(snapshot=pools()),
+        runs=runs,
+        collectors={"runs": runs, "pools": SimpleNamespace(snapshot=pools())},
         health=WorkspaceHealth(),
     )
     return Exposition([ws], clock=lambda: NOW)  # type: ignore[list-item]

@@ -3,10 +3,13 @@
 prometheus-client formats about 150,000 samples a second; 5,000 jobs make 166,000 samples, so
 formatting them on every scrape would take a second of CPU per scrape and per Prometheus replica.
 Job and pool families change only when a collection publishes a new snapshot, so their text is
-rendered once per snapshot (per format and encoding) and reused; the few families that change
-between collections (exporter health, ages of active runs) are rendered on each scrape and
-appended. With gzip, the cached part is kept as a compressor state (zlib ``copy()``), so each
-scrape compresses only the live part and the response is one ordinary gzip stream.
+rendered once per snapshot and reused, per (workspace, collector) part: a pools collection does
+not re-render the job series, nor one workspace's collection another's. The parts' texts are
+joined family by family (one header, then every part's samples), which is byte-identical to
+prometheus-client rendering everything at once. The few families that change between
+collections (exporter health, ages of active runs) are rendered on each scrape and appended.
+With gzip, the joined part is kept as a compressor state (zlib ``copy()``), so each scrape
+compresses only the live part and the response is one ordinary gzip stream.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +26,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.metrics import LiveCollector, SnapshotCollector
+from exporter.metrics import FAMILIES, LiveCollector, Part, SnapshotCollector
 from exporter.workspace import Workspace
 
 EOF_MARKER = b"# EOF\n"  # OpenMetrics ends the whole exposition with it, once
@@ -46,10 +50,18 @@ def _registry(collector: Collector) -> CollectorRegistry:
 
 @dataclass
 class _Rendered:
-    snapshots: tuple[Any, ...]
+    parts: tuple[Part, ...]
     encoder: Callable[..., bytes]
     head: bytes  # the snapshot families' text, or its gzip stream so far
     compressor: Any = None  # zlib compress object after ``head`` (gzip only)
+
+
+@dataclass(frozen=True)
+class _PartText:
+    """One (workspace, collector) part's families: (name, header lines, sample lines) each."""
+
+    snapshot: Any
+    families: tuple[tuple[str, bytes, bytes], ...]
 
 
 class Exposition:
@@ -59,8 +71,10 @@ class Exposition:
         self._snapshot = SnapshotCollector(workspaces)
         self._live = _registry(LiveCollector(workspaces, clock))
         self._cache: dict[tuple[str, bool], _Rendered] = {}
+        self._parts: dict[tuple[str, str, str], _PartText] = {}  # (format, workspace, collector)
         self._lock = threading.Lock()
         self._rendering: set[tuple[str, bool]] = set()
+        self.renders: Counter[str] = Counter()  # parts formatted, by collector (benchmarks)
 
     def render(self, accept: str | None = None, gzip: bool = False) -> tuple[bytes, str]:
         """The body and content type for a scrape with this Accept header."""
@@ -80,40 +94,71 @@ class Exposition:
     def _cached(self, content_type: str, gzip: bool, encoder: Callable[..., bytes]) -> _Rendered:
         key = (content_type, gzip)
         hit = self._cache.get(key)
-        if hit is not None and (
-            _same(hit.snapshots, self._snapshot.snapshots()) or key in self._rendering
-        ):
+        if hit is not None and (_same(hit.parts, self._snapshot.parts()) or key in self._rendering):
             return hit  # current, or being re-rendered: the previous render is served meanwhile
         with self._lock:  # one render at a time; a scrape that waited here reuses it
-            snapshots = self._snapshot.snapshots()
+            parts = self._snapshot.parts()
             hit = self._cache.get(key)
-            if hit is not None and _same(hit.snapshots, snapshots):
+            if hit is not None and _same(hit.parts, parts):
                 return hit
             self._rendering.add(key)
             try:
-                rendered = self._render(snapshots, gzip, encoder)
+                rendered = self._join(content_type, parts, gzip, encoder)
             finally:
                 self._rendering.discard(key)
             self._cache[key] = rendered
             return rendered
 
-    def _render(
-        self, snapshots: tuple[Any, ...], gzip: bool, encoder: Callable[..., bytes]
+    def _join(
+        self, content_type: str, parts: tuple[Part, ...], gzip: bool, encoder: Callable[..., bytes]
     ) -> _Rendered:
+        """The parts' texts (each formatted only when its snapshot changed), family by family."""
+        texts = [self._part(content_type, part, encoder) for part in parts]
+        live = {(content_type, ws, collector) for ws, collector, _ in parts}
+        for stale in [k for k in self._parts if k[0] == content_type and k not in live]:
+            del self._parts[stale]  # a collector turned off or a workspace gone
+        chunks: list[bytes] = []
+        for name in FAMILIES:
+            order: dict[str, bytes] = {}  # family name -> header, in the first part's order
+            bodies: dict[str, list[bytes]] = {}
+            for (_, collector, _), text in zip(parts, texts, strict=True):
+                if collector != name:
+                    continue
+                for family, header, body in text.families:
+                    order.setdefault(family, header)
+                    bodies.setdefault(family, []).append(body)
+            for family, header in order.items():
+                chunks.append(header)
+                chunks.extend(bodies[family])
+        if not gzip:
+            return _Rendered(parts, encoder, b"".join(chunks))
+        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+        head = [compressor.compress(chunk) for chunk in chunks]
+        head.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+        return _Rendered(parts, encoder, b"".join(head), compressor)
+
+    def _part(self, content_type: str, part: Part, encoder: Callable[..., bytes]) -> _PartText:
+        ws, collector, snapshot = part
+        key = (content_type, ws, collector)
+        hit = self._parts.get(key)
+        if hit is not None and hit.snapshot is snapshot:
+            return hit
         # Family by family, and a large family in slices of its samples, each slice's samples
-        # dropped once formatted: a render at 5,000 jobs never holds the whole text or a whole
-        # family's text. prometheus-client's encoders join per-family text, and a slice after
-        # the first differs only by the repeated HELP/TYPE lines, so the result is
-        # byte-identical to one encoder call over everything.
-        compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if gzip else None
-        parts: list[bytes] = []
-        for family in self._snapshot.collect(snapshots):
-            for text in _slices(family, encoder):
-                parts.append(compressor.compress(text) if compressor else text)
-        if compressor is None:
-            return _Rendered(snapshots, encoder, b"".join(parts))
-        parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
-        return _Rendered(snapshots, encoder, b"".join(parts), compressor)
+        # dropped once formatted: a render at 5,000 jobs never holds a whole family twice.
+        # prometheus-client's encoders join per-family text, and a slice after the first
+        # differs only by the repeated HELP/TYPE lines, so the joined text is byte-identical to
+        # one encoder call over everything.
+        families = []
+        for family in FAMILIES[collector]([(ws, snapshot)]):
+            text = b"".join(_slices(family, encoder))
+            cut = 0
+            while text.startswith(b"# ", cut):  # HELP, TYPE (and UNIT) lines
+                cut = text.index(b"\n", cut) + 1
+            families.append((family.name, text[:cut], text[cut:]))
+        self.renders[collector] += 1
+        rendered = _PartText(snapshot, tuple(families))
+        self._parts[key] = rendered
+        return rendered
 
 
 def _slices(family: Metric, encoder: Callable[..., bytes]) -> Iterator[bytes]:
@@ -134,8 +179,8 @@ def _slices(family: Metric, encoder: Callable[..., bytes]) -> Iterator[bytes]:
         yield text
 
 
-def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    """Same snapshot objects (identity: a snapshot is never changed once published)."""
+def _same(a: tuple[Part, ...], b: tuple[Part, ...]) -> bool:
+    """Same parts with the same snapshot objects (a snapshot is never changed once published)."""
     return len(a) == len(b) and all(
-        x[0] is y[0] and x[1] is y[1] for x, y in zip(a, b, strict=True)
+        x[0] == y[0] and x[1] == y[1] and x[2] is y[2] for x, y in zip(a, b, strict=True)
     )

@@ -38,7 +38,10 @@ class SnapshotCollector(Collector):
     """The families that change only when a collection publishes a new snapshot.
 
     They are most of the exposition (every job's counters and histogram), so the server renders
-    them once per snapshot and reuses the text (see exporter.exposition).
+    each (workspace, collector) part once per snapshot and reuses its text (exporter.exposition).
+    ``collect`` yields every collector's families in FAMILIES order, each family holding
+    the samples of every workspace in order: so the text of one family is the text of its
+    first part's header followed by every part's samples, which is how the parts are joined.
     """
 
     def __init__(self, workspaces: Sequence[Workspace]):
@@ -47,21 +50,40 @@ class SnapshotCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         return []  # families depend on the data; skip the registry's describe-time collect
 
-    def snapshots(self) -> tuple[tuple[RunsSnapshot | None, PoolsSnapshot | None], ...]:
-        """What collect() renders; a different tuple (by identity) means different text."""
+    def parts(self) -> tuple[Part, ...]:
+        """(workspace, collector, snapshot) of every collector with a snapshot, in order.
+
+        A different snapshot object means different text (a snapshot is never changed)."""
         return tuple(
-            (ws.runs.snapshot if ws.runs else None, ws.pools.snapshot if ws.pools else None)
+            (ws.name, name, collector.snapshot)
+            for name in FAMILIES
             for ws in self._workspaces
+            if (collector := ws.collectors.get(name)) is not None
+            and collector.snapshot is not None
         )
 
-    def collect(
-        self, snapshots: Sequence[tuple[RunsSnapshot | None, PoolsSnapshot | None]] | None = None
-    ) -> Iterator[Metric]:
-        views = list(zip(self._workspaces, snapshots or self.snapshots(), strict=True))
-        runs = [(ws.name, r) for ws, (r, _) in views if r is not None]
-        yield from job_families(runs)
-        yield from pool_families([(ws.name, p) for ws, (_, p) in views if p is not None])
-        yield from baseline_family(runs)
+    def collect(self, parts: Sequence[Part] | None = None) -> Iterator[Metric]:
+        parts = self.parts() if parts is None else parts
+        for name in FAMILIES:
+            views = [(ws, snapshot) for ws, collector, snapshot in parts if collector == name]
+            if views:
+                yield from FAMILIES[name](views)
+
+
+Part = tuple[str, str, Any]  # workspace name, collector name, its snapshot
+
+
+def runs_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
+    yield from job_families(views)
+    yield from baseline_family(views)
+
+
+# What each collector's snapshots render as, in exposition order. A new collector is its module,
+# its name in exporter.collectors.COLLECTOR_NAMES, its line in Workspace and its line here.
+FAMILIES: dict[str, Callable[[Sequence[tuple[str, Any]]], Iterator[Metric]]] = {
+    "runs": lambda views: runs_families(views),
+    "pools": lambda views: pool_families(views),
+}
 
 
 class LiveCollector(Collector):

@@ -197,3 +197,83 @@ def test_http_scrape_negotiates_openmetrics_and_gzip_like_prometheus(setup):
     assert plain.headers["Content-Type"].startswith("text/plain")
     assert int(plain.headers["Content-Length"]) == len(plain.content)
     assert "databricks_job_last_run_info{" in plain.text
+
+
+def test_each_workspace_and_collector_is_re_rendered_only_when_its_snapshot_changes(tmp_path):
+    clock = SimClock()
+    clock.set(1_800_000_000.0)
+    config = SimConfig(seed=5, jobs=6, history_hours=2, period_seconds=(120, 600))
+    with SimServer(SimWorkspace(config, clock)) as a, SimServer(SimWorkspace(config, clock)) as b:
+        configs = [
+            WorkspaceConfig(name=name, host=server.url, token=server.token)
+            for name, server in (("a", a), ("b", b))
+        ]
+        settings = Settings(
+            workspaces=tuple(configs), lookback_hours=1, max_requests_per_second=1000
+        )
+        ws_a, ws_b = (Workspace(c, settings, clock=clock.time) for c in configs)
+        for ws in (ws_a, ws_b):
+            assert ws.collect("runs") and ws.collect("pools")
+        exposition = Exposition([ws_a, ws_b], clock.time)
+        registry = build_registry([ws_a, ws_b], clock.time)
+        exposition.render(None, gzip=True)
+        assert exposition.renders == {"runs": 2, "pools": 2}
+        clock.advance(60)
+        assert ws_a.collect("pools")  # new counts and counters: only a's pools part changes
+        body, _ = exposition.render(None, gzip=True)
+        assert exposition.renders == {"runs": 2, "pools": 3}
+        assert gzip.decompress(body) == generate_latest(registry)
+        assert ws_b.collect("runs")
+        body, _ = exposition.render(None, gzip=True)
+        assert exposition.renders == {"runs": 3, "pools": 3}
+        # Joined family by family: one header per family, every workspace's samples under it.
+        assert gzip.decompress(body) == generate_latest(registry)
+        assert gzip.decompress(body).count(b"# TYPE databricks_job_runs_total counter") == 1
+        for ws in (ws_a, ws_b):
+            ws.close()
+
+
+def test_a_toy_collector_is_a_protocol_a_families_function_and_one_registration(
+    setup, monkeypatch: pytest.MonkeyPatch
+):
+    from prometheus_client.core import GaugeMetricFamily
+
+    class Warehouses:  # what a SQL warehouses collector would look like
+        name = "warehouses"
+        snapshot: tuple[tuple[str, int], ...] | None = None
+
+        def collect(self) -> int:
+            self.snapshot = (("wh-1", 2), ("wh-2", 0))
+            return len(self.snapshot)
+
+    def families(views):  # type: ignore[no-untyped-def]
+        running = GaugeMetricFamily(
+            "databricks_sql_warehouse_clusters", "Running clusters.", labels=["workspace", "id"]
+        )
+        for ws, snapshot in views:
+            for warehouse_id, clusters in snapshot:
+                running.add_metric([ws, warehouse_id], clusters)
+        yield running
+
+    ws, clock = setup
+    monkeypatch.setitem(exporter.metrics.FAMILIES, "warehouses", families)
+    monkeypatch.setitem(ws.collectors, "warehouses", Warehouses())
+    assert ws.collect("warehouses")  # the one wrapper: timed, health recorded
+    exposition = Exposition([ws], clock.time)
+    text = exposition.render(None)[0]
+    assert text == generate_latest(build_registry([ws], clock.time))
+    samples = parse_samples(text.decode())
+    assert (
+        samples[
+            (
+                "databricks_sql_warehouse_clusters",
+                frozenset({("workspace", "cache"), ("id", "wh-1")}),
+            )
+        ]
+        == 2
+    )
+    ok = (
+        "databricks_exporter_collection_success",
+        frozenset({("workspace", "cache"), ("collector", "warehouses")}),
+    )
+    assert samples[ok] == 1
