@@ -16,7 +16,14 @@ from pathlib import Path
 import psutil
 
 HERE = Path(__file__).parent
-FIGURES = ("api_cost.py", "scrape_latency.py", "memory.py", "catch_up.py", "detection.py")
+FIGURES = (
+    "api_cost.py",
+    "scrape_latency.py",
+    "renders_and_pools.py",
+    "memory.py",
+    "catch_up.py",
+    "detection.py",
+)
 
 
 def machine() -> str:

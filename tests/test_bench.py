@@ -40,3 +40,8 @@ def test_quick_benchmarks_run_and_report_exact_counts(tmp_path):
     assert [row[-1] for row in detection] == ["yes", "yes"]
     scrape = table_rows(sections["Scrape latency (/metrics over HTTP on loopback)"])
     assert [row[0] for row in scrape] == ["100", "1,000"]
+    renders = table_rows(sections["Renders per interval by collector"])
+    # One part per workspace and collector per interval; the baseline re-rendered everything.
+    assert [row[1:4] for row in renders] == [["1.0", "1.0", "2.0"], ["3.0", "3.0", "6.0"]]
+    pools = table_rows(sections["Pool integral against the simulator's truth"])
+    assert all(float(row[3].rstrip("%")) < 1.0 for row in pools)  # within 1% of the truth
