@@ -58,8 +58,7 @@ class SnapshotCollector(Collector):
             (ws.name, name, collector.snapshot)
             for name in FAMILIES
             for ws in self._workspaces
-            if (collector := ws.collectors.get(name)) is not None
-            and collector.snapshot is not None
+            if (collector := ws.collectors.get(name)) is not None and collector.snapshot is not None
         )
 
     def collect(self, parts: Sequence[Part] | None = None) -> Iterator[Metric]:
