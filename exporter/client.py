@@ -29,14 +29,14 @@ from urllib3.util.retry import Retry
 from exporter.auth import AuthError, DatabricksAuth
 from exporter.health import WorkspaceHealth
 from exporter.redact import redact
-from exporter.state import normalise_run_id
+from exporter.state import RUNS_PER_PAGE, normalise_run_id
 
 log = logging.getLogger(__name__)
 
 RUNS_LIST = "/api/2.2/jobs/runs/list"
 RUNS_GET = "/api/2.2/jobs/runs/get"
 POOLS_LIST = "/api/2.0/instance-pools/list"
-RUNS_PAGE_LIMIT = 25  # the API refuses more
+RUNS_PAGE_LIMIT = RUNS_PER_PAGE  # the API refuses more
 # A page of 25 runs with 100 tasks each is a few MB; past this a response is not an API page.
 DEFAULT_MAX_RESPONSE_BYTES = 16 << 20
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -354,12 +354,22 @@ class DatabricksClient:
             raise ApiError(f"{where}: expected a JSON object, got {kind}: {_snippet(response)}")
         return body
 
-    def paginate(self, path: str, params: dict[str, Any], key: str) -> Iterator[dict[str, Any]]:
-        """Yield the items under ``key`` of every page, following ``next_page_token``."""
+    def paginate(
+        self,
+        path: str,
+        params: dict[str, Any],
+        key: str,
+        dates: list[int | None] | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the items under ``key`` of every page, following ``next_page_token``.
+
+        ``dates`` (optional) receives each page's ``Date`` (Databricks' clock, ms)."""
         seen_tokens: set[str] = set()
         query = dict(params)
         for _ in range(self.max_pages):
-            page = self.get(path, query)
+            page, date_ms = self.get_dated(path, query)
+            if dates is not None:
+                dates.append(date_ms)
             items = page.get(key) or []
             if not isinstance(items, list):
                 raise ApiError(f"workspace {self.workspace}: GET {path}: '{key}' is not a list")
@@ -386,11 +396,13 @@ class DatabricksClient:
         completed_only: bool = False,
         start_time_from: int | None = None,
         expand_tasks: bool = False,
+        dates: list[int | None] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Job runs matching the filters, page by page, each run once (pages may overlap).
 
         Lazy, so a caller can turn each page into small objects before the next arrives: the
-        first collection of a large workspace never holds every raw run at once.
+        first collection of a large workspace never holds every raw run at once. ``dates``
+        receives each page's ``Date`` (Databricks' clock).
         """
         params: dict[str, Any] = {"limit": RUNS_PAGE_LIMIT, "expand_tasks": expand_tasks}
         if active_only:
@@ -400,7 +412,7 @@ class DatabricksClient:
         if start_time_from is not None:
             params["start_time_from"] = int(start_time_from)
         seen: set[int | str] = set()
-        for run in self.paginate(RUNS_LIST, params, "runs"):
+        for run in self.paginate(RUNS_LIST, params, "runs", dates):
             run_id = normalise_run_id(run.get("run_id"))
             if run_id is None:
                 yield run  # the collector skips and counts it

@@ -134,6 +134,9 @@ class SimConfig:
     queue_rate: float = 0.2  # runs that spend their first 10% queued (queue_duration)
     pool_error_rate: float = 0.0  # pool-minutes with instances that failed to start
     pool_step_seconds: float = 60.0  # pool counts change at most this often
+    # Runs appear in runs/list up to this many seconds after they start (each its own delay,
+    # as a real workspace's listing lags); runs/get answers at once.
+    listing_lag_seconds: float = 0.0
     # > 0: the history starts at a multiple of this many seconds, so a simulator restarted
     # within that span replays the same runs (make demo with --state-file restores).
     align_origin_seconds: float = 0.0
@@ -666,6 +669,12 @@ class SimWorkspace:
             tasks.append(task)
         return tasks
 
+    def listing_lag_ms(self, run: SimRun) -> int:
+        """How long after its start the run shows up in runs/list (0..listing_lag_seconds)."""
+        if not self.config.listing_lag_seconds:
+            return 0
+        return int(_unit(self.config.seed, run.run_id, 31) * self.config.listing_lag_seconds * 1000)
+
     def pool_state(self, p: int, step: int) -> tuple[int, int, int, int]:
         """(used, idle, pending_used, pending_idle) of pool p during one pool step.
 
@@ -850,8 +859,13 @@ def _int_param(params: dict[str, str], name: str, default: int | None = None) ->
         raise ApiFailure(400, "INVALID_PARAMETER_VALUE", f"Invalid value for {name}") from None
 
 
-def _listed(run: SimRun, now: int, active_only: bool, completed_only: bool) -> bool:
-    """Whether runs/list's active_only / completed_only filters let the run through."""
+def _listed(
+    run: SimRun, now: int, active_only: bool, completed_only: bool, lag_ms: int = 0
+) -> bool:
+    """Whether runs/list shows the run yet, and its active_only / completed_only filters let
+    it through."""
+    if now < run.start_ms + lag_ms:
+        return False
     done = run.done(now)
     return not (active_only and done) and not (completed_only and not done)
 
@@ -1043,7 +1057,7 @@ class SimServer:
         else:
             page, more = [], False
             for run in m.runs_desc(lo, hi, cursor, job_id):
-                if not _listed(run, now, active_only, completed_only):
+                if not _listed(run, now, active_only, completed_only, m.listing_lag_ms(run)):
                     continue
                 if len(page) == limit:
                     more = True
@@ -1085,7 +1099,7 @@ class SimServer:
             runs = [
                 r
                 for r in self.model.runs_desc(lo, hi, None, job_id)
-                if _listed(r, now, active_only, completed_only)
+                if _listed(r, now, active_only, completed_only, self.model.listing_lag_ms(r))
             ]
             hit = ([(-r.start_ms, -r.run_id) for r in runs], runs)
             with self._lock:

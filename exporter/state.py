@@ -12,6 +12,7 @@ failed collection changes nothing.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import re
@@ -66,6 +67,10 @@ MAX_ONE_TIME_NAMES = 1000
 # up (a job: its counters by result, 16 histogram series, last-run gauges; a task key: its
 # results); past max_series new ones fold into "__other__", so API data cannot blow up memory.
 MAX_SERIES = 250_000
+# How far back a completed-runs listing may reach for runs that left the active list (and so how
+# long `seen` remembers counted runs); older ones are asked for with runs/get.
+REACH_BACK_MS = 30 * 60 * 1000
+RUNS_PER_PAGE = 25  # runs/list's largest page
 SERIES_PER_JOB = 40
 SERIES_PER_TASK_KEY = 3
 SERIES_PER_ONE_TIME_NAME = 24
@@ -387,8 +392,35 @@ class RunLedger:
 
     @property
     def list_from_ms(self) -> int:
-        """start_time_from for the completed-runs listing of the next cycle."""
+        """The latest start_time_from of a completed-runs listing: the overlap before the last
+        cycle's start covers runs that appear in listings late."""
         return self.watermark_ms - self.overlap_ms
+
+    @property
+    def horizon_ms(self) -> int:
+        """How far back ``seen`` remembers counted runs, so a listing may reach back this far."""
+        return self.watermark_ms - max(self.overlap_ms, REACH_BACK_MS)
+
+    def completed_list_from(self, left_active: Iterable[int]) -> int:
+        """start_time_from for this cycle's completed-runs listing, at the lowest cost.
+
+        ``left_active`` are the start times of runs seen active that left the active list. One
+        that started before ``list_from_ms`` is found either by reaching the listing back to its
+        start (re-reading the runs counted since, 25 a page) or by one runs/get; this picks the
+        start that needs the fewest requests, estimated from the runs ``seen`` remembers.
+        """
+        latest = self.list_from_ms
+        older = sorted((s for s in left_active if self.horizon_ms <= s < latest), reverse=True)
+        if not older or self.fresh:
+            return latest
+        starts = sorted(start for start, _ in self.seen.values())
+        best, best_cost = latest, float(len(older))  # reach nothing back: runs/get for each
+        for i, start in enumerate(older):
+            relisted = bisect.bisect_left(starts, latest) - bisect.bisect_left(starts, start)
+            cost = (relisted + i + 1) / RUNS_PER_PAGE + len(older) - i - 1
+            if cost < best_cost:
+                best, best_cost = start, cost
+        return best
 
     def needs_details(self, run: Run) -> bool:
         """Whether a terminal run about to be counted needs runs/get: its listing cut the tasks
@@ -573,7 +605,7 @@ class RunLedger:
         # A run that started before the next listing's start_time_from can only come back
         # through the active list or runs/get, and those paths check `active` first. A run
         # that ended (or was repaired) recently is kept, so its repairs are recognised.
-        horizon = self.list_from_ms
+        horizon = self.horizon_ms
         stale = [rid for rid, (start, end) in self.seen.items() if max(start, end) < horizon]
         for run_id in stale:
             del self.seen[run_id]

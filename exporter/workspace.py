@@ -56,6 +56,7 @@ class Workspace:
             lookback_ms=int(settings.lookback_hours * 3600 * 1000),
             overlap_ms=int(settings.overlap_seconds * 1000),
         )
+        ledger.overlap_ms = int(settings.overlap_seconds * 1000)  # a restored one's too
         ledger.max_jobs = settings.max_jobs
         ledger.max_one_time_names = settings.max_one_time_run_names
         ledger.max_series = settings.max_series

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from exporter.auth import DatabricksAuth
 from exporter.client import RUNS_GET, RUNS_LIST, ApiError, DatabricksClient
 from exporter.collectors.runs import RunsCollector
@@ -14,7 +16,7 @@ MIN = 60_000
 
 
 def setup(
-    config: SimConfig, lookback_hours: float = 1.0
+    config: SimConfig, lookback_hours: float = 1.0, overlap_ms: int = MIN
 ) -> tuple[SimServer, RunsCollector, SimClock]:
     clock = SimClock()
     clock.set(1_800_000_000.0)
@@ -22,7 +24,7 @@ def setup(
     health = WorkspaceHealth()
     auth = DatabricksAuth(WorkspaceConfig(name="t", host=server.url, token=server.token), health)
     client = DatabricksClient("t", server.url, auth, health, backoff_factor=0.01)
-    ledger = RunLedger.starting_at(clock.now_ms(), int(lookback_hours * 3600_000), 5 * MIN)
+    ledger = RunLedger.starting_at(clock.now_ms(), int(lookback_hours * 3600_000), overlap_ms)
     return server, RunsCollector(client, ledger, clock.now_ms), clock
 
 
@@ -60,25 +62,58 @@ def test_runs_get_only_for_runs_that_left_the_active_list_and_started_before_the
         jobs=6,
         history_hours=2,
         period_seconds=(600, 900),
-        duration_seconds=(1500, 1800),
+        duration_seconds=(2400, 2700),
         long_run_rate=0.0,
         fail_rate=0.0,
     )
-    server, collector, clock = setup(config)
+    server, collector, clock = setup(config, lookback_hours=2)
     try:
         collector.collect()
         baseline = clock.now_ms()
         gets = 0
-        for _ in range(40):
+        for _ in range(60):
             clock.advance(60)
             before = server.stats.requests[RUNS_GET]
             collector.collect()
             gets += server.stats.requests[RUNS_GET] - before
         truth = server.model.truth(baseline)["total"]
         assert counted(collector) == truth > 0
-        # Runs last 25-30 minutes: longer than interval + overlap, so each one that ended was
-        # fetched once with runs/get, and nothing else was.
+        # Runs last 40-45 minutes: longer than a listing may reach back (30 minutes), so each
+        # one that ended was fetched once with runs/get, and nothing else was.
         assert gets == truth
+    finally:
+        server.stop()
+
+
+def test_a_listing_reaches_back_for_runs_that_left_the_active_list_when_that_is_cheaper():
+    # Runs of 10-15 minutes, a few jobs: one page reaching back finds every run that ended,
+    # where runs/get would cost a request each.
+    config = SimConfig(
+        seed=5,
+        jobs=6,
+        history_hours=2,
+        period_seconds=(300, 400),
+        duration_seconds=(600, 900),
+        long_run_rate=0.0,
+    )
+    server, collector, clock = setup(config)
+    try:
+        collector.collect()
+        baseline = clock.now_ms()
+        gets, lists = 0, 0
+        for _ in range(40):
+            clock.advance(60)
+            before_get, before_list = (
+                server.stats.requests[RUNS_GET],
+                server.stats.requests[RUNS_LIST],
+            )
+            collector.collect()
+            gets += server.stats.requests[RUNS_GET] - before_get
+            lists += server.stats.requests[RUNS_LIST] - before_list
+        truth = server.model.truth(baseline)["total"]
+        assert counted(collector) == truth > 10
+        assert gets == 0
+        assert lists == 2 * 40  # one active page, one completed page a cycle
     finally:
         server.stop()
 
@@ -152,3 +187,35 @@ def test_an_untrustworthy_runs_get_answer_falls_back_to_the_listing(requests_moc
     assert collector.collect() == 1
     assert collector.ledger.runs_total == {("1", "wide", "SUCCESS"): 1}
     assert collector.ledger.skipped_runs == {"non_finite": 1}
+
+
+@pytest.mark.parametrize("skew_s", [-120, 0, 120])
+def test_exact_counts_with_the_exporter_clock_off_and_runs_listed_up_to_30_s_late(skew_s):
+    # A busy workspace: runs of 20 s to 3 minutes, some listed half a minute after they start.
+    config = SimConfig(
+        seed=11,
+        jobs=60,
+        history_hours=1,
+        period_seconds=(30, 90),
+        duration_seconds=(20, 180),
+        listing_lag_seconds=30,
+    )
+    server, collector, clock = setup(config)
+    collector.clock_ms = lambda: clock.now_ms() + skew_s * 1000  # the exporter's own clock
+    try:
+        collector.collect()
+        baseline = collector.ledger.baseline_ms
+        for _ in range(30):
+            clock.advance(60)
+            collector.collect()
+            # The cycle is timed by Databricks' answers, not by the exporter's clock.
+            assert collector.ledger.watermark_ms == clock.now_ms()
+        server.model.stop_ms = clock.now_ms()  # no new runs: let the last ones end and be listed
+        for _ in range(5):
+            clock.advance(60)
+            collector.collect()
+        truth = server.model.truth(baseline)["total"]
+        assert truth > 500
+        assert counted(collector) == truth  # every run that ended since the baseline, once
+    finally:
+        server.stop()

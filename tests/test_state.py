@@ -162,8 +162,8 @@ def test_memory_is_bounded_as_the_watermark_moves():
         t = NOW + cycle * MIN
         book.apply(t, [], [run(cycle, t - MIN // 2, t - 1)])
     assert sum(book.runs_total.values()) == 199
-    # Only runs inside the overlap window are remembered for deduplication.
-    assert len(book.seen) <= 6
+    # Only runs a listing may reach back to (30 minutes) are remembered for deduplication.
+    assert len(book.seen) <= 31
 
 
 def test_active_run_that_vanished_is_dropped_without_counting():

@@ -2,7 +2,7 @@
 previously active runs that left the active list without showing up as completed.
 
 The cost of a cycle grows with the runs that started or ended since the last cycle, never with
-the workspace's history.
+the workspace's history. Cycles are timed on Databricks' clock (the answers' Date header).
 """
 
 from __future__ import annotations
@@ -37,15 +37,25 @@ class RunsCollector:
         self.ledger = ledger
         self.clock_ms = clock_ms
         self.snapshot: RunsSnapshot | None = None
+        self._warned_no_date = False
 
     def collect(self) -> int:
         """One cycle; returns the runs newly counted. Raises ApiError, changes nothing."""
-        cycle_start = self.clock_ms()
         # Active first, then completed: a run that ends between the two calls is in the second.
-        active = self._parse(self.client.iter_runs(active_only=True), cycle_start)
+        dates: list[int | None] = []
+        raw_active = list(self.client.iter_runs(active_only=True, dates=dates))
+        # The cycle's time is Databricks' (the Date of the first answer), so an exporter clock
+        # that is minutes off neither loses runs nor widens the listings to cover for it.
+        cycle_start = dates[0] if dates and dates[0] is not None else self._local_time()
+        active = self._parse(raw_active, cycle_start)
+        del raw_active
+        listed_active = {r.run_id for r in active}
+        left = [r.start_ms for r in self.ledger.active.values() if r.run_id not in listed_active]
         completed = self._parse(
             self.client.iter_runs(
-                completed_only=True, start_time_from=self.ledger.list_from_ms, expand_tasks=True
+                completed_only=True,
+                start_time_from=self.ledger.completed_list_from(left),
+                expand_tasks=True,
             ),
             cycle_start,
         )
@@ -90,6 +100,16 @@ class RunsCollector:
             counted,
         )
         return counted
+
+    def _local_time(self) -> int:
+        if not self._warned_no_date:
+            self._warned_no_date = True
+            log.warning(
+                "workspace %s: Databricks' answers carry no Date header; the exporter's clock "
+                "times the cycles (keep it in sync, e.g. NTP)",
+                self.client.workspace,
+            )
+        return self.clock_ms()
 
     def _get_run(self, run_id: int | str) -> tuple[bool, dict[str, Any] | None]:
         """(True, the run or None when gone), or (False, None) after a logged failure.
