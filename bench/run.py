@@ -18,6 +18,7 @@ import psutil
 HERE = Path(__file__).parent
 FIGURES = (
     "api_cost.py",
+    "api_floor.py",
     "scrape_latency.py",
     "renders_and_pools.py",
     "memory.py",

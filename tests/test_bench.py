@@ -40,6 +40,10 @@ def test_quick_benchmarks_run_and_report_exact_counts(tmp_path):
     assert [row[-1] for row in detection] == ["yes", "yes"]
     scrape = table_rows(sections["Scrape latency (/metrics over HTTP on loopback)"])
     assert [row[0] for row in scrape] == ["100", "1,000"]
+    floor = table_rows(sections["API cost against the floor"])
+    assert [row[-1].split()[0] for row in floor] == ["yes", "yes"]  # skewed clock, late lists
+    busy = floor[1]
+    assert float(busy[4].rstrip("x")) <= 1.3  # requests within 1.3x of the floor
     renders = table_rows(sections["Renders per interval by collector"])
     # One part per workspace and collector per interval; the baseline re-rendered everything.
     assert [row[1:4] for row in renders] == [["1.0", "1.0", "2.0"], ["3.0", "3.0", "6.0"]]

@@ -1,0 +1,123 @@
+"""API requests per cycle against the floor, for a quiet and a busy workspace, with the
+exporter's clock 2 minutes off Databricks' and runs appearing in listings up to 30 s late.
+
+The floor of a cycle, from the simulator's ground truth (the issue's definition):
+pages of the active list (25 runs a page, at least 1) + pages of the runs that started or ended
+since the last cycle + one runs/get for each run that ended this cycle but started more than
+30 minutes earlier (longer than any listing reaches back) + 1 instance-pools call.
+
+After the measured cycles the simulator stops starting runs and the exporter runs until every
+run has ended: its counts must equal the truth exactly.
+
+Usage: python bench/api_floor.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import replace
+
+from common import START, large_workspace, median, runs_per_second, small_workspace
+
+from exporter.config import Settings, WorkspaceConfig
+from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
+from exporter.state import REACH_BACK_MS, RUNS_PER_PAGE
+from exporter.workspace import Workspace
+
+SKEW_S = 120.0  # the exporter's clock runs 2 minutes ahead of Databricks'
+LAG_S = 30.0  # runs appear in listings up to 30 s after they start
+INTERVAL = 60.0
+
+
+def floor(model: SimWorkspace, before_ms: int, now_ms: int) -> int:
+    """The fewest requests that can learn this cycle's runs (see the module docstring)."""
+    active = changed = gets = 0
+    for run in model.runs_desc(now_ms - model.max_duration_ms, now_ms):
+        if now_ms >= run.start_ms + model.listing_lag_ms(run) and model.is_active(run, now_ms):
+            active += 1
+        started = before_ms < run.start_ms <= now_ms
+        ended = before_ms < run.last_end_ms <= now_ms
+        if ended and run.start_ms < before_ms - REACH_BACK_MS:
+            gets += 1
+        elif started or ended:
+            changed += 1
+    pages = max(1, math.ceil(active / RUNS_PER_PAGE)) + math.ceil(changed / RUNS_PER_PAGE)
+    return pages + gets + 1
+
+
+def measure(config: SimConfig, cycles: int) -> dict[str, float]:
+    clock = SimClock()
+    clock.set(START)
+    with SimServer(SimWorkspace(config, clock)) as server:
+        ws_config = WorkspaceConfig(name="bench", host=server.url, token=server.token)
+        settings = Settings(
+            workspaces=(ws_config,), lookback_hours=1, max_requests_per_second=1e6
+        )
+        ws = Workspace(ws_config, settings, clock=lambda: clock.time() + SKEW_S)
+        assert ws.collect("runs") and ws.collect("pools")
+        ratios, costs, floors = [], [], []
+        for _ in range(cycles):
+            before_ms = clock.now_ms()
+            clock.advance(INTERVAL)
+            requests = server.requests_total()
+            assert ws.collect("runs") and ws.collect("pools")
+            cost = server.requests_total() - requests
+            least = floor(server.model, before_ms, clock.now_ms())
+            costs.append(cost)
+            floors.append(least)
+            ratios.append(cost / least)
+        server.model.stop_ms = clock.now_ms()  # let every run end, then check the counts
+        while server.model.active_count():
+            clock.advance(INTERVAL)
+            assert ws.collect("runs")
+        for _ in range(2):
+            clock.advance(INTERVAL)
+            assert ws.collect("runs")
+        assert ws.runs is not None
+        counted = sum(ws.runs.ledger.runs_total.values()) + sum(
+            ws.runs.ledger.one_time_total.values()
+        )
+        truth = server.model.truth(ws.runs.ledger.baseline_ms)["total"]
+        ws.close()
+    return {
+        "cost": median(costs),
+        "floor": median(floors),
+        "ratio": median(ratios),
+        "worst": max(ratios),
+        "counted": counted,
+        "exact": counted == truth,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    quiet = replace(small_workspace(history_hours=2), listing_lag_seconds=LAG_S)
+    busy = replace(
+        large_workspace(jobs=500 if args.quick else 5000), listing_lag_seconds=LAG_S
+    )
+    cycles = 4 if args.quick else 20
+    print("## API cost against the floor\n")
+    print(
+        f"Requests per {INTERVAL:g} s cycle (runs + pools) against the floor computed from the "
+        "simulator's truth (active-list pages + pages of runs that started or ended since the "
+        "last cycle + runs/get for runs that started more than 30 minutes before it + 1 pools "
+        f"call), over {cycles} cycles, the exporter's clock {SKEW_S:g} s ahead of Databricks' "
+        f"and runs listed up to {LAG_S:g} s late. Exact: after the cycles no new run starts, "
+        "and once every run has ended the counts equal the truth.\n"
+    )
+    print("| load | runs/s | requests/cycle | floor/cycle | ratio (median) | worst cycle | exact |")
+    print("|---|---|---|---|---|---|---|")
+    for name, config in (("quiet (70 jobs)", quiet), ("busy", busy)):
+        r = measure(config, cycles)
+        print(
+            f"| {name} | {runs_per_second(config):.2f} | {r['cost']:g} | {r['floor']:g} "
+            f"| {r['ratio']:.2f}x | {r['worst']:.2f}x "
+            f"| {'yes' if r['exact'] else 'MISMATCH'} ({r['counted']:,.0f}) |"
+        )
+
+
+if __name__ == "__main__":
+    main()
