@@ -51,9 +51,7 @@ def measure(config: SimConfig, cycles: int) -> dict[str, float]:
     clock.set(START)
     with SimServer(SimWorkspace(config, clock)) as server:
         ws_config = WorkspaceConfig(name="bench", host=server.url, token=server.token)
-        settings = Settings(
-            workspaces=(ws_config,), lookback_hours=1, max_requests_per_second=1e6
-        )
+        settings = Settings(workspaces=(ws_config,), lookback_hours=1, max_requests_per_second=1e6)
         ws = Workspace(ws_config, settings, clock=lambda: clock.time() + SKEW_S)
         assert ws.collect("runs") and ws.collect("pools")
         ratios, costs, floors = [], [], []
@@ -95,9 +93,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     quiet = replace(small_workspace(history_hours=2), listing_lag_seconds=LAG_S)
-    busy = replace(
-        large_workspace(jobs=500 if args.quick else 5000), listing_lag_seconds=LAG_S
-    )
+    busy = replace(large_workspace(jobs=500 if args.quick else 5000), listing_lag_seconds=LAG_S)
     cycles = 4 if args.quick else 20
     print("## API cost against the floor\n")
     print(
