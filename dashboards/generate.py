@@ -138,6 +138,20 @@ def panel(
     }
 
 
+def merged_columns(a: str, b: str) -> list[dict[str, Any]]:
+    """A table's transformations: queries A and B merged into one row per series, renamed."""
+    return [
+        {"id": "merge", "options": {}},
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": {"Time": True},
+                "renameByName": {"Value #A": a, "Value #B": b},
+            },
+        },
+    ]
+
+
 def info_table(title: str, description: str, expr: str) -> dict[str, Any]:
     """A table of an _info gauge's labels (the value, always 1, and scrape labels hidden)."""
     hidden = {"Time": True, "Value": True, "__name__": True, "instance": True, "job": True}
@@ -461,16 +475,7 @@ def jobs() -> dict[str, Any]:
                 ),
             ],
             instant=True,
-            transformations=[
-                {"id": "merge", "options": {}},
-                {
-                    "id": "organize",
-                    "options": {
-                        "excludeByName": {"Time": True},
-                        "renameByName": {"Value #A": "runs", "Value #B": "failed"},
-                    },
-                },
-            ],
+            transformations=merged_columns("runs", "failed"),
         ),
         12,
         8,
@@ -673,7 +678,8 @@ def pool_cost(lay: Layout) -> None:
             "table",
             "Top pools by waste",
             "Idle instances beyond min_idle_instances over the range: instance-hours and their "
-            "VM cost. This is the part a configuration choice decides.",
+            "VM cost in the price table's currency. This is the part a configuration choice "
+            "decides.",
             "short",
             [
                 (
@@ -682,22 +688,13 @@ def pool_cost(lay: Layout) -> None:
                     "",
                 ),
                 (
-                    f"topk(10, sum by (workspace, pool_name, currency) "
+                    f"topk(10, sum by (workspace, pool_name) "
                     f"({seconds.format('idle_above_min')} / 3600{PRICE}))",
                     "",
                 ),
             ],
             instant=True,
-            transformations=[
-                {"id": "merge", "options": {}},
-                {
-                    "id": "organize",
-                    "options": {
-                        "excludeByName": {"Time": True},
-                        "renameByName": {"Value #A": "instance-hours", "Value #B": "cost"},
-                    },
-                },
-            ],
+            transformations=merged_columns("instance-hours", "cost"),
         ),
         12,
         8,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -107,15 +108,21 @@ def test_arbitrary_run_and_pool_objects_never_raise_and_render_valid_exposition(
     assert again.runs_total == ledger.runs_total
 
 
-@settings(max_examples=300, deadline=None)
-@given(json_values)
-def test_arbitrary_state_files_are_restored_or_refused_never_raised(tmp_path_factory, doc):
+def state_file_with(tmp_path_factory: Any, part: str, doc: Any) -> Path:
+    """A state file whose workspace "w" (host "h") has ``doc`` as its ``part``."""
     path = Path(tmp_path_factory.mktemp("state")) / "state.json"
     entry = {
         "format": "databricks-jobs-exporter/state/v2",
-        "workspaces": {"w": {"host": "h", "ledger": doc}},
+        "workspaces": {"w": {"host": "h", part: doc}},
     }
     path.write_text(json.dumps(entry))
+    return path
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values)
+def test_arbitrary_state_files_are_restored_or_refused_never_raised(tmp_path_factory, doc):
+    path = state_file_with(tmp_path_factory, "ledger", doc)
     ledger = StateFile(path).restore("w", "h")
     kept = list(path.parent.glob("state.json.corrupt-*"))
     # Either the entry is restored (and renders), or it is refused and kept aside: never both.
@@ -127,12 +134,7 @@ def test_arbitrary_state_files_are_restored_or_refused_never_raised(tmp_path_fac
 @settings(max_examples=300, deadline=None)
 @given(json_values)
 def test_arbitrary_pool_counters_are_restored_or_refused_never_raised(tmp_path_factory, doc):
-    path = Path(tmp_path_factory.mktemp("state")) / "state.json"
-    entry = {
-        "format": "databricks-jobs-exporter/state/v2",
-        "workspaces": {"w": {"host": "h", "pools": doc}},
-    }
-    path.write_text(json.dumps(entry))
+    path = state_file_with(tmp_path_factory, "pools", doc)
     usage = PoolUsage(300)
     restored = StateFile(path).restore_pools("w", "h", usage)
     kept = list(path.parent.glob("state.json.corrupt-*"))
