@@ -70,6 +70,9 @@ MAX_SERIES = 250_000
 # How far back a completed-runs listing may reach for runs that left the active list (and so how
 # long `seen` remembers counted runs); older ones are asked for with runs/get.
 REACH_BACK_MS = 30 * 60 * 1000
+# After a time nobody watched (a restart, a failed cycle) the completed listing reaches back at
+# least this far: a run repaired and finished meanwhile is only seen again by re-listing it.
+AFTER_GAP_MS = 5 * 60 * 1000
 RUNS_PER_PAGE = 25  # runs/list's largest page
 SERIES_PER_JOB = 40
 SERIES_PER_TASK_KEY = 3
@@ -401,15 +404,19 @@ class RunLedger:
         """How far back ``seen`` remembers counted runs, so a listing may reach back this far."""
         return self.watermark_ms - max(self.overlap_ms, REACH_BACK_MS)
 
-    def completed_list_from(self, left_active: Iterable[int]) -> int:
+    def completed_list_from(self, left_active: Iterable[int], after_gap: bool = False) -> int:
         """start_time_from for this cycle's completed-runs listing, at the lowest cost.
 
         ``left_active`` are the start times of runs seen active that left the active list. One
         that started before ``list_from_ms`` is found either by reaching the listing back to its
         start (re-reading the runs counted since, 25 a page) or by one runs/get; this picks the
         start that needs the fewest requests, estimated from the runs ``seen`` remembers.
+        ``after_gap``: nobody watched since the last cycle (restart, failed cycle), so the
+        listing reaches back at least AFTER_GAP_MS, for runs repaired and ended meanwhile.
         """
         latest = self.list_from_ms
+        if after_gap:
+            latest = min(latest, self.watermark_ms - AFTER_GAP_MS)
         older = sorted((s for s in left_active if self.horizon_ms <= s < latest), reverse=True)
         if not older or self.fresh:
             return latest

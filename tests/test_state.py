@@ -408,3 +408,11 @@ def test_series_beyond_max_series_fold_into_other_jobs_tasks_and_names(caplog):
     assert ("__other__", "__other__", "SUCCESS") in book.runs_total  # job 2 had no room
     assert book.series_budget_used <= book.max_series
     assert "max_series" in caplog.text
+
+
+def test_after_time_nobody_watched_the_completed_listing_reaches_back_five_minutes():
+    book = RunLedger(baseline_ms=NOW, watermark_ms=NOW, overlap_ms=MIN)
+    book.fresh = False
+    assert book.completed_list_from([]) == NOW - MIN
+    # A restart or a failed cycle: a run repaired and ended meanwhile is found by re-listing.
+    assert book.completed_list_from([], after_gap=True) == NOW - 5 * MIN

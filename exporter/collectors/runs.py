@@ -38,9 +38,21 @@ class RunsCollector:
         self.clock_ms = clock_ms
         self.snapshot: RunsSnapshot | None = None
         self._warned_no_date = False
+        # Whether time went by unwatched before the next cycle: at start with a restored
+        # ledger, and after a failed cycle.
+        self._after_gap = not ledger.fresh
 
     def collect(self) -> int:
         """One cycle; returns the runs newly counted. Raises ApiError, changes nothing."""
+        try:
+            counted = self._cycle()
+        except BaseException:
+            self._after_gap = True
+            raise
+        self._after_gap = False
+        return counted
+
+    def _cycle(self) -> int:
         # Active first, then completed: a run that ends between the two calls is in the second.
         dates: list[int | None] = []
         raw_active = list(self.client.iter_runs(active_only=True, dates=dates))
@@ -54,7 +66,7 @@ class RunsCollector:
         completed = self._parse(
             self.client.iter_runs(
                 completed_only=True,
-                start_time_from=self.ledger.completed_list_from(left),
+                start_time_from=self.ledger.completed_list_from(left, self._after_gap),
                 expand_tasks=True,
             ),
             cycle_start,
