@@ -37,8 +37,8 @@ def renders(workspaces: int, jobs: int, intervals: int) -> dict[str, float]:
             workspace(s.url, s.token, clock, lookback_hours=1, max_requests_per_second=1e6)
             for s in servers
         ]
-        for ws in wss:
-            ws.name = f"{ws.name}-{wss.index(ws)}"
+        for i, ws in enumerate(wss):
+            ws.name = f"{ws.name}-{i}"
         for ws in wss:
             assert ws.collect("runs") and ws.collect("pools")
         exposition = Exposition(wss, clock.time)
@@ -86,7 +86,7 @@ def pool_integral(outage: bool, phase_seconds: float) -> dict[str, float]:
     model = SimWorkspace(SimConfig(seed=9, jobs=1, pools=6), clock)
     with SimServer(model) as server:
         ws = workspace(server.url, server.token, clock, max_requests_per_second=1e6)
-        usage = ws.collectors["pools"]
+        pools = ws.collectors["pools"]
         first_ms = clock.now_ms()
         down = (12 * 60, 12 * 60 + 10) if outage else (-1, -1)  # minutes of the day
         unseen = Counter[str]()
@@ -105,7 +105,7 @@ def pool_integral(outage: bool, phase_seconds: float) -> dict[str, float]:
             clock.advance(60)
         end_ms = last_ok_ms
         truth = model.pool_truth(first_ms, end_ms)
-        snapshot = usage.snapshot
+        snapshot = pools.snapshot
         assert snapshot is not None and snapshot.usage is not None
         exported = dict(snapshot.usage.totals)
         errors = [

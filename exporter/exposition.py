@@ -117,19 +117,18 @@ class Exposition:
         live = {(content_type, ws, collector) for ws, collector, _ in parts}
         for stale in [k for k in self._parts if k[0] == content_type and k not in live]:
             del self._parts[stale]  # a collector turned off or a workspace gone
+        # Parts come collector by collector (SnapshotCollector.parts), so one pass keeps the
+        # exposition order: each family's header from its first part, then every part's samples.
+        headers: dict[str, bytes] = {}
+        bodies: dict[str, list[bytes]] = {}
+        for text in texts:
+            for family, header, body in text.families:
+                headers.setdefault(family, header)
+                bodies.setdefault(family, []).append(body)
         chunks: list[bytes] = []
-        for name in FAMILIES:
-            order: dict[str, bytes] = {}  # family name -> header, in the first part's order
-            bodies: dict[str, list[bytes]] = {}
-            for (_, collector, _), text in zip(parts, texts, strict=True):
-                if collector != name:
-                    continue
-                for family, header, body in text.families:
-                    order.setdefault(family, header)
-                    bodies.setdefault(family, []).append(body)
-            for family, header in order.items():
-                chunks.append(header)
-                chunks.extend(bodies[family])
+        for family, header in headers.items():
+            chunks.append(header)
+            chunks.extend(bodies[family])
         if not gzip:
             return _Rendered(parts, encoder, b"".join(chunks))
         compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)

@@ -61,8 +61,8 @@ class SnapshotCollector(Collector):
             if (collector := ws.collectors.get(name)) is not None and collector.snapshot is not None
         )
 
-    def collect(self, parts: Sequence[Part] | None = None) -> Iterator[Metric]:
-        parts = self.parts() if parts is None else parts
+    def collect(self) -> Iterator[Metric]:
+        parts = self.parts()
         for name in FAMILIES:
             views = [(ws, snapshot) for ws, collector, snapshot in parts if collector == name]
             if views:
@@ -368,15 +368,13 @@ def pool_families(views: Sequence[tuple[str, PoolsSnapshot]]) -> Iterator[Metric
     yield from usage_families(views)
 
 
+# PoolTotals field -> help; the family is databricks_instance_pool_<field>_instance_seconds.
 USAGE = {
-    "idle": ("idle", "Instance-seconds of idle instances (running, not used by a cluster)."),
-    "used": ("used", "Instance-seconds of instances used by clusters."),
-    "pending": ("pending", "Instance-seconds of instances starting (pending idle or used)."),
-    "idle_above_min": (
-        "idle_above_min",
-        "Instance-seconds of idle instances beyond min_idle_instances (the part a shorter "
-        "idle_instance_autotermination_minutes can save).",
-    ),
+    "idle": "Instance-seconds of idle instances (running, not used by a cluster).",
+    "used": "Instance-seconds of instances used by clusters.",
+    "pending": "Instance-seconds of instances starting (pending idle or used).",
+    "idle_above_min": "Instance-seconds of idle instances beyond min_idle_instances (the part a "
+    "shorter idle_instance_autotermination_minutes can save).",
 }
 
 
@@ -388,9 +386,9 @@ def usage_families(views: Sequence[tuple[str, PoolsSnapshot]]) -> Iterator[Metri
     )
     counters = {
         key: CounterMetricFamily(
-            f"databricks_instance_pool_{name}_instance_seconds", doc + integrated, labels=POOL
+            f"databricks_instance_pool_{key}_instance_seconds", doc + integrated, labels=POOL
         )
-        for key, (name, doc) in USAGE.items()
+        for key, doc in USAGE.items()
     }
     cost = CounterMetricFamily(
         "databricks_instance_pool_idle_cost",

@@ -31,8 +31,6 @@ from exporter.config import PriceTable
 
 log = logging.getLogger(__name__)
 
-KINDS = ("idle", "used", "pending", "idle_above_min")
-
 
 @dataclass(frozen=True)
 class Counts:

@@ -278,17 +278,16 @@ class StateFile:
     def _entry(self, workspace: str, host: str, warn: bool = True) -> dict[str, Any] | None:
         """The saved entry of a workspace for this host, or None (warned when unusable)."""
         entry = self._loaded.get(workspace)
-        if entry is None or (not warn and not isinstance(entry, dict)):
-            return None
         if not isinstance(entry, dict):
-            self._keep_aside(f"has a damaged entry for workspace {workspace}")
+            if entry is not None and warn:
+                self._keep_aside(f"has a damaged entry for workspace {workspace}")
             return None
         if entry.get("host") != host:
-            if not warn:
-                return None
-            log.warning(
-                "state file: workspace %s was saved for another host; fresh baseline", workspace
-            )
+            if warn:
+                log.warning(
+                    "state file: workspace %s was saved for another host; fresh baseline",
+                    workspace,
+                )
             return None
         return entry
 
