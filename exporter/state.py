@@ -17,7 +17,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -429,14 +429,19 @@ class RunLedger:
                 best, best_cost = start, cost
         return best
 
-    def needs_details(self, run: Run) -> bool:
+    def needs_details(self, run: Run, listed_active: Container[int | str] = ()) -> bool:
         """Whether a terminal run about to be counted needs runs/get: its listing cut the tasks
         at 100, or it was already running when the exporter started (it may be a repair of a
-        run that failed before the baseline; only the repair history tells)."""
+        run that failed before the baseline; only the repair history tells). On the first
+        cycle, a run in this cycle's active listing that ended before the completed listing
+        was running at the start too: ``listed_active`` are the run ids of that listing."""
         if run.run_id in self.seen or run.end_ms <= self.baseline_ms or run.repairs:
             return False
         tracked = self.active.get(run.run_id)
-        return run.more_tasks or (tracked is not None and tracked.inherited and run.paused)
+        inherited = (
+            tracked.inherited if tracked is not None else self.fresh and run.run_id in listed_active
+        )
+        return run.more_tasks or (inherited and run.paused)
 
     def apply(
         self,
@@ -554,7 +559,8 @@ class RunLedger:
                 self._count_repairs(run, after_ms=seen_end)
             return 0
         self.seen[run.run_id] = (run.start_ms, reported_end)
-        if run.original is not None and run.repairs and run.original.end_ms <= watermark_before:
+        counted_by = max(watermark_before, self.baseline_ms)  # the first cycle's is the look-back
+        if run.original is not None and run.repairs and run.original.end_ms <= counted_by:
             # A repaired run whose original attempt ended before the last cycle: counted then
             # (or before the baseline), forgotten since. Only its new repairs count now.
             self._count_repairs(run, after_ms=watermark_before - self.overlap_ms)

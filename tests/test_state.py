@@ -416,3 +416,23 @@ def test_after_time_nobody_watched_the_completed_listing_reaches_back_five_minut
     assert book.completed_list_from([]) == NOW - MIN
     # A restart or a failed cycle: a run repaired and ended meanwhile is found by re-listing.
     assert book.completed_list_from([], after_gap=True) == NOW - 5 * MIN
+
+
+def test_a_repair_running_at_start_that_ends_within_the_first_cycle_counts_as_a_repair():
+    # The original attempt failed before the baseline; its repair was running when the first
+    # cycle listed active runs, and ended before that cycle's completed listing.
+    book = ledger()
+    listed = run(7, NOW - 10 * MIN, NOW + 1000, run_duration=2000)
+    assert listed.paused  # start to end is far longer than the time it ran
+    assert book.needs_details(listed, listed_active={7})
+    assert not book.needs_details(listed, listed_active=set())  # not running at the start
+    history = {
+        "repair_history": [
+            {"type": "ORIGINAL", "end_time": NOW - 8 * MIN, "state": {"result_state": "FAILED"}},
+            {"type": "REPAIR", "end_time": NOW + 1000, "state": {"result_state": "SUCCESS"}},
+        ]
+    }
+    full = run(7, NOW - 10 * MIN, NOW + 1000, run_duration=2000, **history)
+    book.apply(NOW + 2000, [], [full])
+    assert book.runs_total == {}  # the run itself ended before the baseline
+    assert book.repairs_total == {("1", "job1", "SUCCESS"): 1}
