@@ -17,7 +17,7 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -429,19 +429,18 @@ class RunLedger:
                 best, best_cost = start, cost
         return best
 
-    def needs_details(self, run: Run, listed_active: Container[int | str] = ()) -> bool:
+    def needs_details(self, run: Run) -> bool:
         """Whether a terminal run about to be counted needs runs/get: its listing cut the tasks
-        at 100, or it was already running when the exporter started (it may be a repair of a
-        run that failed before the baseline; only the repair history tells). On the first
-        cycle, a run in this cycle's active listing that ended before the completed listing
-        was running at the start too: ``listed_active`` are the run ids of that listing."""
+        at 100, or it began before the exporter watched it (started before the baseline, or
+        running at the first cycle) and its times show a pause: it may be a repair of a run
+        that failed before the baseline, and only the repair history tells. Whichever listing
+        of the first cycle it slipped between (a repair starting or ending between the active
+        and the completed listing), its start time gives it away."""
         if run.run_id in self.seen or run.end_ms <= self.baseline_ms or run.repairs:
             return False
         tracked = self.active.get(run.run_id)
-        inherited = (
-            tracked.inherited if tracked is not None else self.fresh and run.run_id in listed_active
-        )
-        return run.more_tasks or (inherited and run.paused)
+        unwatched = run.start_ms < self.baseline_ms or (tracked is not None and tracked.inherited)
+        return run.more_tasks or (unwatched and run.paused)
 
     def apply(
         self,

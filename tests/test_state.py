@@ -418,14 +418,15 @@ def test_after_time_nobody_watched_the_completed_listing_reaches_back_five_minut
     assert book.completed_list_from([], after_gap=True) == NOW - 5 * MIN
 
 
-def test_a_repair_running_at_start_that_ends_within_the_first_cycle_counts_as_a_repair():
-    # The original attempt failed before the baseline; its repair was running when the first
-    # cycle listed active runs, and ended before that cycle's completed listing.
+def test_a_repair_of_a_run_that_failed_before_the_baseline_counts_as_a_repair():
+    # The original attempt failed before the baseline; its repair slipped between the first
+    # cycle's active and completed listings (started or ended between the two).
     book = ledger()
     listed = run(7, NOW - 10 * MIN, NOW + 1000, run_duration=2000)
     assert listed.paused  # start to end is far longer than the time it ran
-    assert book.needs_details(listed, listed_active={7})
-    assert not book.needs_details(listed, listed_active=set())  # not running at the start
+    assert book.needs_details(listed)  # started before the baseline: only its history tells
+    later = run(8, NOW + 1000, NOW + 10 * MIN, run_duration=2000)
+    assert later.paused and not book.needs_details(later)  # watched from its start
     history = {
         "repair_history": [
             {"type": "ORIGINAL", "end_time": NOW - 8 * MIN, "state": {"result_state": "FAILED"}},

@@ -95,7 +95,7 @@ class RunsCollector:
                 still_active.append(run)
         # Listings carry at most 100 tasks per run and no repair history: runs/get has both.
         for i, run in enumerate(terminal):
-            if self.ledger.needs_details(run, listed_active):
+            if self.ledger.needs_details(run):
                 _, raw = self._get_run(run.run_id)
                 full = self._parse_one(raw, cycle_start) if raw is not None else None
                 if full is not None and full.terminal:
