@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint unit install clean bench bench-quick profile
+.PHONY: demo test lint unit install clean bench bench-quick profile mixin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,14 +23,20 @@ demo: $(VENV)/.installed
 	$(BIN)/databricks-exporter --simulate --listen-address 127.0.0.1 --port 9180 --interval 15
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check exporter airflow_callbacks tests bench dashboards deploy
-	$(BIN)/ruff format --check exporter airflow_callbacks tests bench dashboards deploy
+	$(BIN)/ruff check exporter airflow_callbacks tests bench mixin
+	$(BIN)/ruff format --check exporter airflow_callbacks tests bench mixin
 	$(BIN)/mypy
 
 unit: $(VENV)/.installed-test
 	$(BIN)/pytest -q
 
 test: lint unit
+
+# Dashboards and alert rules for your selector and thresholds (see mixin/config.yml):
+#   make mixin CONFIG=my-config.yml OUT=build/monitoring
+# Without CONFIG and OUT it rewrites the repository's copies from mixin/config.yml.
+mixin: $(VENV)/.installed-test
+	$(BIN)/python mixin/generate.py $(if $(CONFIG),--config $(CONFIG)) $(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -67,18 +66,96 @@ def test_alertmanager_example_is_valid():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dashboards_are_generated_from_generate_py():
-    sys.path.insert(0, str(ROOT / "dashboards"))
-    try:
-        import generate
-    finally:
-        sys.path.pop(0)
-    rendered = generate.render()
-    assert sorted(rendered) == [p.name for p in DASHBOARDS]
-    for path in DASHBOARDS:
-        assert path.read_text() == rendered[path.name], (
-            f"{path.name} is stale: run dashboards/generate.py"
+def test_generated_files_are_current():
+    from mixin import generate
+
+    for relative, text in generate.render().items():
+        assert (ROOT / relative).read_text() == text, f"{relative} is stale: run make mixin"
+    assert sorted(f"dashboards/{p.name}" for p in DASHBOARDS) == sorted(
+        r for r in generate.render() if r.startswith("dashboards/")
+    )
+
+
+# A metric in PromQL: a name, then maybe its matchers (label names in by/on lists never start
+# with these prefixes).
+METRIC = re.compile(r"\b(databricks_\w+|up)\b(\{[^}]*\})?")
+
+
+def selectors_of(expr: str) -> list[tuple[str, str]]:
+    return [(m[1], m[2] or "") for m in METRIC.finditer(expr)]
+
+
+def test_a_users_config_reaches_every_query_and_threshold(tmp_path: Path):
+    """Regenerated for another scrape job and other thresholds, every panel and rule query
+    selects that job and the rules carry the new thresholds."""
+    from mixin import generate
+
+    config = tmp_path / "mine.yml"
+    config.write_text(
+        'selector: \'job="dbx", namespace="data"\'\n'
+        "grafana_url: https://grafana.example.com/\n"
+        "thresholds: {failed_runs: 5, failed_runs_window: 12h, not_succeeded_hours: 50,\n"
+        "             stuck_hours: 3, idle_cost_per_day: 250}\n"
+    )
+    out = tmp_path / "out"
+    assert generate.main(["--config", str(config), "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "dashboards").iterdir()) == [p.name for p in DASHBOARDS]
+    exprs = []
+    for path in (out / "dashboards").glob("*.json"):
+        board = json.loads(path.read_text())
+        exprs += [t["expr"] for p in board["panels"] for t in p["targets"]]
+        exprs += [v["query"] for v in board["templating"]["list"] if v["type"] == "query"]
+    rules = yaml.safe_load((out / "databricks.rules.yml").read_text())
+    by_name = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    exprs += [r["expr"] for r in by_name.values()]
+    found = [s for e in exprs for s in selectors_of(e)]
+    assert len(found) > 70
+    assert [f for f in found if 'job="dbx", namespace="data"' not in f[1]] == []
+    assert 'job="databricks-exporter"' not in (out / "databricks.rules.yml").read_text()
+    assert "[12h])\n) >= 5" in by_name["DatabricksJobFailingRepeatedly"]["expr"]
+    assert "> 50 * 3600" in by_name["DatabricksJobNotSucceededRecently"]["expr"]
+    assert "(threshold 3h)" in by_name["DatabricksJobRunStuck"]["annotations"]["description"]
+    assert by_name["DatabricksPoolIdleCostHigh"]["expr"].rstrip().endswith("> 250")
+    assert by_name["DatabricksJobRunSlow"]["expr"].count("> 600") == 1  # default kept
+    link = by_name["DatabricksExporterDown"]["annotations"]["dashboard"]
+    assert link == "https://grafana.example.com/d/databricks-exporter/databricks-exporter"
+    kube = yaml.safe_load((out / "prometheusrule.yaml").read_text())
+    assert kube["spec"]["groups"] == rules["groups"]
+    jobs = json.loads((out / "dashboards" / "databricks-jobs.json").read_text())
+    stuck = next(p for p in jobs["panels"] if p["title"] == "Oldest active run")
+    steps = stuck["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1] == {"color": "red", "value": 3 * 3600}
+    if PROMTOOL:
+        result = subprocess.run(
+            [PROMTOOL, "check", "rules", str(out / "databricks.rules.yml")],
+            capture_output=True,
+            text=True,
         )
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("selector: ''\n", "selector is required"),
+        ("selector: '{job=\"x\"}'\n", "without braces"),
+        ("selectr: 'job=\"x\"'\n", "unknown keys ['selectr']"),
+        ("thresholds: {stuck_hour: 3}\n", "unknown keys ['stuck_hour']"),
+        ("thresholds: {stuck_hours: -1}\n", "thresholds.stuck_hours must be a number >= 0"),
+        ("thresholds: {stuck_hours: 'six'}\n", "thresholds.stuck_hours must be a number"),
+        ("thresholds: {failed_runs_window: 6}\n", "failed_runs_window must be a duration"),
+        ("[1, 2]\n", "expected a mapping"),
+        ("selector: [\n", "while parsing"),
+    ],
+)
+def test_a_bad_config_is_refused_with_what_to_fix(tmp_path: Path, capsys, text: str, message: str):
+    from mixin import generate
+
+    config = tmp_path / "bad.yml"
+    config.write_text(text)
+    assert generate.main(["--config", str(config), "--out", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)

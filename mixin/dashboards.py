@@ -1,25 +1,35 @@
-"""Generates the Grafana dashboards (JSON for file provisioning) from one readable description.
+"""The Grafana dashboards, built with Grafana's own SDK (grafana-foundation-sdk).
 
-python dashboards/generate.py        # rewrites dashboards/*.json; a test checks they are current
+Each panel is described once here; `mixin/generate.py` renders them with the selector and
+thresholds of mixin/config.yml (or yours) to JSON for file provisioning.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from exporter import outcomes
+from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
+from grafana_foundation_sdk.builders import dashboard as board
+from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
-HERE = Path(__file__).parent
-DS = {"type": "prometheus", "uid": "${datasource}"}
+from exporter import outcomes
+from mixin.settings import Settings
+
+Dashboard = model.Dashboard
+DS = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 # The one definition of outcomes (exporter/outcomes.py): never a regex typed twice.
 FAILED = outcomes.promql_matcher(outcomes.FAILED)
 FAILED_LIST = ", ".join(outcomes.results_of(outcomes.FAILED))
-JOB = 'workspace=~"$workspace",job_name=~"$job"'
-WS = 'workspace=~"$workspace"'
-POOL = 'workspace=~"$workspace"'
-
+KINDS: dict[str, Callable[[], Any]] = {
+    "stat": stat.Panel,
+    "timeseries": timeseries.Panel,
+    "bargauge": bargauge.Panel,
+    "table": table.Panel,
+}
 
 OUTCOME_COLORS = {
     outcomes.FAILED: "red",
@@ -30,77 +40,83 @@ OUTCOME_COLORS = {
 }
 
 
-def variables(with_job: bool, extra: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    items: list[dict[str, Any]] = [
-        {
-            "name": "datasource",
-            "label": "Data source",
-            "type": "datasource",
-            "query": "prometheus",
-            "current": {},
-            "hide": 0,
-        },
+def _matchers(s: Settings, with_job: bool = False) -> str:
+    """The label matchers of every query: the scrape selector, then the dashboard's variables."""
+    parts = [s.selector, 'workspace=~"$workspace"']
+    if with_job:
+        parts.append('job_name=~"$job"')
+    return ",".join(p for p in parts if p)
+
+
+def _price(wm: str) -> str:
+    """Joins a pool's series to its VM price per hour (and currency) from the price table."""
+    return (
+        " * on (workspace, pool_id, pool_name) group_left (currency)"
+        f" databricks_instance_pool_vm_price_per_hour{{{wm}}}"
+    )
+
+
+def variables(s: Settings, with_job: bool) -> list[Builder[model.VariableModel]]:
+    items: list[Builder[model.VariableModel]] = [
+        board.DatasourceVariable("datasource").label("Data source").type("prometheus"),
         _query_var(
             "workspace",
             "Workspace",
-            "label_values(databricks_exporter_collection_success, workspace)",
+            f"label_values({s.m('databricks_exporter_collection_success')}, workspace)",
         ),
     ]
     if with_job:
         items.append(
             _query_var(
-                "job", "Job", f"label_values(databricks_job_last_run_info{{{WS}}}, job_name)"
+                "job",
+                "Job",
+                f"label_values(databricks_job_last_run_info{{{_matchers(s)}}}, job_name)",
             )
         )
-    return {"list": items + (extra or [])}
+    return items
 
 
-def _textbox(name: str, label: str, value: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "label": label,
-        "type": "textbox",
-        "query": value,
-        "current": {"selected": False, "text": value, "value": value},
-        "hide": 0,
-    }
+def _textbox(name: str, label: str, value: str) -> Builder[model.VariableModel]:
+    return (
+        board.TextBoxVariable(name)
+        .label(label)
+        .default_value(value)
+        .current(model.VariableOption(selected=False, text=value, value=value))
+    )
 
 
-def _query_var(name: str, label: str, query: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": DS,
-        "query": {"query": query, "refId": f"{name}-var"},
-        "definition": query,
-        "refresh": 2,
-        "multi": True,
-        "includeAll": True,
-        "allValue": ".*",
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "sort": 1,
-        "hide": 0,
-    }
+def _query_var(name: str, label: str, query: str) -> Builder[model.VariableModel]:
+    return (
+        board.QueryVariable(name)
+        .label(label)
+        .datasource(DS)
+        .query(query)
+        .refresh(model.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(model.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        .sort(model.VariableSort.ALPHABETICAL_ASC)
+    )
 
 
 class Layout:
-    """Places panels left to right on Grafana's 24-column grid."""
+    """Panels in order, with their width and height on Grafana's 24-column grid; the SDK
+    places them left to right."""
 
     def __init__(self) -> None:
-        self.x = self.y = self.row_h = 0
-        self.next_id = 1
-        self.panels: list[dict[str, Any]] = []
+        self.panels: list[Any] = []
 
-    def add(self, panel: dict[str, Any], w: int, h: int) -> None:
-        if self.x + w > 24:
-            self.x, self.y, self.row_h = 0, self.y + self.row_h, 0
-        panel["gridPos"] = {"x": self.x, "y": self.y, "w": w, "h": h}
-        panel["id"] = self.next_id
-        self.next_id += 1
-        self.x += w
-        self.row_h = max(self.row_h, h)
-        self.panels.append(panel)
+    def add(self, panel: Any, w: int, h: int) -> None:
+        self.panels.append(panel.id(len(self.panels) + 1).span(w).height(h))
+
+
+def thresholds(*steps: tuple[float | None, str]) -> board.ThresholdsConfig:
+    return (
+        board.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=value, color=color) for value, color in steps])
+    )
 
 
 def panel(
@@ -110,49 +126,39 @@ def panel(
     unit: str,
     targets: list[tuple[str, str]],
     instant: bool = False,
-    **options: Any,
-) -> dict[str, Any]:
-    return {
-        "type": kind,
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "fieldConfig": {
-            "defaults": {"unit": unit, **options.pop("defaults", {})},
-            "overrides": options.pop("overrides", []),
-        },
-        "options": options.pop("panel_options", {}),
-        "targets": [
-            {
-                "refId": chr(ord("A") + i),
-                "datasource": DS,
-                "expr": expr,
-                "legendFormat": legend,
-                "instant": instant,
-                "range": not instant,
-                **({"format": "table"} if kind == "table" else {}),
-            }
-            for i, (expr, legend) in enumerate(targets)
-        ],
-        **options,
-    }
+    defaults: dict[str, Any] | None = None,
+    overrides: list[tuple[str, list[tuple[str, Any]]]] | None = None,
+    transformations: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Any:
+    p = KINDS[kind]().title(title).description(description).datasource(DS).unit(unit)
+    for i, (expr, legend) in enumerate(targets):
+        query = prom.Dataquery().ref_id(chr(ord("A") + i)).datasource(DS).expr(expr)
+        query = query.legend_format(legend)
+        query = query.instant() if instant else query.range()
+        if kind == "table":
+            query = query.format(PromQueryFormat.TABLE)
+        p = p.with_target(query)
+    for key, value in (defaults or {}).items():
+        p = getattr(p, key)(value)
+    for name, properties in overrides or []:
+        p = p.override_by_name(name, [model.DynamicConfigValue(k, v) for k, v in properties])
+    for transformer, options in transformations or []:
+        p = p.with_transformation(model.DataTransformerConfig(transformer, options=options))
+    return p
 
 
-def merged_columns(a: str, b: str) -> list[dict[str, Any]]:
+def merged_columns(a: str, b: str) -> list[tuple[str, dict[str, Any]]]:
     """A table's transformations: queries A and B merged into one row per series, renamed."""
     return [
-        {"id": "merge", "options": {}},
-        {
-            "id": "organize",
-            "options": {
-                "excludeByName": {"Time": True},
-                "renameByName": {"Value #A": a, "Value #B": b},
-            },
-        },
+        ("merge", {}),
+        (
+            "organize",
+            {"excludeByName": {"Time": True}, "renameByName": {"Value #A": a, "Value #B": b}},
+        ),
     ]
 
 
-def info_table(title: str, description: str, expr: str) -> dict[str, Any]:
+def info_table(title: str, description: str, expr: str) -> Any:
     """A table of an _info gauge's labels (the value, always 1, and scrape labels hidden)."""
     hidden = {"Time": True, "Value": True, "__name__": True, "instance": True, "job": True}
     return panel(
@@ -162,7 +168,7 @@ def info_table(title: str, description: str, expr: str) -> dict[str, Any]:
         "none",
         [(expr, "")],
         instant=True,
-        transformations=[{"id": "organize", "options": {"excludeByName": hidden}}],
+        transformations=[("organize", {"excludeByName": hidden})],
     )
 
 
@@ -171,41 +177,42 @@ def dashboard(
     title: str,
     description: str,
     layout: Layout,
+    s: Settings,
     with_job: bool,
-    extra_variables: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": ["databricks"],
-        "timezone": "browser",
-        "schemaVersion": 39,
-        "version": 1,
-        "editable": True,
-        "graphTooltip": 1,
-        "refresh": "1m",
-        "time": {"from": "now-24h", "to": "now"},
-        "templating": variables(with_job, extra_variables),
-        "annotations": {"list": []},
-        "links": [
-            {
-                "title": "Databricks",
-                "type": "dashboards",
-                "tags": ["databricks"],
-                "asDropdown": False,
-                "includeVars": True,
-                "keepTime": True,
-            }
-        ],
-        "panels": layout.panels,
-    }
+    extra_variables: list[Builder[model.VariableModel]] | None = None,
+) -> Dashboard:
+    d = (
+        board.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["databricks"])
+        .timezone("browser")
+        .version(1)
+        .editable()
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .refresh("1m")
+        .time("now-24h", "now")
+        .variables(variables(s, with_job) + (extra_variables or []))
+        .link(
+            board.DashboardLink("Databricks")
+            .type(model.DashboardLinkType.DASHBOARDS)
+            .tags(["databricks"])
+            .as_dropdown(False)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+    for p in layout.panels:
+        d = d.with_panel(p)
+    return d.build()
 
 
-def jobs() -> dict[str, Any]:
+def jobs(s: Settings) -> Dashboard:
     lay = Layout()
-    runs = f"databricks_job_runs_total{{{JOB}}}"
-    failed = f"databricks_job_runs_total{{{JOB},{FAILED}}}"
+    jm, wm = _matchers(s, with_job=True), _matchers(s)
+    stuck = s.thresholds.stuck_hours * 3600
+    runs = f"databricks_job_runs_total{{{jm}}}"
+    failed = f"databricks_job_runs_total{{{jm},{FAILED}}}"
     lay.add(
         panel(
             "stat",
@@ -226,12 +233,7 @@ def jobs() -> dict[str, Any]:
             "short",
             [(f"sum(increase({failed}[$__range])) or vector(0)", "failed")],
             instant=True,
-            defaults={
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [{"color": "green", "value": None}, {"color": "red", "value": 1}],
-                }
-            },
+            defaults={"thresholds": thresholds((None, "green"), (1, "red"))},
         ),
         6,
         4,
@@ -242,7 +244,7 @@ def jobs() -> dict[str, Any]:
             "Active runs",
             "Runs not terminal yet (queued, pending, running).",
             "short",
-            [(f"sum(databricks_job_runs_active{{{JOB}}}) or vector(0)", "active")],
+            [(f"sum(databricks_job_runs_active{{{jm}}}) or vector(0)", "active")],
             instant=True,
         ),
         6,
@@ -254,8 +256,10 @@ def jobs() -> dict[str, Any]:
             "Oldest active run",
             "Age of the oldest run still active.",
             "s",
-            [(f"max(databricks_job_active_run_max_age_seconds{{{JOB}}}) or vector(0)", "age")],
+            [(f"max(databricks_job_active_run_max_age_seconds{{{jm}}}) or vector(0)", "age")],
             instant=True,
+            # Red from the threshold of DatabricksJobRunStuck.
+            defaults={"thresholds": thresholds((None, "green"), (stuck, "red"))},
         ),
         6,
         4,
@@ -296,7 +300,7 @@ def jobs() -> dict[str, Any]:
         12,
         8,
     )
-    bucket = f"databricks_job_run_duration_seconds_bucket{{{JOB}}}"
+    bucket = f"databricks_job_run_duration_seconds_bucket{{{jm}}}"
     lay.add(
         panel(
             "timeseries",
@@ -325,7 +329,7 @@ def jobs() -> dict[str, Any]:
             "percentunit",
             [
                 (
-                    f"max by (workspace, job_name) (databricks_job_last_run_duration_seconds{{{JOB}}}) / "
+                    f"max by (workspace, job_name) (databricks_job_last_run_duration_seconds{{{jm}}}) / "
                     f"histogram_quantile(0.95, sum by (workspace, job_name, le) (rate({bucket}[7d])))",
                     "{{job_name}}",
                 )
@@ -342,7 +346,7 @@ def jobs() -> dict[str, Any]:
             "short",
             [
                 (
-                    f"sum by (workspace, life_cycle_state) (databricks_job_runs_active{{{JOB}}})",
+                    f"sum by (workspace, life_cycle_state) (databricks_job_runs_active{{{jm}}})",
                     "{{life_cycle_state}}",
                 )
             ],
@@ -354,16 +358,23 @@ def jobs() -> dict[str, Any]:
         panel(
             "bargauge",
             "Time since last success",
-            "Jobs whose last success is oldest first; compare with how often each job should run.",
+            "Jobs whose last success is oldest first; compare with how often each job should "
+            f"run. Red from {s.thresholds.not_succeeded_hours:g} h, the threshold of "
+            "DatabricksJobNotSucceededRecently.",
             "s",
             [
                 (
                     f"topk(15, time() - max by (workspace, job_name) "
-                    f"(databricks_job_last_success_timestamp_seconds{{{JOB}}}))",
+                    f"(databricks_job_last_success_timestamp_seconds{{{jm}}}))",
                     "{{job_name}}",
                 )
             ],
             instant=True,
+            defaults={
+                "thresholds": thresholds(
+                    (None, "green"), (s.thresholds.not_succeeded_hours * 3600, "red")
+                )
+            },
         ),
         12,
         8,
@@ -376,16 +387,16 @@ def jobs() -> dict[str, Any]:
             "none",
             [
                 (
-                    f"databricks_job_last_run_info{{{JOB}}} * on (workspace, job_id) group_left "
-                    f"databricks_job_last_run_end_timestamp_seconds{{{JOB}}}",
+                    f"databricks_job_last_run_info{{{jm}}} * on (workspace, job_id) group_left "
+                    f"databricks_job_last_run_end_timestamp_seconds{{{jm}}}",
                     "",
                 )
             ],
             instant=True,
             transformations=[
-                {
-                    "id": "organize",
-                    "options": {
+                (
+                    "organize",
+                    {
                         "excludeByName": {
                             "Time": True,
                             "__name__": True,
@@ -394,31 +405,26 @@ def jobs() -> dict[str, Any]:
                         },
                         "renameByName": {"Value": "ended", "run_page_url": "run page"},
                     },
-                }
+                )
             ],
             overrides=[
-                {
-                    "matcher": {"id": "byName", "options": "run page"},
-                    "properties": [
-                        {
-                            "id": "links",
-                            "value": [
-                                {"title": "Open run", "url": "${__value.raw}", "targetBlank": True}
-                            ],
-                        }
+                (
+                    "run page",
+                    [
+                        (
+                            "links",
+                            [{"title": "Open run", "url": "${__value.raw}", "targetBlank": True}],
+                        )
                     ],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "ended"},
-                    "properties": [{"id": "unit", "value": "dateTimeAsIso"}],
-                },
-                {
-                    "matcher": {"id": "byName", "options": "result_state"},
-                    "properties": [
-                        {"id": "custom.cellOptions", "value": {"type": "color-text"}},
-                        {
-                            "id": "mappings",
-                            "value": [
+                ),
+                ("ended", [("unit", "dateTimeAsIso")]),
+                (
+                    "result_state",
+                    [
+                        ("custom.cellOptions", {"type": "color-text"}),
+                        (
+                            "mappings",
+                            [
                                 {
                                     "type": "value",
                                     "options": {
@@ -427,15 +433,14 @@ def jobs() -> dict[str, Any]:
                                     },
                                 }
                             ],
-                        },
+                        ),
                     ],
-                },
+                ),
             ],
         ),
         24,
         10,
     )
-    one_time = 'workspace=~"$workspace"'
     lay.add(
         panel(
             "timeseries",
@@ -446,7 +451,7 @@ def jobs() -> dict[str, Any]:
             [
                 (
                     f"sum by (workspace, job_name, result_state) "
-                    f"(increase(databricks_job_run_repairs_total{{{JOB}}}[$__rate_interval]))",
+                    f"(increase(databricks_job_run_repairs_total{{{jm}}}[$__rate_interval]))",
                     "{{job_name}} {{result_state}}",
                 )
             ],
@@ -465,12 +470,12 @@ def jobs() -> dict[str, Any]:
             [
                 (
                     f"sum by (workspace, run_name, run_type) "
-                    f"(increase(databricks_one_time_runs_total{{{one_time}}}[$__range]))",
+                    f"(increase(databricks_one_time_runs_total{{{wm}}}[$__range]))",
                     "runs",
                 ),
                 (
                     f"sum by (workspace, run_name, run_type) "
-                    f"(increase(databricks_one_time_runs_total{{{one_time},{FAILED}}}[$__range]))",
+                    f"(increase(databricks_one_time_runs_total{{{wm},{FAILED}}}[$__range]))",
                     "failed",
                 ),
             ],
@@ -485,13 +490,15 @@ def jobs() -> dict[str, Any]:
         "Databricks jobs",
         "Runs, failures, durations and the last run of every Databricks job.",
         lay,
+        s,
         with_job=True,
     )
 
 
-def pools() -> dict[str, Any]:
+def pools(s: Settings) -> Dashboard:
     lay = Layout()
-    m = "databricks_instance_pool_{}{{" + POOL + "}}"
+    wm = _matchers(s)
+    m = "databricks_instance_pool_{}{{" + wm + "}}"
     lay.add(
         panel(
             "timeseries",
@@ -553,14 +560,7 @@ def pools() -> dict[str, Any]:
             defaults={
                 "min": 0,
                 "max": 1,
-                "thresholds": {
-                    "mode": "absolute",
-                    "steps": [
-                        {"color": "green", "value": None},
-                        {"color": "orange", "value": 0.8},
-                        {"color": "red", "value": 1},
-                    ],
-                },
+                "thresholds": thresholds((None, "green"), (0.8, "orange"), (1, "red")),
             },
         ),
         12,
@@ -593,7 +593,7 @@ def pools() -> dict[str, Any]:
             [
                 (
                     f"sum by (workspace, pool_name) "
-                    f"(databricks_instance_pool_pending_instance_errors{{{POOL}}})",
+                    f"(databricks_instance_pool_pending_instance_errors{{{wm}}})",
                     "{{pool_name}}",
                 )
             ],
@@ -605,7 +605,7 @@ def pools() -> dict[str, Any]:
         info_table(
             "Latest instance start error",
             "The latest error of an instance that failed to start, as Databricks words it.",
-            f"databricks_instance_pool_pending_instance_error_info{{{POOL}}}",
+            f"databricks_instance_pool_pending_instance_error_info{{{wm}}}",
         ),
         12,
         8,
@@ -614,18 +614,19 @@ def pools() -> dict[str, Any]:
         info_table(
             "Pools",
             "Node type and state of every pool.",
-            f"databricks_instance_pool_info{{{POOL}}}",
+            f"databricks_instance_pool_info{{{wm}}}",
         ),
         12,
         8,
     )
-    pool_cost(lay)
+    pool_cost(lay, wm)
     return dashboard(
         "databricks-pools",
         "Databricks instance pools",
         "Idle, used and pending capacity of Databricks instance pools, and what idle "
         "instances cost.",
         lay,
+        s,
         with_job=False,
         extra_variables=[
             _textbox("autotermination", "What-if autotermination (minutes)", "10"),
@@ -633,19 +634,11 @@ def pools() -> dict[str, Any]:
     )
 
 
-# Joins a pool's series to its VM price per hour (and currency) from the price table.
-PRICE = (
-    " * on (workspace, pool_id, pool_name) group_left (currency)"
-    f" databricks_instance_pool_vm_price_per_hour{{{POOL}}}"
-)
-
-
-def pool_cost(lay: Layout) -> None:
+def pool_cost(lay: Layout, wm: str) -> None:
     """Idle instance-hours and cost over the range, from the exporter's integrated counters."""
-    seconds = (
-        "increase(databricks_instance_pool_{}_instance_seconds_total{{" + POOL + "}}[$__range])"
-    )
-    cost = f"increase(databricks_instance_pool_idle_cost_total{{{POOL}}}[$__range])"
+    seconds = "increase(databricks_instance_pool_{}_instance_seconds_total{{" + wm + "}}[$__range])"
+    price = _price(wm)
+    cost = f"increase(databricks_instance_pool_idle_cost_total{{{wm}}}[$__range])"
     lay.add(
         panel(
             "bargauge",
@@ -689,7 +682,7 @@ def pool_cost(lay: Layout) -> None:
                 ),
                 (
                     f"topk(10, sum by (workspace, pool_name) "
-                    f"({seconds.format('idle_above_min')} / 3600{PRICE}))",
+                    f"({seconds.format('idle_above_min')} / 3600{price}))",
                     "",
                 ),
             ],
@@ -711,9 +704,9 @@ def pool_cost(lay: Layout) -> None:
             [
                 (
                     f"sum by (workspace, pool_name, currency) ({seconds.format('idle_above_min')}"
-                    f" / 3600{PRICE} * on (workspace, pool_id, pool_name) clamp_min(1 - "
+                    f" / 3600{price} * on (workspace, pool_id, pool_name) clamp_min(1 - "
                     f"$autotermination * 60 / databricks_instance_pool_idle_autotermination_seconds"
-                    f"{{{POOL}}}, 0))",
+                    f"{{{wm}}}, 0))",
                     "{{pool_name}} ({{currency}})",
                 )
             ],
@@ -733,7 +726,7 @@ def pool_cost(lay: Layout) -> None:
             [
                 (
                     f"sum by (workspace, pool_name, currency) (({seconds.format('idle')} - "
-                    f"{seconds.format('idle_above_min')}) / 3600{PRICE})",
+                    f"{seconds.format('idle_above_min')}) / 3600{price})",
                     "{{pool_name}} ({{currency}})",
                 )
             ],
@@ -747,22 +740,23 @@ def pool_cost(lay: Layout) -> None:
             "Pools without a price",
             "Pools whose node type the exporter's price table lacks: their idle cost is not "
             "counted. Add the node type under prices.node_types.",
-            f"databricks_instance_pool_unpriced{{{POOL}}}",
+            f"databricks_instance_pool_unpriced{{{wm}}}",
         ),
         12,
         8,
     )
 
 
-def exporter() -> dict[str, Any]:
+def exporter(s: Settings) -> Dashboard:
     lay = Layout()
+    wm = _matchers(s)
     lay.add(
         panel(
             "stat",
             "Collection success",
             "1 when the last collection succeeded.",
             "bool_yes_no",
-            [(f"databricks_exporter_collection_success{{{WS}}}", "{{workspace}} {{collector}}")],
+            [(f"databricks_exporter_collection_success{{{wm}}}", "{{workspace}} {{collector}}")],
             instant=True,
         ),
         12,
@@ -776,7 +770,7 @@ def exporter() -> dict[str, Any]:
             "s",
             [
                 (
-                    f"time() - databricks_exporter_last_success_timestamp_seconds{{{WS}}}",
+                    f"time() - databricks_exporter_last_success_timestamp_seconds{{{wm}}}",
                     "{{workspace}} {{collector}}",
                 )
             ],
@@ -794,7 +788,7 @@ def exporter() -> dict[str, Any]:
             [
                 (
                     f"histogram_quantile(0.95, sum by (workspace, collector, le) "
-                    f"(rate(databricks_exporter_collection_duration_seconds_bucket{{{WS}}}[$__rate_interval])))",
+                    f"(rate(databricks_exporter_collection_duration_seconds_bucket{{{wm}}}[$__rate_interval])))",
                     "{{workspace}} {{collector}}",
                 )
             ],
@@ -811,7 +805,7 @@ def exporter() -> dict[str, Any]:
             [
                 (
                     f"sum by (workspace, status_code) "
-                    f"(rate(databricks_exporter_api_requests_total{{{WS}}}[$__rate_interval]))",
+                    f"(rate(databricks_exporter_api_requests_total{{{wm}}}[$__rate_interval]))",
                     "{{workspace}} {{status_code}}",
                 )
             ],
@@ -828,7 +822,7 @@ def exporter() -> dict[str, Any]:
             [
                 (
                     f"sum by (workspace, reason) "
-                    f"(rate(databricks_exporter_api_retries_total{{{WS}}}[$__rate_interval]))",
+                    f"(rate(databricks_exporter_api_retries_total{{{wm}}}[$__rate_interval]))",
                     "{{workspace}} {{reason}}",
                 )
             ],
@@ -842,7 +836,7 @@ def exporter() -> dict[str, Any]:
             "Azure AD token requests per hour",
             "About one an hour is normal: tokens are cached until shortly before expiry.",
             "short",
-            [(f"increase(databricks_exporter_token_requests_total{{{WS}}}[1h])", "{{workspace}}")],
+            [(f"increase(databricks_exporter_token_requests_total{{{wm}}}[1h])", "{{workspace}}")],
         ),
         12,
         8,
@@ -852,22 +846,13 @@ def exporter() -> dict[str, Any]:
         "Databricks exporter",
         "Health of the Databricks jobs exporter: collections, API traffic, tokens.",
         lay,
+        s,
         with_job=False,
     )
 
 
-DASHBOARDS = {
+DASHBOARDS: dict[str, Callable[[Settings], Dashboard]] = {
     "databricks-jobs.json": jobs,
     "databricks-pools.json": pools,
     "databricks-exporter.json": exporter,
 }
-
-
-def render() -> dict[str, str]:
-    return {name: json.dumps(build(), indent=2) + "\n" for name, build in DASHBOARDS.items()}
-
-
-if __name__ == "__main__":
-    for name, text in render().items():
-        (HERE / name).write_text(text)
-        print("wrote", HERE / name)

@@ -1,0 +1,320 @@
+"""The Prometheus alert rules, described once with the selector and thresholds of the config.
+
+`mixin/generate.py` writes them as a rule file (alerts/databricks.rules.yml) and as a
+PrometheusRule for the Prometheus Operator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import textwrap
+
+from exporter import outcomes
+from mixin.settings import Settings
+
+FAILED = outcomes.promql_matcher(outcomes.FAILED)
+JOBS = "/d/databricks-jobs/databricks-jobs?var-workspace={{ $labels.workspace }}&var-job={{ $labels.job_name }}"
+POOLS = "/d/databricks-pools/databricks-instance-pools?var-workspace={{ $labels.workspace }}"
+EXPORTER = "/d/databricks-exporter/databricks-exporter?var-workspace={{ $labels.workspace }}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    alert: str
+    comment: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+    dashboard: str
+    extra: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self, s: Settings) -> dict[str, object]:
+        return {
+            "alert": self.alert,
+            "expr": self.expr.strip() + "\n",
+            "for": self.for_,
+            "labels": {"severity": self.severity},
+            "annotations": {
+                "summary": self.summary,
+                "description": self.description,
+                **self.extra,
+                "dashboard": s.dashboard_link(self.dashboard),
+            },
+        }
+
+
+def groups(s: Settings) -> list[tuple[str, list[Rule]]]:
+    return [
+        ("databricks-jobs", jobs(s)),
+        ("databricks-pools", pools(s)),
+        ("databricks-exporter", exporter(s)),
+    ]
+
+
+def _h(value: float) -> str:
+    return f"{value:g} hours"
+
+
+def _times(value: float, one: str = "1 time") -> str:
+    return {1: one, 2: "twice"}.get(value, f"{value:g} times")  # type: ignore[call-overload]
+
+
+def jobs(s: Settings) -> list[Rule]:
+    t, m = s.thresholds, s.m
+    job = "{{ $labels.job_name }} (id {{ $labels.job_id }}) in workspace {{ $labels.workspace }}"
+    return [
+        Rule(
+            "DatabricksJobRunFailed",
+            "The job's last terminal run (or its last repair) failed: FAILED, TIMEDOUT or "
+            'INTERNAL_ERROR (README, "Outcomes"); resolves when a later run or a repair succeeds. '
+            "Built on gauges, so an exporter restart neither fires nor resolves it.",
+            f"""
+({m("databricks_job_last_run_failed")} == 1)
+* on (workspace, job_id) group_left (run_id, run_page_url, result_state)
+  {m("databricks_job_last_run_info")}
+""",
+            "1m",
+            "warning",
+            "Databricks job {{ $labels.job_name }} failed ({{ $labels.result_state }})",
+            "The last run {{ $labels.run_id }} of job " + job + " ended "
+            "{{ $labels.result_state }}. Run page: {{ $labels.run_page_url }}",
+            JOBS,
+            {"run_page_url": "{{ $labels.run_page_url }}"},
+        ),
+        Rule(
+            "DatabricksJobFailingRepeatedly",
+            f"{t.failed_runs} or more failed runs of one job within {t.failed_runs_window}. The "
+            'matcher is exporter/outcomes.py\'s "failed" (a test keeps them equal).',
+            f"""
+sum by (workspace, job_id, job_name) (
+  increase({m("databricks_job_runs_total", FAILED)}[{t.failed_runs_window}])
+) >= {t.failed_runs}
+""",
+            "5m",
+            "critical",
+            'Databricks job {{ $labels.job_name }} failed {{ $value | printf "%.0f" }} times '
+            f"in {t.failed_runs_window}",
+            "Job " + job + " has failed repeatedly; this is not a one-off.",
+            JOBS,
+        ),
+        Rule(
+            "DatabricksJobNotSucceededRecently",
+            f"No successful run for {_h(t.not_succeeded_hours)} (the default, 26: a daily job "
+            "that missed a day, with 2 hours of slack).",
+            f"""
+time() - {m("databricks_job_last_success_timestamp_seconds")} > {t.not_succeeded_hours:g} * 3600
+""",
+            "15m",
+            "warning",
+            "Databricks job {{ $labels.job_name }} has not succeeded for "
+            "{{ $value | humanizeDuration }}",
+            "Job " + job + " last succeeded {{ $value | humanizeDuration }} ago "
+            f"(threshold {t.not_succeeded_hours:g}h).",
+            JOBS,
+        ),
+        Rule(
+            "DatabricksJobRunSlow",
+            f"The last run took more than {_times(t.slow_factor)} the job's 7-day p95, and over "
+            f"{t.slow_min_minutes:g} minutes.",
+            f"""
+{m("databricks_job_last_run_duration_seconds")}
+> on (workspace, job_id, job_name) group_left () {t.slow_factor:g} * histogram_quantile(0.95,
+        sum by (workspace, job_id, job_name, le) (rate({m("databricks_job_run_duration_seconds_bucket")}[7d])))
+and {m("databricks_job_last_run_duration_seconds")} > {t.slow_min_minutes * 60:g}
+""",
+            "5m",
+            "warning",
+            "Databricks job {{ $labels.job_name }} ran {{ $value | humanizeDuration }}, far "
+            "above its usual",
+            "The last run of job " + job + " took {{ $value | humanizeDuration }}, more than "
+            f"{_times(t.slow_factor)} its 7-day p95.",
+            JOBS,
+        ),
+        Rule(
+            "DatabricksJobRunStuck",
+            f"A run has been running (time in the queue not counted) for more than "
+            f"{_h(t.stuck_hours)}. Continuous jobs always have a run active: they are never "
+            '"stuck".',
+            f"""
+{m("databricks_job_active_run_max_age_seconds")} > {t.stuck_hours:g} * 3600
+unless on (workspace, job_id) {m("databricks_job_continuous")} == 1
+""",
+            "15m",
+            "warning",
+            "Databricks job {{ $labels.job_name }} has a run active for "
+            "{{ $value | humanizeDuration }}",
+            "The oldest active run of job " + job + " started {{ $value | humanizeDuration }} "
+            f"ago (threshold {t.stuck_hours:g}h).",
+            JOBS,
+        ),
+    ]
+
+
+def pools(s: Settings) -> list[Rule]:
+    t, m = s.thresholds, s.m
+    pool = "{{ $labels.pool_name }} ({{ $labels.pool_id }}) in workspace {{ $labels.workspace }}"
+    p = "databricks_instance_pool_"
+    return [
+        Rule(
+            "DatabricksPoolAtMaxCapacity",
+            "Every instance the pool may have is taken or starting: new clusters wait.",
+            f"""
+(
+    {m(p + "used_instances")} + {m(p + "idle_instances")}
+  + {m(p + "pending_used_instances")} + {m(p + "pending_idle_instances")}
+) >= {m(p + "max_capacity")}
+""",
+            "15m",
+            "warning",
+            "Databricks pool {{ $labels.pool_name }} is at its max capacity",
+            "Pool " + pool + " has used its max_capacity for 15 minutes; clusters that need "
+            "it wait or fail.",
+            POOLS,
+        ),
+        Rule(
+            "DatabricksPoolInstancesFailingToStart",
+            "Instances of the pool fail to start (Azure quota or capacity): clusters wait.",
+            f"""
+({m(p + "pending_instance_errors")} > 0)
+* on (workspace, pool_id) group_left (message)
+  {m(p + "pending_instance_error_info")}
+""",
+            "10m",
+            "warning",
+            "Databricks pool {{ $labels.pool_name }} cannot start {{ $value }} instance(s)",
+            "Pool " + pool + " has had instances failing to start for 10 minutes: "
+            "{{ $labels.message }}",
+            POOLS,
+        ),
+        Rule(
+            "DatabricksPoolIdleAboveMinimum",
+            f"More than {t.idle_above_min_instances} idle instances above min_idle for 2 hours: "
+            "paid for, not used.",
+            f"""
+{m(p + "idle_instances")} - {m(p + "min_idle_instances")} > {t.idle_above_min_instances}
+""",
+            "2h",
+            "info",
+            "Databricks pool {{ $labels.pool_name }} keeps {{ $value }} idle instances above "
+            "its minimum",
+            "Pool " + pool + " has had idle instances above min_idle_instances for 2 hours; "
+            "lower idle_instance_autotermination_minutes or the pool's size.",
+            POOLS,
+        ),
+        Rule(
+            "DatabricksPoolIdleCostHigh",
+            f"Idle instances of the pool cost more than {t.idle_cost_per_day:g} (in the price "
+            "table's currency) over the last 24 hours. Needs `prices:` in the exporter's "
+            "config; thresholds.idle_cost_per_day in the mixin's config sets the budget.",
+            f"""
+sum by (workspace, pool_id, pool_name, currency) (
+  increase({m(p + "idle_cost_total")}[1d])
+) > {t.idle_cost_per_day:g}
+""",
+            "30m",
+            "info",
+            "Databricks pool {{ $labels.pool_name }}: idle instances cost "
+            '{{ $value | printf "%.0f" }} {{ $labels.currency }} in 24 hours',
+            "Idle instances of pool " + pool + f" cost more than {t.idle_cost_per_day:g} "
+            "{{ $labels.currency }} of VM time over the last 24 hours (no DBUs: VM price only). "
+            "Lower min_idle_instances or idle_instance_autotermination_minutes; the pools "
+            "dashboard shows what each would save.",
+            POOLS,
+        ),
+    ]
+
+
+def exporter(s: Settings) -> list[Rule]:
+    t, m = s.thresholds, s.m
+    where = "{{ $labels.collector }} from {{ $labels.workspace }}"
+    return [
+        Rule(
+            "DatabricksExporterDown",
+            "Prometheus cannot scrape the exporter (the scrape job the selector names).",
+            f"""
+{m("up")} == 0
+""",
+            "5m",
+            "critical",
+            "Databricks exporter {{ $labels.instance }} is down",
+            "Prometheus has not scraped {{ $labels.instance }} for 5 minutes: no Databricks job "
+            "alert can fire.",
+            "/d/databricks-exporter/databricks-exporter",
+        ),
+        Rule(
+            "DatabricksExporterCollectionFailing",
+            "The last collections of a collector failed for 15 minutes (auth, permissions, API "
+            "down).",
+            f"""
+{m("databricks_exporter_collection_success")} == 0
+""",
+            "15m",
+            "warning",
+            "Databricks exporter cannot collect " + where,
+            "Collection {{ $labels.collector }} of workspace {{ $labels.workspace }} has failed "
+            "for 15 minutes; the exporter serves the last good values. Its log names the error "
+            "(401, 403, timeouts).",
+            EXPORTER,
+        ),
+        Rule(
+            "DatabricksExporterDataStale",
+            f"No successful collection for {t.data_stale_minutes:g} minutes, whatever the reason.",
+            f"""
+time() - {m("databricks_exporter_last_success_timestamp_seconds")} > {t.data_stale_minutes * 60:g}
+""",
+            "5m",
+            "warning",
+            "Databricks {{ $labels.collector }} data of {{ $labels.workspace }} is "
+            "{{ $value | humanizeDuration }} old",
+            "The exporter has not collected {{ $labels.collector }} from workspace "
+            "{{ $labels.workspace }} successfully for {{ $value | humanizeDuration }}; "
+            "dashboards and job alerts show old data.",
+            EXPORTER,
+        ),
+        Rule(
+            "DatabricksApiThrottled",
+            f"Databricks answered 429 more than {_times(t.throttled_per_minute, 'once')} a minute on "
+            "average over 15 minutes.",
+            f"""
+sum by (workspace) (rate({m("databricks_exporter_api_retries_total", 'reason="429"')}[15m])) * 60 > {t.throttled_per_minute:g}
+""",
+            "15m",
+            "warning",
+            "Databricks API throttles the exporter in {{ $labels.workspace }}",
+            'Workspace {{ $labels.workspace }} answered {{ $value | printf "%.1f" }} requests '
+            "a minute with 429; raise --interval or spread workspaces over several exporters.",
+            EXPORTER,
+        ),
+    ]
+
+
+def as_dicts(s: Settings) -> list[dict[str, object]]:
+    """The rule groups as Prometheus reads them."""
+    return [{"name": name, "rules": [r.to_dict(s) for r in rules]} for name, rules in groups(s)]
+
+
+def rule_file(s: Settings, header: str) -> str:
+    """A Prometheus rule file, each rule with its comment (what it means) above its query."""
+    lines = [*header.splitlines(), "groups:"]
+    for name, rules in groups(s):
+        lines += [f"  - name: {name}", "    rules:"]
+        for i, rule in enumerate(rules):
+            d = rule.to_dict(s)
+            lines += [""] * (i > 0) + [f"      - alert: {rule.alert}"]
+            lines += [f"        # {c}" for c in textwrap.wrap(rule.comment, 88)]
+            lines += ["        expr: |"] + [
+                f"          {e}" for e in rule.expr.strip().splitlines()
+            ]
+            lines += [
+                f"        for: {rule.for_}",
+                "        labels:",
+                f"          severity: {rule.severity}",
+            ]
+            lines.append("        annotations:")
+            # JSON strings are YAML double-quoted scalars.
+            lines += [f"          {k}: {json.dumps(v)}" for k, v in d["annotations"].items()]  # type: ignore[attr-defined]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
