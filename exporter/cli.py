@@ -27,10 +27,11 @@ log = logging.getLogger("exporter")
 
 
 def configure_logging(level: str, secrets: Sequence[str] = ()) -> None:
-    """Log to stderr, with every known secret redacted from every record."""
+    """Log to stderr, with every known secret redacted from every record (of any logger, for
+    any handler: records are rewritten where they are made)."""
+    RedactingFilter.instance(secrets).rewrite_every_record()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter.instance(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

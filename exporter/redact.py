@@ -6,6 +6,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
@@ -63,6 +64,22 @@ class RedactingFilter(logging.Filter):
                 text = text.replace(secret, _MASK)
         text = _SHAPES_RE.sub(_MASK, text)
         return _BEARER_RE.sub(r"\1" + _MASK, text)
+
+    def rewrite_every_record(self) -> None:
+        """Redact each record where it is made, so every handler of every logger sees only the
+        clean text: a library's own handler, or one added before ours, as much as ours (a
+        handler's filter protects that handler only). Idempotent."""
+        previous = logging.getLogRecordFactory()
+        if getattr(previous, "redacting", None) is self:
+            return
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = previous(*args, **kwargs)
+            self.filter(record)
+            return record
+
+        factory.redacting = self  # type: ignore[attr-defined]
+        logging.setLogRecordFactory(factory)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
