@@ -41,7 +41,7 @@ mixin: $(VENV)/.installed-test
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# Figures of README's performance section, written to bench/results.md (about half an hour).
+# Figures of README's performance section, written to bench/results.md and .json (about half an hour).
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/run.py
 

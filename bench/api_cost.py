@@ -14,7 +14,7 @@ import argparse
 import time
 
 from azure.core.credentials import AccessToken
-from common import START, median, runs_per_second, small_workspace, workspace
+from common import START, figures, median, runs_per_second, small_workspace, workspace
 
 from exporter.auth import DATABRICKS_SCOPE, CachedToken
 from exporter.simulator import SimClock, SimServer, SimWorkspace
@@ -136,6 +136,23 @@ def main() -> None:
     print("| exporter tokens/hour | baseline: a token per API call | fewer |")
     print("|---|---|---|")
     print(f"| {tok:.2f} | {naive_tok:,.0f} | {naive_tok / tok:.0f}x |")
+    figures(
+        {
+            "sizes": [
+                {
+                    "runs_in_lookback": r["naive_runs"],
+                    "requests_median": r["median"],
+                    "requests_max": r["max"],
+                    "baseline_requests": r["naive"],
+                    "counted": r["counted"],
+                    "exact": bool(r["exact"]),
+                }
+                for r in results
+            ],
+            "tokens_per_hour": tok,
+            "baseline_tokens_per_hour": naive_tok,
+        }
+    )
 
 
 if __name__ == "__main__":

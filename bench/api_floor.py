@@ -18,7 +18,7 @@ import argparse
 import math
 from dataclasses import replace
 
-from common import START, large_workspace, median, runs_per_second, small_workspace
+from common import START, figures, large_workspace, median, runs_per_second, small_workspace
 
 from exporter.config import Settings, WorkspaceConfig
 from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
@@ -106,13 +106,16 @@ def main() -> None:
     )
     print("| load | runs/s | requests/cycle | floor/cycle | ratio (median) | worst cycle | exact |")
     print("|---|---|---|---|---|---|---|")
+    loads = []
     for name, config in (("quiet (70 jobs)", quiet), ("busy", busy)):
         r = measure(config, cycles)
+        loads.append({"load": name, "runs_per_second": runs_per_second(config), **r})
         print(
             f"| {name} | {runs_per_second(config):.2f} | {r['cost']:g} | {r['floor']:g} "
             f"| {r['ratio']:.2f}x | {r['worst']:.2f}x "
             f"| {'yes' if r['exact'] else 'MISMATCH'} ({r['counted']:,.0f}) |"
         )
+    figures({"loads": loads})
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import START, large_workspace, runs_per_second, workspace
+from common import START, figures, large_workspace, runs_per_second, workspace
 
 from exporter.client import RateLimiter
 from exporter.simulator import SimClock, SimServer, SimWorkspace
@@ -88,6 +88,7 @@ def main() -> None:
             f"| {bound / r['seconds'] * 100:.0f}% | {r['throttled']:,} "
             f"| {'ok' if r['ok'] else 'FAILED'} | {'yes' if r['exact'] else 'NO'} |"
         )
+    figures({"exporter": limited, "baseline": unlimited, "limit_per_second": LIMIT})
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import multiprocessing
 import os
 import statistics
@@ -18,6 +19,16 @@ import requests
 from exporter.config import Settings, WorkspaceConfig
 from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.workspace import Workspace
+
+
+def figures(data: dict[str, Any]) -> None:
+    """The script's figures as JSON, for bench/run.py to write beside the Markdown (tests read
+    the JSON, people the Markdown). Only when run.py asks (BENCH_FIGURES names a file)."""
+    path = os.environ.get("BENCH_FIGURES")
+    if path:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+
 
 START = 1_800_000_000.0  # a fixed simulated "now" at the start of every benchmark
 

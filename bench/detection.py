@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import START, median, percentile, small_workspace, workspace
+from common import START, figures, median, percentile, small_workspace, workspace
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
 from exporter.exposition import Exposition
@@ -72,13 +72,25 @@ def main() -> None:
         "collection after its end |"
     )
     print("|---|---|---|---|---|---|---|")
+    rows = []
     for interval in (60.0, 15.0):
         values, on_time = latencies(interval, hours)
         p99 = percentile(values, 99)
+        rows.append(
+            {
+                "interval_s": interval,
+                "runs": len(values),
+                "p50_s": median(values),
+                "p99_s": p99,
+                "max_s": max(values),
+                "on_time": on_time,
+            }
+        )
         print(
             f"| {interval:g} s | {len(values):,} | {median(values):.1f} s | {p99:.1f} s "
             f"| {max(values):.1f} s | {p99 / interval:.2f} | {'yes' if on_time else 'NO'} |"
         )
+    figures({"intervals": rows})
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import resource
 import time
 
 from common import (
+    figures,
     large_workspace,
     rss_mb,
     runs_per_second,
@@ -106,6 +107,16 @@ def main() -> None:
         f"series grew {(end_series / one_hour_series - 1) * 100:+.1f}% (each job's rarer "
         f"result states appear over the day){late} (target < 5%). Peak RSS of the whole run "
         f"(renders included): {peak:.1f} MB (target < 150 MB)."
+    )
+    figures(
+        {
+            "counted": counted,
+            "truth": truth,
+            "exact": counted == truth,
+            "marks": {label: {"rss_mb": mb, "series": n} for label, (mb, n) in marks.items()},
+            "peak_rss_mb": peak,
+            "requests_per_cycle": requests_per_cycle,
+        }
     )
 
 

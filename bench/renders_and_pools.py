@@ -18,8 +18,9 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from typing import Any
 
-from common import START, workspace
+from common import START, figures, workspace
 
 from exporter.exposition import Exposition
 from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
@@ -142,8 +143,10 @@ def main() -> None:
         "| render CPU | baseline CPU | ratio |"
     )
     print("|---|---|---|---|---|---|---|")
+    data: dict[str, list[dict[str, Any]]] = {"renders": [], "pool_integral": []}
     for n in (1, 3):
         r = renders(n, jobs, intervals)
+        data["renders"].append({"workspaces": n, **r})
         print(
             f"| {n} | {r['runs']:.1f} | {r['pools']:.1f} | {r['full']:.1f} "
             f"| {r['cpu'] * 1000:,.0f} ms | {r['baseline_cpu'] * 1000:,.0f} ms "
@@ -160,11 +163,13 @@ def main() -> None:
     for outage in (False, True):
         for phase in (0.0, 30.0, 59.0):
             r = pool_integral(outage, phase)
+            data["pool_integral"].append({"outage": outage, "phase_s": phase, **r})
             case = "10-minute outage" if outage else "no outage"
             print(
                 f"| {case} | {phase:.0f} s | {r['max_pool_error']:.3%} | {r['total_error']:.3%} "
                 f"| {r['unobserved']:.0f} s | {r['missing_share']:.2%} |"
             )
+    figures(data)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`make bench`: every figure, each script in its own process, into bench/results.md.
+"""`make bench`: every figure, each script in its own process, into bench/results.md (for
+people) and bench/results.json (the same figures, for tests and tools).
 
 Usage: python bench/run.py [--quick] [--out bench/results.md]
 """
@@ -6,10 +7,12 @@ Usage: python bench/run.py [--quick] [--out bench/results.md]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -58,10 +61,15 @@ def main() -> int:
         "clock, with its baseline measured in the same run. Regenerate with `make bench`.\n",
     ]
     failed = []
+    data: dict[str, object] = {"run": machine(), "quick": args.quick}
     for script in FIGURES:
         t0 = time.perf_counter()
         cmd = [sys.executable, str(HERE / script), *(["--quick"] if args.quick else [])]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        with tempfile.NamedTemporaryFile(suffix=".json") as figures:
+            env = {**os.environ, "BENCH_FIGURES": figures.name}
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            text = Path(figures.name).read_text()
+            data[Path(script).stem] = json.loads(text) if text else None
         took = time.perf_counter() - t0
         if done.returncode != 0:
             failed.append(script)
@@ -72,7 +80,8 @@ def main() -> int:
             sections.append(done.stdout.rstrip() + f"\n\n_{script}: {took:.0f} s._\n")
         print(sections[-1], flush=True)
     args.out.write_text("\n".join(sections))
-    print(f"wrote {args.out}")
+    args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
+    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
     return 1 if failed else 0
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 import requests
-from common import median, percentile
+from common import figures, median, percentile
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from exporter.collectors.pools import Pool, PoolsSnapshot
@@ -177,6 +177,7 @@ def main() -> None:
         "| render per collection | body (gzip) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for jobs in sizes:
         exposition = exporter_exposition(jobs)
         app = make_app(exposition, lambda: True)
@@ -192,6 +193,19 @@ def main() -> None:
             f"| {percentile(exporter, 99) / percentile(floor, 99):.3f}x | {ms(render)} "
             f"| {size / 1024:,.0f} KiB |"
         )
+        rows.append(
+            {
+                "jobs": jobs,
+                "lines": series,
+                "p50_s": median(exporter),
+                "p99_s": percentile(exporter, 99),
+                "floor_p50_s": median(floor),
+                "floor_p99_s": percentile(floor, 99),
+                "render_s": render,
+                "gzip_bytes": size,
+            }
+        )
+    figures({"sizes": rows})
 
 
 if __name__ == "__main__":
