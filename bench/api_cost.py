@@ -51,12 +51,14 @@ def api_cost(history: int, cycles: int, interval: float) -> dict[str, float]:
         for _ in range(2):  # the naive design: every cycle re-pages the look-back
             clock.advance(interval)
             before, served = server.requests_total(), server.stats.runs_served
-            ws.client.list_runs(
+            for _run in ws.client.iter_runs(
                 completed_only=True,
                 expand_tasks=True,
                 start_time_from=clock.now_ms() - int(lookback_hours * 3600_000),
-            )
-            ws.client.list_runs(active_only=True)
+            ):
+                pass
+            for _run in ws.client.iter_runs(active_only=True):
+                pass
             ws.client.list_pools()
             naive_requests.append(server.requests_total() - before)
             naive_runs.append(server.stats.runs_served - served)

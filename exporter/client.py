@@ -420,10 +420,6 @@ class DatabricksClient:
                 seen.add(run_id)
                 yield run
 
-    def list_runs(self, **filters: Any) -> list[dict[str, Any]]:
-        """``iter_runs`` as a list."""
-        return list(self.iter_runs(**filters))
-
     def get_run(self, run_id: int | str) -> dict[str, Any] | None:
         """One run with all its tasks and its repair history, or None when it no longer exists.
 

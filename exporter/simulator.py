@@ -989,18 +989,8 @@ class SimServer:
             return self._runs_list(params, now)
         if path in ("/api/2.2/jobs/runs/get", "/api/2.1/jobs/runs/get"):
             return self._runs_get(params, now)
-        if path in ("/api/2.2/jobs/list", "/api/2.1/jobs/list"):
-            return {
-                "jobs": [{"job_id": j.job_id, "settings": {"name": j.name}} for j in m.jobs],
-                "has_more": False,
-            }
         if path == "/api/2.0/instance-pools/list":
             return {"instance_pools": m.pools_json(now)}
-        if path == "/api/2.0/instance-pools/get":
-            for pool in m.pools_json():
-                if pool["instance_pool_id"] == params.get("instance_pool_id"):
-                    return pool
-            raise ApiFailure(400, "INVALID_PARAMETER_VALUE", "Instance pool does not exist")
         raise ApiFailure(404, "ENDPOINT_NOT_FOUND", f"No API found for 'GET {path}'")
 
     def _runs_get(self, params: dict[str, str], now: int) -> dict[str, Any]:
