@@ -21,8 +21,8 @@ from exporter.workspace import Workspace
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
 # Collection durations are wall-clock measurements; everything else is a function of the seed.
 UNSTABLE = ("databricks_exporter_collection_duration_seconds",)
-# Family names of CONTRACT.md (counters without _total, as the parser names them).
-CONTRACT_FAMILIES = {
+# Family names users rely on (README, "Metrics"; counters without _total, as the parser names them).
+PROMISED_FAMILIES = {
     "databricks_job_runs",
     "databricks_job_run_duration_seconds",
     "databricks_job_last_run_duration_seconds",
@@ -99,7 +99,7 @@ def test_exposition_matches_the_golden_file():
 def test_every_series_carries_workspace_and_counters_are_nonzero():
     families = list(text_string_to_metric_families(GOLDEN.read_text()))
     names = {f.name for f in families}
-    assert CONTRACT_FAMILIES - names == set()
+    assert PROMISED_FAMILIES - names == set()
     for family in families:
         for sample in family.samples:
             assert sample.labels.get("workspace") == "golden", sample
