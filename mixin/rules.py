@@ -31,18 +31,21 @@ class Rule:
     dashboard: str
     extra: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    def annotations(self, s: Settings) -> dict[str, str]:
+        return {
+            "summary": self.summary,
+            "description": self.description,
+            **self.extra,
+            "dashboard": s.dashboard_link(self.dashboard),
+        }
+
     def to_dict(self, s: Settings) -> dict[str, object]:
         return {
             "alert": self.alert,
             "expr": self.expr.strip() + "\n",
             "for": self.for_,
             "labels": {"severity": self.severity},
-            "annotations": {
-                "summary": self.summary,
-                "description": self.description,
-                **self.extra,
-                "dashboard": s.dashboard_link(self.dashboard),
-            },
+            "annotations": self.annotations(s),
         }
 
 
@@ -59,7 +62,9 @@ def _h(value: float) -> str:
 
 
 def _times(value: float, one: str = "1 time") -> str:
-    return {1: one, 2: "twice"}.get(value, f"{value:g} times")  # type: ignore[call-overload]
+    if value == 1:
+        return one
+    return "twice" if value == 2 else f"{value:g} times"
 
 
 def jobs(s: Settings) -> list[Rule]:
@@ -302,7 +307,6 @@ def rule_file(s: Settings, header: str) -> str:
     for name, rules in groups(s):
         lines += [f"  - name: {name}", "    rules:"]
         for i, rule in enumerate(rules):
-            d = rule.to_dict(s)
             lines += [""] * (i > 0) + [f"      - alert: {rule.alert}"]
             lines += [f"        # {c}" for c in textwrap.wrap(rule.comment, 88)]
             lines += ["        expr: |"] + [
@@ -315,6 +319,6 @@ def rule_file(s: Settings, header: str) -> str:
             ]
             lines.append("        annotations:")
             # JSON strings are YAML double-quoted scalars.
-            lines += [f"          {k}: {json.dumps(v)}" for k, v in d["annotations"].items()]  # type: ignore[attr-defined]
+            lines += [f"          {k}: {json.dumps(v)}" for k, v in rule.annotations(s).items()]
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
