@@ -1,10 +1,13 @@
 """API requests per cycle against the floor, for a quiet and a busy workspace, with the
 exporter's clock 2 minutes off Databricks' and runs appearing in listings up to 30 s late.
 
-The floor of a cycle, from the simulator's ground truth (the issue's definition):
+The floor of a cycle, from the simulator's ground truth (as first defined):
 pages of the active list (25 runs a page, at least 1) + pages of the runs that started or ended
 since the last cycle + one runs/get for each run that ended this cycle but started more than
 30 minutes earlier (longer than any listing reaches back) + 1 instance-pools call.
+
+That floor assumes a listing of exactly the runs that ended, which the API cannot give
+(runs/list filters on start time only); `api_floor` is the fewest requests the API allows.
 
 After the measured cycles the simulator stops starting runs and the exporter runs until every
 run has ended: its counts must equal the truth exactly.
@@ -15,6 +18,7 @@ Usage: python bench/api_floor.py [--quick]
 from __future__ import annotations
 
 import argparse
+import bisect
 import math
 from dataclasses import replace
 
@@ -46,6 +50,35 @@ def floor(model: SimWorkspace, before_ms: int, now_ms: int) -> int:
     return pages + gets + 1
 
 
+def api_floor(model: SimWorkspace, before_ms: int, now_ms: int) -> int:
+    """The fewest requests the API allows: runs/list filters on start time only, so a run that
+    ended this cycle is learnt by a runs/get or on a completed-list page of a start-time window
+    [a, b], which holds every completed run that started in it (25 a page). Covering this
+    cycle's ended runs with windows and gets is a 1-D optimum (dynamic programming over their
+    start times), with perfect knowledge; plus the active-list pages and 1 pools call."""
+    active, ended, completed = 0, [], []
+    for run in model.runs_desc(now_ms - model.max_duration_ms - REACH_BACK_MS, now_ms):
+        if now_ms < run.start_ms + model.listing_lag_ms(run):
+            continue
+        if model.is_active(run, now_ms):
+            active += 1
+            continue
+        completed.append(run.start_ms)
+        if before_ms < run.last_end_ms <= now_ms:
+            ended.append(run.start_ms)
+    completed.sort()
+    ended.sort()
+    best = [0] * (len(ended) + 1)  # best[j]: the cheapest cover of the first j ended runs
+    for j in range(1, len(ended) + 1):
+        best[j] = best[j - 1] + 1  # a runs/get
+        for i in range(j - 1, -1, -1):  # one window over ended runs i..j-1
+            inside = bisect.bisect_right(completed, ended[j - 1]) - bisect.bisect_left(
+                completed, ended[i]
+            )
+            best[j] = min(best[j], best[i] + math.ceil(inside / RUNS_PER_PAGE))
+    return max(1, math.ceil(active / RUNS_PER_PAGE)) + best[-1] + 1
+
+
 def measure(config: SimConfig, cycles: int) -> dict[str, float]:
     clock = SimClock()
     clock.set(START)
@@ -54,7 +87,7 @@ def measure(config: SimConfig, cycles: int) -> dict[str, float]:
         settings = Settings(workspaces=(ws_config,), lookback_hours=1, max_requests_per_second=1e6)
         ws = Workspace(ws_config, settings, clock=lambda: clock.time() + SKEW_S)
         assert ws.collect("runs") and ws.collect("pools")
-        ratios, costs, floors = [], [], []
+        ratios, costs, floors, api_floors, api_ratios = [], [], [], [], []
         for _ in range(cycles):
             before_ms = clock.now_ms()
             clock.advance(INTERVAL)
@@ -65,6 +98,9 @@ def measure(config: SimConfig, cycles: int) -> dict[str, float]:
             costs.append(cost)
             floors.append(least)
             ratios.append(cost / least)
+            reachable = api_floor(server.model, before_ms, clock.now_ms())
+            api_floors.append(reachable)
+            api_ratios.append(cost / reachable)
         server.model.stop_ms = clock.now_ms()  # let every run end, then check the counts
         while server.model.active_count():
             clock.advance(INTERVAL)
@@ -83,6 +119,9 @@ def measure(config: SimConfig, cycles: int) -> dict[str, float]:
         "floor": median(floors),
         "ratio": median(ratios),
         "worst": max(ratios),
+        "api_floor": median(api_floors),
+        "api_ratio": median(api_ratios),
+        "api_worst": max(api_ratios),
         "counted": counted,
         "exact": counted == truth,
     }
@@ -101,18 +140,25 @@ def main() -> None:
         "simulator's truth (active-list pages + pages of runs that started or ended since the "
         "last cycle + runs/get for runs that started more than 30 minutes before it + 1 pools "
         f"call), over {cycles} cycles, the exporter's clock {SKEW_S:g} s ahead of Databricks' "
-        f"and runs listed up to {LAG_S:g} s late. Exact: after the cycles no new run starts, "
-        "and once every run has ended the counts equal the truth.\n"
+        f"and runs listed up to {LAG_S:g} s late. API floor: the fewest requests the API "
+        "allows (runs/list filters on start time only, so a run that ended is learnt by a "
+        "runs/get or on a page of completed runs of a start-time window; the best cover, with "
+        "perfect knowledge, + active pages + 1 pools call). Exact: after the cycles no new run "
+        "starts, and once every run has ended the counts equal the truth.\n"
     )
-    print("| load | runs/s | requests/cycle | floor/cycle | ratio (median) | worst cycle | exact |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| load | runs/s | requests/cycle | floor/cycle | ratio (median) | worst cycle "
+        "| API floor/cycle | ratio to it (median) | worst cycle | exact |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     loads = []
     for name, config in (("quiet (70 jobs)", quiet), ("busy", busy)):
         r = measure(config, cycles)
         loads.append({"load": name, "runs_per_second": runs_per_second(config), **r})
         print(
             f"| {name} | {runs_per_second(config):.2f} | {r['cost']:g} | {r['floor']:g} "
-            f"| {r['ratio']:.2f}x | {r['worst']:.2f}x "
+            f"| {r['ratio']:.2f}x | {r['worst']:.2f}x | {r['api_floor']:g} "
+            f"| {r['api_ratio']:.2f}x | {r['api_worst']:.2f}x "
             f"| {'yes' if r['exact'] else 'MISMATCH'} ({r['counted']:,.0f}) |"
         )
     figures({"loads": loads})

@@ -41,7 +41,10 @@ def test_quick_benchmarks_run_and_report_exact_counts(tmp_path):
     quiet, busy = figures["api_floor"]["loads"]
     assert quiet["exact"] and busy["exact"]  # skewed clock, late listings
     assert busy["ratio"] <= 1.3  # requests within 1.3x of the floor
-    assert quiet["cost"] < 1.5 * quiet["floor"]
+    # Within 1.3x of the fewest requests the API allows, in both loads (a quiet cycle cannot
+    # reach the first floor: it assumes a listing by end time).
+    assert quiet["api_ratio"] <= 1.3 and busy["api_ratio"] <= 1.3
+    assert quiet["floor"] <= quiet["api_floor"] <= quiet["cost"]
     renders = figures["renders_and_pools"]["renders"]
     # One part per workspace and collector per interval; the baseline re-rendered everything.
     assert [(r["runs"], r["pools"], r["full"]) for r in renders] == [(1, 1, 2), (3, 3, 6)]
