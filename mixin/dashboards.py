@@ -42,10 +42,9 @@ OUTCOME_COLORS = {
 
 def _matchers(s: Settings, with_job: bool = False) -> str:
     """The label matchers of every query: the scrape selector, then the dashboard's variables."""
-    parts = [s.selector, 'workspace=~"$workspace"']
     if with_job:
-        parts.append('job_name=~"$job"')
-    return ",".join(p for p in parts if p)
+        return s.matchers('workspace=~"$workspace"', 'job_name=~"$job"')
+    return s.matchers('workspace=~"$workspace"')
 
 
 def _price(wm: str) -> str:

@@ -33,10 +33,13 @@ class Settings:
     grafana_url: str
     thresholds: Thresholds
 
-    def m(self, metric: str, *matchers: str) -> str:
+    def matchers(self, *more: str) -> str:
+        """The selector and more label matchers, comma-separated (the selector is never empty)."""
+        return ",".join((self.selector, *more))
+
+    def m(self, metric: str, *more: str) -> str:
         """A metric with the selector and more label matchers: `name{selector,matchers}`."""
-        inside = ",".join(part for part in (self.selector, *matchers) if part)
-        return f"{metric}{{{inside}}}" if inside else metric
+        return f"{metric}{{{self.matchers(*more)}}}"
 
     def dashboard_link(self, path: str) -> str:
         return self.grafana_url.rstrip("/") + path

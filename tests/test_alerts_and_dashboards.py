@@ -69,10 +69,11 @@ def test_alertmanager_example_is_valid():
 def test_generated_files_are_current():
     from mixin import generate
 
-    for relative, text in generate.render().items():
+    rendered = generate.render()
+    for relative, text in rendered.items():
         assert (ROOT / relative).read_text() == text, f"{relative} is stale: run make mixin"
     assert sorted(f"dashboards/{p.name}" for p in DASHBOARDS) == sorted(
-        r for r in generate.render() if r.startswith("dashboards/")
+        r for r in rendered if r.startswith("dashboards/")
     )
 
 
