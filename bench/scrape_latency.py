@@ -187,23 +187,22 @@ def main() -> None:
         series = exposition.render(PROMETHEUS_HEADERS["Accept"])[0].count(b"\n")
         exporter, size = scrapes(app, count)
         floor, _ = scrapes(make_wsgi_app(floor_registry(jobs)), count)
+        r = {
+            "jobs": jobs,
+            "lines": series,
+            "p50_s": median(exporter),
+            "p99_s": percentile(exporter, 99),
+            "floor_p50_s": median(floor),
+            "floor_p99_s": percentile(floor, 99),
+            "render_s": render,
+            "gzip_bytes": size,
+        }
+        rows.append(r)
         print(
-            f"| {jobs:,} | {series:,} | {ms(median(exporter))} | {ms(percentile(exporter, 99))} "
-            f"| {ms(median(floor))} | {ms(percentile(floor, 99))} "
-            f"| {percentile(exporter, 99) / percentile(floor, 99):.3f}x | {ms(render)} "
+            f"| {jobs:,} | {series:,} | {ms(r['p50_s'])} | {ms(r['p99_s'])} "
+            f"| {ms(r['floor_p50_s'])} | {ms(r['floor_p99_s'])} "
+            f"| {r['p99_s'] / r['floor_p99_s']:.3f}x | {ms(render)} "
             f"| {size / 1024:,.0f} KiB |"
-        )
-        rows.append(
-            {
-                "jobs": jobs,
-                "lines": series,
-                "p50_s": median(exporter),
-                "p99_s": percentile(exporter, 99),
-                "floor_p50_s": median(floor),
-                "floor_p99_s": percentile(floor, 99),
-                "render_s": render,
-                "gzip_bytes": size,
-            }
         )
     figures({"sizes": rows})
 
