@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[test]'
-	touch $@ $(VENV)/.installed
+	touch $@ $(VENV)/.installed $(VENV)/.installed-mixin  # [test] has [mixin]'s pins
 
 install: $(VENV)/.installed
 
@@ -32,10 +32,14 @@ unit: $(VENV)/.installed-test
 
 test: lint unit
 
+$(VENV)/.installed-mixin: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[mixin]'
+	touch $@
+
 # Dashboards and alert rules for your selector and thresholds (see mixin/config.yml):
 #   make mixin CONFIG=my-config.yml OUT=build/monitoring
 # Without CONFIG and OUT it rewrites the repository's copies from mixin/config.yml.
-mixin: $(VENV)/.installed-test
+mixin: $(VENV)/.installed-mixin
 	$(BIN)/python mixin/generate.py $(if $(CONFIG),--config $(CONFIG)) $(if $(OUT),--out $(OUT))
 
 clean:
