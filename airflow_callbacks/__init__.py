@@ -12,23 +12,51 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from airflow_callbacks.context import task_facts
-from airflow_callbacks.delivery import DEFAULT_BUDGET_SECONDS, resolve_target, send
-from airflow_callbacks.enrich import run_details
+from airflow_callbacks import incidents
+from airflow_callbacks.context import TaskFacts, task_facts
+from airflow_callbacks.dag_alerts import slack_dag_failure_callback, slack_deadline_callback
+from airflow_callbacks.delivery import DEFAULT_BUDGET_SECONDS, Slack, resolve_target
+from airflow_callbacks.enrich import RunDetails, run_details
 from airflow_callbacks.message import build
 
 __all__ = [
     "DatabricksSlackNotifier",
     "notify",
+    "slack_dag_failure_callback",
+    "slack_deadline_callback",
     "slack_failure_callback",
     "slack_recovery_callback",
     "slack_retry_callback",
 ]
 
 log = logging.getLogger("airflow_callbacks")
+
+
+def _previous_run_failed(context: Mapping[str, Any], facts: TaskFacts) -> str | None:
+    """The DAG run id of this task's previous run (same map index) if that one failed."""
+    ti = context.get("task_instance") or context.get("ti")
+    if ti is None:
+        return None
+    try:
+        try:
+            previous = ti.get_previous_ti(map_index=facts.map_index)  # Airflow 3
+        except TypeError:  # Airflow 2's get_previous_ti() would answer for map index -1
+            dag_run = ti.get_previous_dagrun()
+            previous = (
+                dag_run.get_task_instance(facts.task_id, map_index=facts.map_index)
+                if dag_run is not None
+                else None
+            )
+    except Exception as exc:
+        log.debug("Previous task instance unavailable: %s", type(exc).__name__)
+        return None
+    state = str(getattr(previous, "state", "") or "").lower()
+    return str(getattr(previous, "run_id", "") or "") if state.endswith("failed") else None
 
 
 def notify(
@@ -38,9 +66,26 @@ def notify(
     slack_conn_id: str | None = None,
     channel: str | None = None,
     budget: float = DEFAULT_BUDGET_SECONDS,
+    store: incidents.Store | None = None,
 ) -> bool:
-    """Build and send one alert for ``context``; True when Slack accepted it. Never raises."""
+    """Send one alert for ``context``; True when Slack accepted it. Never raises.
+
+    ``kind`` is "retry", "failure" or "recovery". With the Web API (a bot token or a ``slack``
+    connection) the first failed try of a task instance posts a message and later tries and the
+    recovery reply in its thread and update it; "recovery" posts only for an open incident (or
+    when the task's previous DAG run failed).
+    """
     try:
+        facts = task_facts(context)
+        store = store if store is not None else incidents.default_store()
+        key = incidents.key_of(facts.dag_id, facts.run_id, facts.task_id, facts.map_index)
+        incident = store.load(key)
+        if kind == "recovery" and incident is None:
+            previous_run = _previous_run_failed(context, facts)
+            if previous_run is None:
+                return False  # nothing failed: a first success, or a cleared success
+            key = incidents.key_of(facts.dag_id, previous_run, facts.task_id, facts.map_index)
+            incident = store.load(key)
         target = resolve_target(slack_conn_id, channel)
         if target is None:
             log.warning(
@@ -48,10 +93,43 @@ def notify(
                 "or SLACK_BOT_TOKEN and SLACK_CHANNEL"
             )
             return False
-        facts = task_facts(context)
-        details = run_details(facts.databricks_run_id) if kind != "recovery" else []
-        message = build(facts, kind, details)
-        return send(target, message, budget=budget)
+        details = RunDetails()
+        if kind != "recovery" and facts.databricks_run_id:
+            details = run_details(facts.databricks_run_id, facts.databricks_conn_id or None)
+        if not facts.databricks_url and details.run_page_url:
+            facts = replace(facts, databricks_url=details.run_page_url)
+        message = build(facts, kind, details.lines)
+        slack = Slack(target, budget)
+        if incident is not None and incident.ts and incident.channel and slack.threads:
+            posted = slack.post(message, thread_ts=incident.ts)
+            if posted.ok:
+                incident.updates += 1
+                note = f"{incident.updates} update{'s' * (incident.updates > 1)} in the thread"
+                slack.update(
+                    incident.channel, incident.ts, build(facts, kind, [*details.lines, note])
+                )
+        else:
+            metadata = incidents.metadata(facts, kind) if slack.threads else None
+            posted = slack.post(message, metadata=metadata)
+            if posted.ok and incident is None:
+                incident = incidents.Incident(
+                    facts.dag_id,
+                    facts.task_id,
+                    facts.map_index,
+                    facts.run_id,
+                    kind,
+                    channel=posted.channel,
+                    ts=posted.ts,
+                    opened=time.time(),
+                )
+        if not posted.ok:
+            return False
+        if kind == "recovery":
+            store.close(key)
+        elif incident is not None:
+            incident.state = kind
+            store.save(key, incident)
+        return True
     except Exception as exc:  # a bug here must not fail the task's callback chain
         log.warning("Slack alert not sent: %s", type(exc).__name__)
         return False
@@ -67,25 +145,10 @@ def slack_retry_callback(context: Mapping[str, Any]) -> None:
     notify(context, "retry")
 
 
-def _recovered(context: Mapping[str, Any]) -> bool:
-    ti = context.get("task_instance") or context.get("ti")
-    try_number = getattr(ti, "try_number", None)
-    if isinstance(try_number, int) and try_number > 1:
-        return True
-    try:
-        previous = (
-            ti.get_previous_ti() if ti is not None and hasattr(ti, "get_previous_ti") else None
-        )
-    except Exception:
-        return False
-    state = str(getattr(previous, "state", "") or "").lower()
-    return state.endswith("failed")
-
-
 def slack_recovery_callback(context: Mapping[str, Any]) -> None:
-    """on_success_callback: a short 'recovered' message when the previous try or run failed."""
-    if _recovered(context):
-        notify(context, "recovery")
+    """on_success_callback: "Recovered" after a failed try of this task instance (or a failed
+    previous DAG run of the task); silent after a plain or cleared success."""
+    notify(context, "recovery")
 
 
 def _base_notifier() -> type:
@@ -140,8 +203,6 @@ class DatabricksSlackNotifier(_base_notifier()):  # type: ignore[misc]
             log.warning("Slack alert not sent: %s", type(exc).__name__)
 
     def notify(self, context: Mapping[str, Any]) -> None:
-        if self.kind == "recovery" and not _recovered(context):
-            return
         notify(
             context,
             self.kind,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ class TaskFacts:
     exception_message: str
     databricks_url: str
     databricks_run_id: str
+    databricks_conn_id: str = ""
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -61,19 +63,37 @@ def _http_url(value: Any) -> str:
     return text if parts.scheme in ("http", "https") and parts.netloc else ""
 
 
+def _id(value: Any) -> str:
+    return str(value).strip() if isinstance(value, int | str) and str(value).strip() else ""
+
+
+def run_page_url(host: str, job_id: str, run_id: str) -> str:
+    """The link Databricks gives a run: ``{host}/?o={workspace_id}#job/{job_id}/run/{run_id}``.
+
+    The workspace id is the number in an Azure host (``adb-<id>.<n>.azuredatabricks.net``);
+    elsewhere the host alone selects the workspace. Without the job id there is no such link.
+    """
+    host = host.strip().rstrip("/")
+    if not (job_id.isdigit() and run_id.isdigit() and _http_url(host)):
+        return ""
+    match = re.match(r"adb-(\d+)\.", urlsplit(host).hostname or "")
+    workspace = f"/?o={match.group(1)}" if match else "/"
+    return f"{host}{workspace}#job/{job_id}/run/{run_id}"
+
+
 def databricks_url(ti: Any, host: str | None = None) -> tuple[str, str]:
     """(run page URL, run id): XCom run_page_url, else databricks_job_run_link, else one built
-    from XCom run_id and DATABRICKS_HOST."""
-    run_id = _pull(ti, "run_id")
-    run_id_text = str(run_id) if isinstance(run_id, int | str) and str(run_id).strip() else ""
+    from XCom job_id and run_id and DATABRICKS_HOST (runs/get's run_page_url, asked later through
+    the task's connection, fills in what is still missing)."""
+    run_id = _id(_pull(ti, "run_id"))
     for key in ("run_page_url", "databricks_job_run_link"):
         url = _http_url(_pull(ti, key))
         if url:
-            return url, run_id_text
-    host = (host if host is not None else os.environ.get("DATABRICKS_HOST", "")).strip().rstrip("/")
-    if run_id_text.isdigit() and _http_url(host):
-        return f"{host}/#job/runs/{run_id_text}", run_id_text
-    return "", run_id_text
+            return url, run_id
+    if not run_id.isdigit():
+        return "", run_id
+    host = host if host is not None else os.environ.get("DATABRICKS_HOST", "")
+    return run_page_url(host, _id(_pull(ti, "job_id")), run_id), run_id
 
 
 def _logical_date(context: Mapping[str, Any]) -> str:
@@ -113,4 +133,19 @@ def task_facts(context: Mapping[str, Any], host: str | None = None) -> TaskFacts
         exception_message=str(exc) if exc is not None else "",
         databricks_url=url,
         databricks_run_id=run_id,
+        databricks_conn_id=str(_get(task, "databricks_conn_id") or ""),
     )
+
+
+def airflow_major() -> int:
+    try:
+        from airflow import __version__
+    except ImportError:
+        return 0
+    head = str(__version__).split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def base_url_setting() -> str:
+    """Where airflow.cfg sets the host of log links: [webserver] on Airflow 2, [api] on 3."""
+    return "[webserver] base_url" if airflow_major() == 2 else "[api] base_url"

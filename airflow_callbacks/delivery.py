@@ -31,6 +31,7 @@ class SlackTarget:
 
     kind: str  # "webhook" or "api"
     source: str  # which setting chose it, for log lines
+    conn_id: str = ""  # an Airflow connection: the Slack provider's hook builds the client
     webhook_url: str = ""
     token: str = ""
     channel: str = ""
@@ -48,6 +49,23 @@ def _api_base(env: Mapping[str, str]) -> str:
     return base
 
 
+def _extra_value(extra: Mapping[str, Any], conn_type: str, name: str) -> Any:
+    """An extra as the Slack provider reads it: ``name`` or the older ``extra__{type}__{name}``."""
+    value = extra.get(name)
+    return value if value not in (None, "") else extra.get(f"extra__{conn_type}__{name}")
+
+
+def webhook_url_of(host: str, schema: str, password: str) -> str:
+    """The webhook URL exactly as the Slack provider's SlackWebhookHook builds it."""
+    token = password.strip()
+    if "://" in token:
+        return token
+    base = host
+    if not base or "://" not in base:
+        base = f"{schema or 'https'}://{host or 'hooks.slack.com/services'}"
+    return (base.rstrip("/") + "/" + token.lstrip("/")).rstrip("/")
+
+
 def _from_connection(
     conn_id: str, channel: str | None, env: Mapping[str, str]
 ) -> SlackTarget | None:
@@ -59,18 +77,19 @@ def _from_connection(
     extra = _extra(conn)
     if conn_type in ("slackwebhook", "slack_incoming_webhook") or "webhook" in conn_type:
         host = str(getattr(conn, "host", "") or "").strip()
-        if password.startswith(("http://", "https://")):
-            url = password
-        else:
-            base = host if host.startswith(("http://", "https://")) else WEBHOOK_HOST
-            url = base.rstrip("/") + "/" + password.lstrip("/")
+        url = webhook_url_of(host, str(getattr(conn, "schema", "") or ""), password)
         return SlackTarget(
-            "webhook", f"connection {conn_id}", webhook_url=url, secrets=[url, password]
+            "webhook",
+            f"connection {conn_id}",
+            conn_id=conn_id,
+            webhook_url=url,
+            secrets=[url, password.strip()],
         )
-    base = str(extra.get("base_url") or "") or _api_base(env)
+    base = str(_extra_value(extra, "slack", "base_url") or "")
     return SlackTarget(
         "api",
         f"connection {conn_id}",
+        conn_id=conn_id,
         token=password,
         channel=channel or str(extra.get("channel") or "") or env.get("SLACK_CHANNEL", ""),
         base_url=base,
@@ -105,7 +124,7 @@ def resolve_target(
     channel: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> SlackTarget | None:
-    """The contract's order: connection, SLACK_WEBHOOK_URL, SLACK_BOT_TOKEN + SLACK_CHANNEL."""
+    """In this order: an Airflow connection, SLACK_WEBHOOK_URL, SLACK_BOT_TOKEN + SLACK_CHANNEL."""
     env = os.environ if env is None else env
     conn_id = conn_id or env.get("AIRFLOW_CALLBACKS_SLACK_CONN_ID")
     if conn_id:
@@ -202,65 +221,142 @@ def _sdk_logger(target: SlackTarget) -> logging.Logger:
     return logger
 
 
+@dataclass(frozen=True)
+class Posted:
+    ok: bool
+    channel: str = ""
+    ts: str = ""
+
+
+def _provider_client(target: SlackTarget, kwargs: dict[str, Any]) -> Any:
+    """The Slack provider's own client for ``target.conn_id``; None without the provider."""
+    if not target.conn_id:
+        return None
+    try:
+        if target.kind == "webhook":
+            from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+            return SlackWebhookHook(slack_webhook_conn_id=target.conn_id, **kwargs).client
+        from airflow.providers.slack.hooks.slack import SlackHook
+
+        return SlackHook(slack_conn_id=target.conn_id, **kwargs).client
+    except ImportError:
+        return None
+
+
+class Slack:
+    """One delivery: a client (the Slack provider's hook for a connection, else slack-sdk) with
+    one time budget for all its calls. Methods never raise and log without secrets."""
+
+    def __init__(
+        self,
+        target: SlackTarget,
+        budget: float = DEFAULT_BUDGET_SECONDS,
+        timeout: int = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.target = target
+        self.threads = target.kind == "api"  # webhooks cannot reply in threads or edit
+        kwargs: dict[str, Any] = {
+            "timeout": max(1, min(timeout, int(budget))),
+            "logger": _sdk_logger(target),
+            "retry_handlers": _handlers(budget),
+        }
+        self.client: Any = None
+        try:
+            self.client = _provider_client(target, kwargs)
+            if self.client is not None:
+                return
+            if target.kind == "webhook":
+                from slack_sdk.webhook import WebhookClient
+
+                self.client = WebhookClient(target.webhook_url, **kwargs)
+                return
+            from slack_sdk import WebClient
+
+            if target.base_url:
+                kwargs["base_url"] = target.base_url
+            self.client = WebClient(token=target.token, **kwargs)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        reason = getattr(getattr(exc, "response", None), "data", None)
+        detail = reason.get("error") if isinstance(reason, dict) else type(exc).__name__
+        text = RedactingFilter.instance(self.target.secrets).redact(f"{detail}")
+        log.warning("Slack alert not delivered (%s): %s", self.target.source, text)
+
+    def post(
+        self,
+        message: Mapping[str, Any],
+        thread_ts: str = "",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Posted:
+        """Post once (with bounded retries); a reply when ``thread_ts`` is given."""
+        if self.client is None:
+            return Posted(False)
+        try:
+            if self.target.kind == "webhook":
+                return self._post_webhook(message)
+            if not self.target.channel:
+                log.warning(
+                    "Slack alert not delivered (%s): no channel (set SLACK_CHANNEL or the "
+                    "connection's channel)",
+                    self.target.source,
+                )
+                return Posted(False)
+            kwargs: dict[str, Any] = {}
+            if thread_ts:
+                kwargs["thread_ts"] = thread_ts
+            if metadata:
+                kwargs["metadata"] = dict(metadata)
+            response = self.client.chat_postMessage(
+                channel=self.target.channel,
+                text=message.get("text", ""),
+                blocks=message.get("blocks"),
+                unfurl_links=False,
+                unfurl_media=False,
+                link_names=False,
+                **kwargs,
+            )
+            return Posted(True, str(response.get("channel") or ""), str(response.get("ts") or ""))
+        except Exception as exc:  # never raise into Airflow
+            self._failed(exc)
+            return Posted(False)
+
+    def _post_webhook(self, message: Mapping[str, Any]) -> Posted:
+        response = self.client.send_dict(dict(message))
+        if response.status_code == 200:
+            return Posted(True)
+        body = " ".join(str(response.body or "").split())
+        log.warning(
+            "Slack alert not delivered (%s): HTTP %s %s",
+            self.target.source,
+            response.status_code,
+            # Redact before cutting: a cut secret no longer matches, and proxies echo the
+            # webhook's secret path in their error pages.
+            RedactingFilter.instance(self.target.secrets).redact(body)[:200],
+        )
+        return Posted(False)
+
+    def update(self, channel: str, ts: str, message: Mapping[str, Any]) -> bool:
+        """Rewrite a message this app posted (chat.update)."""
+        if self.client is None or not self.threads:
+            return False
+        try:
+            self.client.chat_update(
+                channel=channel, ts=ts, text=message.get("text", ""), blocks=message.get("blocks")
+            )
+            return True
+        except Exception as exc:
+            self._failed(exc)
+            return False
+
+
 def send(
     target: SlackTarget,
     message: Mapping[str, Any],
     budget: float = DEFAULT_BUDGET_SECONDS,
     timeout: int = DEFAULT_TIMEOUT_SECONDS,
 ) -> bool:
-    """Post once (with bounded retries); True on success. Never raises."""
-    sdk_logger = _sdk_logger(target)
-    timeout = max(1, min(timeout, int(budget)))
-    try:
-        if target.kind == "webhook":
-            from slack_sdk.webhook import WebhookClient
-
-            webhook = WebhookClient(
-                target.webhook_url,
-                timeout=timeout,
-                logger=sdk_logger,
-                retry_handlers=_handlers(budget),
-            )
-            response = webhook.send_dict(dict(message))
-            if response.status_code == 200:
-                return True
-            body = " ".join(str(response.body or "").split())
-            log.warning(
-                "Slack alert not delivered (%s): HTTP %s %s",
-                target.source,
-                response.status_code,
-                # Redact before cutting: a cut secret no longer matches, and proxies echo the
-                # webhook's secret path in their error pages.
-                RedactingFilter.instance(target.secrets).redact(body)[:200],
-            )
-            return False
-        from slack_sdk import WebClient
-
-        if not target.channel:
-            log.warning(
-                "Slack alert not delivered (%s): no channel (set SLACK_CHANNEL)", target.source
-            )
-            return False
-        kwargs: dict[str, Any] = {
-            "timeout": timeout,
-            "logger": sdk_logger,
-            "retry_handlers": _handlers(budget),
-        }
-        if target.base_url:
-            kwargs["base_url"] = target.base_url
-        client = WebClient(token=target.token, **kwargs)
-        client.chat_postMessage(
-            channel=target.channel,
-            text=message.get("text", ""),
-            blocks=message.get("blocks"),
-            unfurl_links=False,
-            unfurl_media=False,
-            link_names=False,
-        )
-        return True
-    except Exception as exc:  # never raise into Airflow
-        reason = getattr(getattr(exc, "response", None), "data", None)
-        detail = reason.get("error") if isinstance(reason, dict) else type(exc).__name__
-        text = RedactingFilter.instance(target.secrets).redact(f"{detail}")
-        log.warning("Slack alert not delivered (%s): %s", target.source, text)
-        return False
+    """Post one message (with bounded retries); True on success. Never raises."""
+    return Slack(target, budget, timeout).post(message).ok

@@ -1,8 +1,10 @@
-"""Optional detail from Databricks itself: the run's state message and its failed tasks.
+"""Optional detail from Databricks itself: the run page URL, the state message, the failed tasks.
 
-Used only when DATABRICKS_HOST and credentials are configured; one runs/get through the
-exporter's own client (AAD or PAT), a short timeout, no retries, and silence on any error:
-an alert must never wait for, or fail because of, its decoration.
+One runs/get, through the failed task's own Airflow connection (``databricks_conn_id``, read by
+the Databricks provider's ``DatabricksHook``: PAT, AAD service principal, managed identity,
+whatever the connection says) when the provider is installed; otherwise through the exporter's
+client when DATABRICKS_HOST and credentials are in the environment. A short timeout, no retries,
+and silence on any error: an alert must never wait for, or fail because of, its decoration.
 """
 
 from __future__ import annotations
@@ -10,24 +12,60 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger("airflow_callbacks")
 
-TIMEOUT_SECONDS = 5.0
+TIMEOUT_SECONDS = 5
 MAX_TASKS = 5
 
 
-def run_details(run_id: str, env: Mapping[str, str] | None = None) -> list[str]:
-    """Lines for the message: state message and failed tasks with links; [] when unavailable."""
-    env = os.environ if env is None else env
-    if not run_id.isdigit() or not env.get("DATABRICKS_HOST"):
-        return []
-    if not (
+@dataclass(frozen=True)
+class RunDetails:
+    run_page_url: str = ""
+    lines: list[str] = field(default_factory=list)
+
+
+def run_details(
+    run_id: str, conn_id: str | None = None, env: Mapping[str, str] | None = None
+) -> RunDetails:
+    """What runs/get says about ``run_id``; empty when there is nothing to ask with."""
+    if not run_id.isdigit():
+        return RunDetails()
+    run = _via_connection(run_id, conn_id) if conn_id else None
+    if run is None:
+        run = _via_environment(run_id, os.environ if env is None else env)
+    return _details(run) if isinstance(run, dict) else RunDetails()
+
+
+def _via_connection(run_id: str, conn_id: str) -> dict[str, Any] | None:
+    try:
+        from airflow.providers.databricks.hooks.databricks import DatabricksHook
+    except ImportError:
+        return None
+    try:
+        hook = DatabricksHook(
+            databricks_conn_id=conn_id,
+            timeout_seconds=TIMEOUT_SECONDS,
+            retry_limit=1,
+            retry_delay=1,
+            caller="airflow_callbacks",
+        )
+        run: dict[str, Any] = hook.get_run(int(run_id))
+        return run
+    except Exception as exc:  # connection missing, auth, network: all mean "no detail"
+        log.debug("Databricks run details unavailable (%s): %s", conn_id, type(exc).__name__)
+        return None
+
+
+def _via_environment(run_id: str, env: Mapping[str, str]) -> dict[str, Any] | None:
+    if not env.get("DATABRICKS_HOST") or not (
         env.get("DATABRICKS_TOKEN")
         or env.get("AZURE_CLIENT_ID")
         or env.get("AZURE_FEDERATED_TOKEN_FILE")
     ):
-        return []
+        return None
     try:
         from exporter.auth import DatabricksAuth
         from exporter.client import DatabricksClient
@@ -45,14 +83,15 @@ def run_details(run_id: str, env: Mapping[str, str] | None = None) -> list[str]:
             max_retries=0,
         )
         try:
-            run = client.get_run(run_id)
+            return client.get_run(run_id)
         finally:
             client.close()
-    except Exception as exc:  # configuration, auth, network: all mean "no detail"
+    except Exception as exc:
         log.debug("Databricks run details unavailable: %s", type(exc).__name__)
-        return []
-    if not run:
-        return []
+        return None
+
+
+def _details(run: dict[str, Any]) -> RunDetails:
     from exporter.outcomes import is_failure, result_state_of, state_message_of
 
     lines = []
@@ -70,4 +109,5 @@ def run_details(run_id: str, env: Mapping[str, str] | None = None) -> list[str]:
         lines.append(f"Failed task {task.get('task_key', '?')} ({result}) {url}".strip())
     if len(failed) > MAX_TASKS:
         lines.append(f"... and {len(failed) - MAX_TASKS} more failed tasks")
-    return lines
+    page = run.get("run_page_url")
+    return RunDetails(page if isinstance(page, str) else "", lines)

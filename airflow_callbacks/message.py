@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_callbacks.context import TaskFacts
+from airflow_callbacks.context import TaskFacts, base_url_setting
 
 SECTION_LIMIT = 3000  # characters of a section's text
 FIELD_LIMIT = 2000  # characters of one section field
@@ -99,7 +99,7 @@ def build(
     if facts.log_url and _is_local(facts.log_url):
         notes.append(
             ":warning: The Airflow log URL points at localhost: "
-            "set `[api] base_url` in airflow.cfg."
+            f"set `{base_url_setting()}` in airflow.cfg."
         )
     for note in notes:
         blocks.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,7 +16,9 @@ BOT_TOKEN = "xoxb-000-111-fakeSecretToken"
 
 class FakeSlack:
     def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []  # accepted posts
+        self.messages: list[dict[str, Any]] = []  # accepted posts (replies carry thread_ts)
+        self.updates: list[dict[str, Any]] = []  # accepted chat.update calls
+        self._ts = 0
         self.attempts = 0
         self.faults: list[tuple[int, dict[str, str], float]] = []  # (status, headers, delay)
         self.echo_path = False  # fail with a body that echoes the request path, as proxies do
@@ -40,6 +43,30 @@ class FakeSlack:
     ) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         self.faults.extend([(status, headers, delay)] * count)
+
+    @staticmethod
+    def channel_id(name: str) -> str:
+        """Slack answers with the channel's id, whatever name the post used."""
+        return f"C{zlib.crc32(name.lstrip('#').encode()):08X}"
+
+    def _accept(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        if path.endswith("chat.update"):
+            parents = [m for m in self.messages if m.get("ts") == body.get("ts")]
+            if not parents or self.channel_id(parents[0]["channel"]) != body.get("channel"):
+                return {"ok": False, "error": "message_not_found"}
+            self.updates.append(body)
+            return {"ok": True, "channel": body["channel"], "ts": body["ts"]}
+        thread = body.get("thread_ts")
+        if thread and not any(m.get("ts") == thread for m in self.messages):
+            return {"ok": False, "error": "thread_not_found"}
+        self._ts += 1
+        ts = f"1700000000.{self._ts:06d}"
+        self.messages.append({"via": "api", **body, "ts": ts})
+        return {"ok": True, "channel": self.channel_id(body.get("channel", "")), "ts": ts}
+
+    def thread(self, ts: str) -> list[dict[str, Any]]:
+        """The replies to the message ``ts``, oldest first."""
+        return [m for m in self.messages if m.get("thread_ts") == ts]
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         slack = self
@@ -79,7 +106,7 @@ class FakeSlack:
                     slack.messages.append({"via": "webhook", **json.loads(raw)})
                     self._reply(200, b"ok", "text/plain")
                     return
-                if self.path == "/api/chat.postMessage":
+                if self.path in ("/api/chat.postMessage", "/api/chat.update"):
                     if self.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
                         self._reply(
                             200, b'{"ok": false, "error": "invalid_auth"}', "application/json"
@@ -91,10 +118,12 @@ class FakeSlack:
                         if "json" in ctype
                         else {k: v[-1] for k, v in parse_qs(raw).items()}
                     )
-                    if isinstance(body.get("blocks"), str):
-                        body["blocks"] = json.loads(body["blocks"])
-                    slack.messages.append({"via": "api", **body})
-                    self._reply(200, b'{"ok": true, "ts": "1.2"}', "application/json")
+                    for name in ("metadata", "blocks"):
+                        if isinstance(body.get(name), str):
+                            body[name] = json.loads(body[name])
+                    with slack._lock:
+                        answer = slack._accept(self.path, body)
+                    self._reply(200, json.dumps(answer).encode(), "application/json")
                     return
                 self._reply(404, b"no_service", "text/plain")
 

@@ -12,9 +12,10 @@ from urllib.parse import quote
 import pytest
 from fake_slack import BOT_TOKEN, WEBHOOK_PATH, FakeSlack
 
-from airflow_callbacks import notify, slack_failure_callback, slack_recovery_callback
+from airflow_callbacks import incidents, notify, slack_failure_callback, slack_recovery_callback
 from airflow_callbacks.context import task_facts
 from airflow_callbacks.delivery import resolve_target
+from airflow_callbacks.incidents import MemoryStore
 from airflow_callbacks.message import HEADER_LIMIT, SECTION_LIMIT, build, escape
 
 RUN_URL = "https://adb-1.2.azuredatabricks.net/?o=1#job/7/run/42"
@@ -117,15 +118,25 @@ def test_missing_exception_and_fields_still_give_a_message():
     assert "Error" not in text_of(message)
 
 
-def test_databricks_url_order_run_page_url_then_job_run_link_then_built_from_run_id():
+def test_databricks_url_order_run_page_url_then_job_run_link_then_built_like_databricks():
     link = "https://adb-9.azuredatabricks.net/#job/1/run/2"
     both = FakeTI({("run_page_url", -1): RUN_URL, ("databricks_job_run_link", -1): link})
     assert task_facts(context(both)).databricks_url == RUN_URL
     only_link = FakeTI({("databricks_job_run_link", -1): link})
     assert task_facts(context(only_link)).databricks_url == link
+    # Built the way Databricks links a run: ?o=<workspace id from the Azure host>#job/<job>/run/<run>
+    with_job = FakeTI({("run_id", -1): 777, ("job_id", -1): 31})
+    facts = task_facts(context(with_job), host="https://adb-5.7.azuredatabricks.net/")
+    assert facts.databricks_url == "https://adb-5.7.azuredatabricks.net/?o=5#job/31/run/777"
+    facts = task_facts(context(with_job), host="https://dbc-1a2b.cloud.databricks.com")
+    assert facts.databricks_url == "https://dbc-1a2b.cloud.databricks.com/#job/31/run/777"
+    # A run id alone names no page (the old {host}/#job/runs/{id} is not one): runs/get's
+    # run_page_url fills it in when there is a connection, else there is no link.
     only_id = FakeTI({("run_id", -1): 777})
-    facts = task_facts(context(only_id), host="https://adb-5.azuredatabricks.net/")
-    assert facts.databricks_url == "https://adb-5.azuredatabricks.net/#job/runs/777"
+    assert (
+        task_facts(context(only_id), host="https://adb-5.7.azuredatabricks.net").databricks_url
+        == ""
+    )
     assert task_facts(context(FakeTI()), host="").databricks_url == ""
 
 
@@ -246,13 +257,26 @@ def test_no_target_configured_logs_how_to_configure(monkeypatch, caplog):
     assert "SLACK_WEBHOOK_URL" in caplog.text
 
 
-def test_recovery_posts_only_after_a_failed_try(slack, monkeypatch):
+def test_recovery_posts_only_after_a_failed_try_of_the_same_task_instance(slack, monkeypatch):
+    store = MemoryStore()
+    monkeypatch.setattr(incidents, "default_store", lambda: store)
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
     slack_recovery_callback(context(FakeTI(try_number=1), exception=None))
-    assert slack.messages == []
+    # A cleared success runs again with a higher try number: still nothing failed.
     slack_recovery_callback(context(FakeTI(try_number=2), exception=None))
+    assert slack.messages == []
+    # Map index 3 failed a try; index 4 did not.
+    assert notify(context(FakeTI(map_index=3)), "retry") is True
+    slack_recovery_callback(context(FakeTI(map_index=4, try_number=2), exception=None))
     assert len(slack.messages) == 1
-    assert "Recovered" in slack.messages[0]["blocks"][0]["text"]["text"]
+    slack_recovery_callback(context(FakeTI(map_index=3, try_number=2), exception=None))
+    assert len(slack.messages) == 2
+    assert (
+        "Recovered: databricks_etl · run_job[3]" in slack.messages[1]["blocks"][0]["text"]["text"]
+    )
+    assert store.records == {}  # the incident is closed
+    slack_recovery_callback(context(FakeTI(map_index=3, try_number=3), exception=None))
+    assert len(slack.messages) == 2
 
 
 def failed_sim_run(server) -> int:

@@ -1,0 +1,159 @@
+"""Open incidents: which task instances failed a try and have not recovered, and their Slack thread.
+
+The record lives in Airflow itself, as an Airflow Variable per task instance
+(``airflow_callbacks.incident.<hash>``, JSON: dag, task, map index, DAG run, state, Slack channel
+and thread ts), so it survives a worker restart between tries and is shared by every worker. It is
+written by the first failed try, updated by later tries, and deleted on recovery. A task instance
+that failed for good keeps its record until it recovers (cleared and re-run), so the recovery
+replies in the same thread; records older than ``MAX_AGE_DAYS`` count as closed.
+
+Every operation is best effort: a store that cannot be reached answers ``None`` / ``False``, and
+the callbacks fall back to one plain message per event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger("airflow_callbacks")
+
+PREFIX = "airflow_callbacks.incident."
+MAX_AGE_DAYS = 7
+
+
+@dataclass
+class Incident:
+    dag_id: str
+    task_id: str
+    map_index: int
+    run_id: str
+    state: str  # the last event: "retry", "failure"
+    channel: str = ""  # the Slack thread, when delivered with the Web API
+    ts: str = ""
+    opened: float = 0.0
+    updates: int = 0
+
+
+def key_of(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """A Variable key within Airflow's 250 characters for any ids."""
+    digest = hashlib.sha256(f"{dag_id}\0{run_id}\0{task_id}\0{map_index}".encode()).hexdigest()
+    return PREFIX + digest[:32]
+
+
+class Store(Protocol):
+    def load(self, key: str) -> Incident | None: ...
+    def save(self, key: str, incident: Incident) -> bool: ...
+    def close(self, key: str) -> bool: ...
+    def reachable(self) -> bool: ...
+
+
+def _variable() -> Any:
+    try:
+        from airflow.sdk import Variable  # Airflow 3: through the task's execution API
+    except ImportError:
+        from airflow.models import Variable  # type: ignore[no-redef]  # Airflow 2: the database
+    return Variable
+
+
+class VariableStore:
+    """Incidents as Airflow Variables."""
+
+    def __init__(self) -> None:
+        self._reachable = True
+
+    def reachable(self) -> bool:
+        return self._reachable
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self._reachable = False
+        log.debug("Incident record %s failed: %s", what, type(exc).__name__)
+
+    def load(self, key: str) -> Incident | None:
+        try:
+            raw = _variable().get(key, default=None)
+        except Exception as exc:
+            self._failed("read", exc)
+            return None
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            incident = Incident(**{k: data[k] for k in Incident.__dataclass_fields__ if k in data})
+        except (TypeError, ValueError, KeyError):
+            log.debug("Incident record %s is not ours; ignored", key)
+            return None
+        if time.time() - incident.opened > MAX_AGE_DAYS * 86400:
+            return None
+        return incident
+
+    def save(self, key: str, incident: Incident) -> bool:
+        try:
+            _variable().set(
+                key,
+                json.dumps(asdict(incident)),
+                description="Open Slack incident of airflow_callbacks (deleted on recovery)",
+            )
+            return True
+        except Exception as exc:
+            self._failed("write", exc)
+            return False
+
+    def close(self, key: str) -> bool:
+        try:
+            _variable().delete(key)
+            return True
+        except Exception as exc:
+            self._failed("delete", exc)
+            return False
+
+
+class MemoryStore:
+    """For tests and for running the callbacks without Airflow."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Incident] = {}
+
+    def reachable(self) -> bool:
+        return True
+
+    def load(self, key: str) -> Incident | None:
+        return self.records.get(key)
+
+    def save(self, key: str, incident: Incident) -> bool:
+        self.records[key] = incident
+        return True
+
+    def close(self, key: str) -> bool:
+        self.records.pop(key, None)
+        return True
+
+
+def metadata(facts: Any, kind: str) -> dict[str, Any]:
+    """Slack message metadata on an incident's first message, for apps that read the channel."""
+    return {
+        "event_type": "airflow_task_incident",
+        "event_payload": {
+            "dag_id": facts.dag_id,
+            "run_id": facts.run_id,
+            "task_id": facts.task_id,
+            "map_index": facts.map_index,
+            "state": kind,
+        },
+    }
+
+
+def default_store() -> Store:
+    """Airflow Variables where Airflow is installed; else this process's memory."""
+    try:
+        import airflow  # noqa: F401
+    except ImportError:
+        return _MEMORY
+    return VariableStore()
+
+
+_MEMORY = MemoryStore()
