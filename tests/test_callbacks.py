@@ -318,3 +318,218 @@ def test_enrichment_failure_is_silent_and_the_alert_still_goes(make_sim, slack, 
     monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
     assert notify(context(FakeTI({("run_id", -1): 123}))) is True
     assert "Failed task" not in text_of(slack.messages[0])
+
+
+# --- the task's own Databricks connection --------------------------------------------------------
+
+
+def test_details_come_through_the_tasks_databricks_connection_without_environment(
+    make_sim, slack, monkeypatch
+):
+    """DatabricksHook with the operator's databricks_conn_id; no DATABRICKS_* variables."""
+    pytest.importorskip("airflow.providers.databricks")
+    server = make_sim(fail_rate=0.9, multi_task_rate=1.0, history_hours=0.2)
+    run_id = failed_sim_run(server)
+    for name in ("DATABRICKS_HOST", "DATABRICKS_TOKEN", "AZURE_CLIENT_ID"):
+        monkeypatch.delenv(name, raising=False)
+    port = server.url.rsplit(":", 1)[1]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DBX_PROD",
+        json.dumps(
+            {
+                "conn_type": "databricks",
+                "host": "127.0.0.1",
+                "port": int(port),
+                "schema": "http",
+                "password": server.token,
+            }
+        ),
+    )
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    task = SimpleNamespace(owner="o", retries=0, task_id="run_job", databricks_conn_id="dbx_prod")
+    ctx = context(FakeTI({("run_id", -1): run_id}), task=task)
+    assert notify(ctx, store=MemoryStore()) is True
+    body = text_of(slack.messages[0])
+    assert "java.lang.RuntimeException: boom" in body and "Failed task" in body
+    # No run_page_url in XCom: the link is the one runs/get gave.
+    button = [b for b in slack.messages[0]["blocks"] if b["type"] == "actions"][0]["elements"]
+    urls = [e["url"] for e in button if e["action_id"] == "databricks_run"]
+    assert urls and urls[0].endswith(f"/run/{run_id}") and "#job/" in urls[0], urls
+    assert server.token not in body
+
+
+# --- Slack connections with the provider's semantics ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "schema", "password"),
+    [
+        ("hooks.slack-gov.com/services", "", "T1/B1/SECRET"),  # no scheme: https://{host}
+        ("", "", "T1/B1/SECRET"),  # the default host
+        ("https://hooks.example.com/x/", "", "/T1/B1/SECRET"),
+        ("", "", "https://hooks.slack.com/services/T1/B1/SECRET"),  # a full URL as password
+        ("proxy.internal/services", "http", "T1/B1/SECRET"),
+    ],
+)
+def test_webhook_connection_url_is_exactly_the_slack_providers(host, schema, password):
+    pytest.importorskip("airflow.providers.slack")
+    from airflow.models import Connection
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    from airflow_callbacks.delivery import webhook_url_of
+
+    conn = Connection(
+        conn_id="w", conn_type="slackwebhook", host=host, schema=schema, password=password
+    )
+    expected = SlackWebhookHook(slack_webhook_conn_id="w")._build_conn_params(conn)["url"]
+    assert webhook_url_of(host, schema, password) == expected
+    if host.startswith("hooks.slack-gov"):
+        assert expected.startswith("https://hooks.slack-gov.com/services/")
+
+
+def test_slack_connection_reads_the_prefixed_base_url_extra(monkeypatch):
+    from airflow_callbacks import delivery
+
+    conn = SimpleNamespace(
+        conn_type="slack",
+        password="xoxb-9",
+        host="",
+        schema="",
+        extra_dejson={"extra__slack__base_url": "https://slack-gov.com/api/", "channel": "#c"},
+    )
+    monkeypatch.setattr(delivery, "_get_connection", lambda conn_id: conn)
+    target = resolve_target("slack_gov", env={})
+    assert target is not None
+    assert (target.kind, target.base_url, target.channel) == (
+        "api",
+        "https://slack-gov.com/api/",
+        "#c",
+    )
+
+
+def test_delivery_goes_through_the_slack_providers_hooks(slack, monkeypatch):
+    pytest.importorskip("airflow.providers.slack")
+    port = slack.url.rsplit(":", 1)[1]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_HOOK",
+        json.dumps(
+            {
+                "conn_type": "slackwebhook",
+                "host": f"127.0.0.1:{port}/services",
+                "schema": "http",
+                "password": WEBHOOK_PATH.removeprefix("/services/"),
+            }
+        ),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_API",
+        json.dumps(
+            {"conn_type": "slack", "password": BOT_TOKEN, "extra": {"base_url": slack.api_base}}
+        ),
+    )
+    from airflow.providers.slack.hooks.slack import SlackHook
+    from airflow.providers.slack.hooks.slack_webhook import SlackWebhookHook
+
+    built = []
+    for hook in (SlackHook, SlackWebhookHook):
+        original = hook.__init__
+
+        def spy(self, *a, _original=original, **kw):
+            built.append(type(self).__name__)
+            _original(self, *a, **kw)
+
+        monkeypatch.setattr(hook, "__init__", spy)
+    assert notify(context(), slack_conn_id="slack_hook", store=MemoryStore()) is True
+    assert notify(context(), slack_conn_id="slack_api", channel="#x", store=MemoryStore()) is True
+    assert built == ["SlackWebhookHook", "SlackHook"]
+    assert [m["via"] for m in slack.messages] == ["webhook", "api"]
+
+
+# --- incident threads ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bot(slack, monkeypatch):
+    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+    monkeypatch.setenv("SLACK_CHANNEL", "#data-oncall")
+    monkeypatch.setenv("SLACK_API_BASE_URL", slack.api_base)
+    return slack
+
+
+def header(message: dict) -> str:
+    return message["blocks"][0]["text"]["text"]
+
+
+def test_retries_then_final_failure_are_one_thread_with_its_parent_updated(bot):
+    store = MemoryStore()
+    for try_number, kind in ((1, "retry"), (2, "retry"), (3, "failure")):
+        assert notify(context(FakeTI(try_number=try_number)), kind, store=store) is True
+    parent, *replies = bot.messages
+    assert "thread_ts" not in parent and "Retrying" in header(parent)
+    assert parent["metadata"]["event_type"] == "airflow_task_incident"
+    assert [m.get("thread_ts") for m in replies] == [parent["ts"], parent["ts"]]
+    assert ["Retrying" in header(replies[0]), "Failed" in header(replies[1])] == [True, True]
+    # The channel shows one line with the incident's current state.
+    assert [u["ts"] for u in bot.updates] == [parent["ts"]] * 2
+    assert bot.updates[-1]["channel"] == bot.channel_id("#data-oncall")
+    assert "Failed: databricks_etl · run_job" in header(bot.updates[-1])
+    assert "2 updates in the thread" in text_of(bot.updates[-1])
+    # It stays open after the final failure: clearing the task and a success reply there.
+    assert notify(context(FakeTI(try_number=4), exception=None), "recovery", store=store)
+    assert bot.messages[-1]["thread_ts"] == parent["ts"]
+    assert "Recovered" in header(bot.updates[-1]) and store.records == {}
+
+
+def test_retry_then_recovery_is_one_thread_and_closes_the_incident(bot):
+    store = MemoryStore()
+    assert notify(context(FakeTI(try_number=1)), "retry", store=store)
+    assert notify(context(FakeTI(try_number=2), exception=None), "recovery", store=store)
+    assert len(bot.messages) == 2 and bot.messages[1]["thread_ts"] == bot.messages[0]["ts"]
+    assert "Recovered" in header(bot.updates[0]) and store.records == {}
+
+
+def test_the_thread_survives_a_new_process_between_tries(bot):
+    """What a retry on another worker sees: only what the store kept (JSON, like a Variable)."""
+    first, second = MemoryStore(), MemoryStore()
+    assert notify(context(FakeTI(try_number=1)), "retry", store=first)
+    ((key, incident),) = first.records.items()
+    second.records[key] = incidents.Incident(**json.loads(json.dumps(incident.__dict__)))
+    assert notify(context(FakeTI(try_number=2)), "failure", store=second)
+    assert bot.messages[1]["thread_ts"] == bot.messages[0]["ts"]
+
+
+def test_other_task_instances_and_dag_runs_get_their_own_threads(bot):
+    store = MemoryStore()
+    assert notify(context(FakeTI(map_index=0)), "retry", store=store)
+    assert notify(context(FakeTI(map_index=1)), "retry", store=store)
+    other_run = FakeTI(map_index=0)
+    assert notify(context(other_run, run_id="scheduled__2026-11-24"), "retry", store=store)
+    assert [m.get("thread_ts") for m in bot.messages] == [None, None, None]
+    assert len(store.records) == 3
+
+
+def test_webhooks_cannot_thread_so_each_event_is_a_plain_message(slack, monkeypatch):
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    store = MemoryStore()
+    assert notify(context(FakeTI(try_number=1)), "retry", store=store)
+    assert notify(context(FakeTI(try_number=2), exception=None), "recovery", store=store)
+    assert [header(m).split(":")[1].strip() for m in slack.messages] == [
+        "large_orange_circle",
+        "large_green_circle",
+    ]
+    assert all("thread_ts" not in m for m in slack.messages) and slack.updates == []
+
+
+def test_an_unreachable_store_falls_back_to_plain_messages(bot):
+    class Broken(MemoryStore):
+        def load(self, key):
+            return None
+
+        def save(self, key, incident):
+            return False
+
+    store = Broken()
+    assert notify(context(FakeTI(try_number=1)), "retry", store=store)
+    assert notify(context(FakeTI(try_number=2)), "failure", store=store)
+    assert [m.get("thread_ts") for m in bot.messages] == [None, None]
