@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint unit install clean bench bench-quick profile mixin
+.PHONY: demo test lint unit install clean bench bench-quick profile mixin docs-image
+AIRFLOW2 := .venv-airflow2
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +24,17 @@ demo: $(VENV)/.installed
 	$(BIN)/databricks-exporter --simulate --listen-address 127.0.0.1 --port 9180 --interval 15
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check exporter airflow_callbacks tests bench mixin
-	$(BIN)/ruff format --check exporter airflow_callbacks tests bench mixin
+	$(BIN)/ruff check exporter airflow_callbacks tests bench mixin docs
+	$(BIN)/ruff format --check exporter airflow_callbacks tests bench mixin docs
 	$(BIN)/mypy
 
-unit: $(VENV)/.installed-test
+# tests/test_airflow_dag.py runs its DAG under this venv's Airflow 3 and under Airflow 2.10 here.
+$(AIRFLOW2)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(AIRFLOW2)
+	$(AIRFLOW2)/bin/python -m pip --disable-pip-version-check -q install -e '.[test-airflow2]'
+	touch $@
+
+unit: $(VENV)/.installed-test $(AIRFLOW2)/.installed
 	$(BIN)/pytest -q
 
 test: lint unit
@@ -42,8 +49,13 @@ $(VENV)/.installed-mixin: pyproject.toml | $(BIN)/python
 mixin: $(VENV)/.installed-mixin
 	$(BIN)/python mixin/generate.py $(if $(CONFIG),--config $(CONFIG)) $(if $(OUT),--out $(OUT))
 
+# Redraws docs/slack-message.png from the message the callbacks build.
+docs-image: $(VENV)/.installed-test
+	$(PIP) install -e '.[docs]'
+	$(BIN)/python docs/render_slack_message.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW2) .pytest_cache .mypy_cache .ruff_cache
 
 # Figures of README's performance section, written to bench/results.md and .json (about half an hour).
 bench: $(VENV)/.installed-test

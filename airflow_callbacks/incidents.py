@@ -75,7 +75,7 @@ class VariableStore:
 
     def load(self, key: str) -> Incident | None:
         try:
-            raw = _variable().get(key, default=None)
+            raw = _variable().get(key, None)  # positional: `default` on 3, `default_var` on 2
         except Exception as exc:
             self._failed("read", exc)
             return None

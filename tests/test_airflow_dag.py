@@ -1,4 +1,6 @@
-"""The callbacks inside a real Airflow task run: apache-airflow 3.x, `dag.test()`, a fake Slack."""
+"""The callbacks inside real Airflow task runs (`dag.test()`): the Databricks provider's real
+operators against a fake Databricks reached through an Airflow connection, a fake Slack, under
+Airflow 3 (this environment) and Airflow 2.10 (the second environment `make test` builds)."""
 
 from __future__ import annotations
 
@@ -10,101 +12,213 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from fake_databricks import STATE_MESSAGE, TASK_ERROR, TOKEN, FakeDatabricks
 from fake_slack import BOT_TOKEN, FakeSlack
 
-pytest.importorskip("airflow.sdk", reason="apache-airflow is in the test extra")
+ROOT = Path(__file__).resolve().parent.parent
+AIRFLOW2 = ROOT / ".venv-airflow2" / "bin" / "python"
 
 DAG_FILE = textwrap.dedent(
     """
     import datetime
-    from airflow.sdk import DAG, task
+    import functools
+    import sys
+
+    try:
+        from airflow.sdk import DAG, task
+    except ImportError:  # Airflow 2
+        from airflow import DAG
+        from airflow.decorators import task
+    from airflow.providers.databricks.operators.databricks import (
+        DatabricksRunNowOperator,
+        DatabricksSubmitRunOperator,
+    )
+
     from airflow_callbacks import (
-        DatabricksSlackNotifier,
+        slack_dag_failure_callback,
         slack_failure_callback,
+        slack_recovery_callback,
         slack_retry_callback,
     )
+
+    NO_WAIT = datetime.timedelta(seconds=0)
 
     with DAG(
         "databricks_etl",
         schedule=None,
         start_date=datetime.datetime(2026, 1, 1),
         catchup=False,
-        default_args={"on_failure_callback": slack_failure_callback, "owner": "data-platform"},
+        on_failure_callback=functools.partial(slack_dag_failure_callback, channel="#dag-runs"),
+        default_args={
+            "owner": "data-platform",
+            "on_failure_callback": slack_failure_callback,
+            "on_retry_callback": slack_retry_callback,
+            "on_success_callback": slack_recovery_callback,
+            "retry_delay": NO_WAIT,
+        },
     ) as dag:
-
-        @task(task_id="run_databricks_job", retries=0)
-        def run_job(**context):
-            ti = context["ti"]
-            ti.xcom_push(key="run_id", value=123456)
-            ti.xcom_push(key="run_page_url", value="https://adb-1.2.azuredatabricks.net/?o=1#job/7/run/123456")
-            raise RuntimeError("Databricks run 123456 FAILED: <!channel> boom & bust")
-
-        @task(
-            task_id="flaky",
+        DatabricksRunNowOperator(
+            task_id="run_now",
+            databricks_conn_id="databricks_prod",
+            job_id=11,
+            polling_period_seconds=0,
             retries=1,
-            retry_delay=datetime.timedelta(seconds=0),
-            on_retry_callback=slack_retry_callback,
-            on_failure_callback=DatabricksSlackNotifier(
-                slack_conn_id="slack_alerts", kind="failure"
-            ),
         )
-        def flaky():
-            raise ValueError("still broken")
+        DatabricksSubmitRunOperator(
+            task_id="submit",
+            databricks_conn_id="databricks_prod",
+            json={"run_name": "adhoc", "tasks": [{"task_key": "ingest"}]},
+            polling_period_seconds=0,
+            retries=0,
+        )
 
-        run_job()
-        flaky()
+        @task(task_id="flaky", retries=1)
+        def flaky(n, **context):
+            if n == 1 and context["ti"].try_number == 1:
+                raise ValueError("first try of index 1 fails")
+
+        @task(task_id="steady", retries=1)
+        def steady(**context):
+            print("STEADY_TRY", context["ti"].try_number)
+
+        @task(task_id="clear_steady", trigger_rule="all_done")
+        def clear_steady(**context):
+            # What a user's "Clear" does to a task that succeeded: it runs again (try 2).
+            from airflow.models.taskinstance import TaskInstance, clear_task_instances
+            from airflow.utils.session import create_session
+
+            with create_session() as session:
+                tis = (
+                    session.query(TaskInstance)
+                    .filter_by(dag_id="databricks_etl", run_id=context["run_id"], task_id="steady")
+                    .all()
+                )
+                clear_task_instances(tis, session)
+
+        flaky.expand(n=[0, 1])
+        steady() >> clear_steady()
 
     if __name__ == "__main__":
-        print("DAGRUN_STATE", dag.test().state)
+        when = datetime.datetime(2026, 11, 24, tzinfo=datetime.timezone.utc)
+        try:
+            state = dag.test(logical_date=when).state
+        except TypeError:  # Airflow 2
+            state = dag.test(execution_date=when).state
+        print("DAGRUN_STATE", state, flush=True)
     """
 )
 
+PYTHONS = [pytest.param(Path(sys.executable), id="airflow3")]
+if os.environ.get("AIRFLOW2_TESTS", "1") != "0":
+    PYTHONS.append(pytest.param(AIRFLOW2, id="airflow2"))
 
-def test_failing_dag_posts_one_alert_per_final_failure(tmp_path: Path):
+
+def run_dag(python: Path, tmp_path: Path, slack: FakeSlack, dbx: FakeDatabricks):
     home = tmp_path / "airflow"
     dags = home / "dags"
-    dags.mkdir(parents=True)
+    dags.mkdir(parents=True, exist_ok=True)
     dag_path = dags / "databricks_etl.py"
     dag_path.write_text(DAG_FILE)
-    with FakeSlack() as slack:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AIRFLOW"))},
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "SLACK_WEBHOOK_URL": slack.webhook_url,
-            # The notifier's connection, as Airflow reads connections from the environment.
-            "AIRFLOW_CONN_SLACK_ALERTS": json.dumps(
-                {
-                    "conn_type": "slack",
-                    "password": BOT_TOKEN,
-                    "extra": {"base_url": slack.api_base, "channel": "#data-oncall"},
-                }
-            ),
-        }
-        airflow = Path(sys.executable).parent / "airflow"
-        migrate = subprocess.run(
-            [str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=300
-        )
-        assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
-        run = subprocess.run(
-            [sys.executable, str(dag_path)], env=env, capture_output=True, text=True, timeout=300
-        )
-        output = run.stdout + run.stderr
-        assert "DAGRUN_STATE failed" in output, output[-3000:]
-        headers = [m["blocks"][0]["text"]["text"] for m in slack.messages]
-    failures = [h for h in headers if "Failed: databricks_etl · run_databricks_job" in h]
-    assert len(failures) == 1, headers
-    flaky = sorted(h.split(" ", 1)[1].split(":")[0] for h in headers if "flaky" in h)
-    assert flaky == ["Failed", "Retrying"], headers  # a retry is not a failure
-    # The notifier went through the Airflow connection (Web API), the function through the webhook.
-    by_header = {m["blocks"][0]["text"]["text"]: m for m in slack.messages}
-    flaky_failed = next(m for h, m in by_header.items() if "Failed" in h and "flaky" in h)
-    assert (flaky_failed["via"], flaky_failed["channel"]) == ("api", "#data-oncall")
-    message = next(m for h, m in by_header.items() if "run_databricks_job" in h)
-    assert message["via"] == "webhook"
-    body = json.dumps(message)
-    assert "https://adb-1.2.azuredatabricks.net/?o=1#job/7/run/123456" in body
-    assert "RuntimeError: Databricks run 123456 FAILED: &lt;!channel&gt; boom &amp; bust" in body
-    assert "<!channel>" not in body
-    assert "XXXXSECRETXXXX" not in output
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("SLACK_", "AIRFLOW", "DATABRICKS_", "AZURE_"))
+        },
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG",
+        "PYTHONPATH": str(ROOT),
+        # The Databricks operators' own connection; no DATABRICKS_* variables anywhere.
+        "AIRFLOW_CONN_DATABRICKS_PROD": json.dumps(dbx.connection()),
+        "AIRFLOW_CALLBACKS_SLACK_CONN_ID": "slack_alerts",
+        "AIRFLOW_CONN_SLACK_ALERTS": json.dumps(
+            {
+                "conn_type": "slack",
+                "password": BOT_TOKEN,
+                "extra": {"base_url": slack.api_base, "channel": "#data-oncall"},
+            }
+        ),
+    }
+    airflow = python.parent / "airflow"
+    migrate = subprocess.run(
+        [str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
+    run = subprocess.run(
+        [str(python), str(dag_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    logs = "".join(p.read_text(errors="replace") for p in home.rglob("*.log"))
+    return run.stdout + run.stderr, logs
+
+
+def header(message: dict) -> str:
+    return message["blocks"][0]["text"]["text"]
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_real_databricks_operators_threads_recovery_and_dag_summary(python: Path, tmp_path):
+    if not python.exists():
+        pytest.fail(f"{python} is missing: `make test` builds it (make .venv-airflow2)")
+    with FakeSlack() as slack, FakeDatabricks() as dbx:
+        output, logs = run_dag(python, tmp_path, slack, dbx)
+        assert "DAGRUN_STATE failed" in output, output[-4000:]
+        messages, updates = slack.messages, slack.updates
+    by_task: dict[str, list[dict]] = {}
+    for m in messages:
+        if "thread_ts" not in m and m["channel"] == "#data-oncall":
+            by_task.setdefault(header(m).split("· ", 1)[-1], []).append(m)
+
+    # run_now: try 1 retried, try 2 failed. One thread: the first try's message, the final
+    # failure as a reply, and the parent rewritten to show the incident's current state.
+    (parent,) = by_task.pop("run_now")
+    (reply,) = slack.thread(parent["ts"])
+    assert "Retrying" in header(parent) and "Failed: databricks_etl · run_now" in header(reply)
+    (update,) = [u for u in updates if u["ts"] == parent["ts"]]
+    assert "Failed: databricks_etl · run_now" in header(update)
+    body = json.dumps(parent)
+    # The run page URL, the state message and the failed task, all through the connection.
+    run_id = min(r for r, run in dbx.runs.items() if run["job_id"] == 11)
+    assert dbx.page(11, run_id).replace("&", "&amp;") in body or dbx.page(11, run_id) in body
+    assert STATE_MESSAGE in body and "Failed task ingest (FAILED)" in body
+    assert "publish" not in body  # UPSTREAM_FAILED is not a failure of its own
+    assert TASK_ERROR in body  # the operator's exception, with the task's error output
+
+    # submit: no retries, one final failure; runs/submit's run has a job id of its own.
+    (submitted,) = by_task.pop("submit")
+    assert "Failed" in header(submitted) and STATE_MESSAGE in json.dumps(submitted)
+    assert slack.thread(submitted["ts"]) == []
+    (submit_run,) = [run for run in dbx.runs.values() if run["run_name"] == "adhoc"]
+    assert submit_run["run_page_url"] in json.dumps(submitted)
+
+    # The mapped task: index 1 failed its first try and recovered, in its own thread.
+    (mapped,) = by_task.pop("flaky[1]")
+    (recovered,) = slack.thread(mapped["ts"])
+    assert "Recovered: databricks_etl · flaky[1]" in header(recovered)
+    assert any(u["ts"] == mapped["ts"] and "Recovered" in header(u) for u in updates)
+
+    # steady succeeded, was cleared and succeeded again (try 2): no "Recovered".
+    assert "STEADY_TRY 2" in output + logs
+    assert by_task == {}, list(by_task)
+    assert not any("steady" in header(m) for m in messages)
+
+    # One DAG summary for the failed DAG run, listing the failed tasks with their links.
+    summaries = [m for m in messages if m["channel"] == "#dag-runs"]
+    assert len(summaries) == 1, [header(m) for m in summaries]
+    summary = json.dumps(summaries[0])
+    assert "DAG run failed: databricks_etl" in header(summaries[0])
+    assert "*run_now*" in summary and "*submit*" in summary and "flaky" not in summary
+    assert "owner data-platform" in summary and "|Databricks run>" in summary
+
+    # No secret anywhere, with every logger at DEBUG, except in Airflow 3's own supervisor line
+    # that hands each connection's password to its masker (`MaskSecret(value='...')`), which
+    # Airflow logs at DEBUG for every connection a task reads, ours or the operator's.
+    lines = [line for line in (output + logs).splitlines() if "MaskSecret(value=" not in line]
+    for secret in (TOKEN, BOT_TOKEN):
+        assert not [line for line in lines if secret in line], secret
+    assert "[debug" in (output + logs).lower()  # DEBUG logging really ran

@@ -12,7 +12,13 @@ from urllib.parse import quote
 import pytest
 from fake_slack import BOT_TOKEN, WEBHOOK_PATH, FakeSlack
 
-from airflow_callbacks import incidents, notify, slack_failure_callback, slack_recovery_callback
+from airflow_callbacks import (
+    incidents,
+    notify,
+    slack_deadline_callback,
+    slack_failure_callback,
+    slack_recovery_callback,
+)
 from airflow_callbacks.context import task_facts
 from airflow_callbacks.delivery import resolve_target
 from airflow_callbacks.incidents import MemoryStore
@@ -124,7 +130,7 @@ def test_databricks_url_order_run_page_url_then_job_run_link_then_built_like_dat
     assert task_facts(context(both)).databricks_url == RUN_URL
     only_link = FakeTI({("databricks_job_run_link", -1): link})
     assert task_facts(context(only_link)).databricks_url == link
-    # Built the way Databricks links a run: ?o=<workspace id from the Azure host>#job/<job>/run/<run>
+    # Built the way Databricks links a run: ?o=<Azure workspace id>#job/<job>/run/<run>
     with_job = FakeTI({("run_id", -1): 777, ("job_id", -1): 31})
     facts = task_facts(context(with_job), host="https://adb-5.7.azuredatabricks.net/")
     assert facts.databricks_url == "https://adb-5.7.azuredatabricks.net/?o=5#job/31/run/777"
@@ -352,7 +358,7 @@ def test_details_come_through_the_tasks_databricks_connection_without_environmen
     body = text_of(slack.messages[0])
     assert "java.lang.RuntimeException: boom" in body and "Failed task" in body
     # No run_page_url in XCom: the link is the one runs/get gave.
-    button = [b for b in slack.messages[0]["blocks"] if b["type"] == "actions"][0]["elements"]
+    button = next(b for b in slack.messages[0]["blocks"] if b["type"] == "actions")["elements"]
     urls = [e["url"] for e in button if e["action_id"] == "databricks_run"]
     assert urls and urls[0].endswith(f"/run/{run_id}") and "#job/" in urls[0], urls
     assert server.token not in body
@@ -533,3 +539,136 @@ def test_an_unreachable_store_falls_back_to_plain_messages(bot):
     assert notify(context(FakeTI(try_number=1)), "retry", store=store)
     assert notify(context(FakeTI(try_number=2)), "failure", store=store)
     assert [m.get("thread_ts") for m in bot.messages] == [None, None]
+
+
+# --- details that differ between Airflow versions -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "setting"), [("2.10.5", "[webserver] base_url"), ("3.3.2", "[api] base_url")]
+)
+def test_the_localhost_hint_names_the_setting_of_the_running_airflow(monkeypatch, version, setting):
+    import airflow
+
+    monkeypatch.setattr(airflow, "__version__", version)
+    ti = FakeTI()
+    ti.log_url = "http://localhost:8080/log"
+    assert f"set `{setting}` in airflow.cfg" in text_of(build(task_facts(context(ti))))
+
+
+# --- DAG-level alerts ---------------------------------------------------------------------------
+
+
+def test_dag_failure_summary_lists_each_failed_task_once_with_link_duration_and_owner(
+    slack, monkeypatch
+):
+    from airflow_callbacks import dag_alerts
+
+    rows = [
+        {"task_id": "load", "map_index": -1, "state": "failed", "duration": 754.2},
+        {"task_id": "fan_out", "map_index": 3, "state": "failed", "duration": 5},
+    ]
+    xcoms = {("load", "run_page_url"): RUN_URL}
+    monkeypatch.setattr(dag_alerts, "_failed_from_sdk", lambda dag_id, run_id: rows)
+    monkeypatch.setattr(
+        dag_alerts,
+        "_xcom_from_sdk",
+        lambda dag_id, run_id, task_id, map_index, key: xcoms.get((task_id, key)),
+    )
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    owners = {
+        "load": SimpleNamespace(owner="data-platform"),
+        "fan_out": SimpleNamespace(owner="<!here>"),
+    }
+    dag = SimpleNamespace(dag_id="databricks_etl", get_task=lambda task_id: owners[task_id])
+    dag_alerts.slack_dag_failure_callback(
+        {"dag": dag, "run_id": "scheduled__2026-11-24", "reason": "task_failure"}
+    )
+    (message,) = slack.messages
+    body = text_of(message)
+    assert "DAG run failed: databricks_etl" in header(message)
+    assert f"*load* · 12m 34s · owner data-platform · <{RUN_URL}|Databricks run>" in body
+    assert "*fan_out[3]* · 0m 5s · owner &lt;!here&gt;" in body
+    assert "*Failed tasks*\\n2" in body and "<!here>" not in body
+
+
+def test_dag_failure_summary_falls_back_to_the_database_when_the_sdk_cannot_answer(
+    slack, monkeypatch
+):
+    """Under dag.test() there is no supervisor: the metadata database answers instead."""
+    from airflow_callbacks import dag_alerts
+
+    def no_supervisor(*args):
+        raise RuntimeError("no SUPERVISOR_COMMS")
+
+    monkeypatch.setattr(dag_alerts, "_failed_from_sdk", no_supervisor)
+    monkeypatch.setattr(dag_alerts, "_xcom_from_sdk", no_supervisor)
+    monkeypatch.setattr(
+        dag_alerts,
+        "_failed_from_db",
+        lambda dag_id, run_id: [{"task_id": "t", "map_index": -1, "state": "failed"}],
+    )
+    monkeypatch.setattr(dag_alerts, "_xcom_from_db", lambda *a: RUN_URL)
+    assert dag_alerts.failed_tasks("d", "r") == [
+        {"task_id": "t", "map_index": -1, "state": "failed", "url": RUN_URL}
+    ]
+
+
+def test_many_failed_tasks_stay_within_slacks_block_limits():
+    from airflow_callbacks.dag_alerts import MAX_TASKS, dag_failure_message
+
+    tasks = [
+        {"task_id": f"task_{'x' * 200}_{i}", "map_index": i, "url": RUN_URL, "duration": 1}
+        for i in range(500)
+    ]
+    message = dag_failure_message("d", "r", "", "", tasks, None)
+    sections = [b for b in message["blocks"] if b["type"] == "section" and "text" in b]
+    assert all(len(b["text"]["text"]) <= SECTION_LIMIT for b in sections)
+    assert f"and {500 - MAX_TASKS} more failed tasks" in text_of(message)
+    assert len(message["blocks"]) <= 50
+
+
+def test_deadline_callback_posts_dag_run_late_with_expected_and_current_time(slack, monkeypatch):
+    """The context Airflow 3's Deadline.handle_miss gives the callback (a DAGRunResponse dump)."""
+    from airflow_callbacks import slack_deadline_callback
+
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", slack.webhook_url)
+    deadline_context = {
+        "dag_run": {
+            "dag_id": "databricks_etl",
+            "dag_run_id": "scheduled__2026-11-24T02:00:00+00:00",
+            "state": "running",
+            "logical_date": "2026-11-24T02:00:00Z",
+            "queued_at": "2026-11-24T02:00:01Z",
+            "start_date": "2026-11-24T02:00:03Z",
+        },
+        "deadline": {"id": "0193", "deadline_time": "2026-11-24T04:00:00+00:00"},
+    }
+    slack_deadline_callback(context=deadline_context, channel="#ignored-by-webhooks")
+    (message,) = slack.messages
+    body = text_of(message)
+    assert "DAG run late: databricks_etl" in header(message)
+    assert "*Expected by*\\n2026-11-24T04:00:00+00:00" in body
+    assert "*Now*\\n20" in body and "*State*\\nrunning" in body
+    slack_deadline_callback(context={"dag_run": "garbage"})  # never raises
+    assert len(slack.messages) == 2
+
+
+def test_deadline_callback_fits_airflows_deadline_alert():
+    deadline = pytest.importorskip("airflow.sdk.definitions.deadline")
+    from datetime import timedelta
+
+    from airflow.sdk.definitions.callback import AsyncCallback, SyncCallback
+
+    from airflow_callbacks.dag_alerts import slack_deadline_callback_async
+
+    for callback in (
+        SyncCallback(slack_deadline_callback, kwargs={"channel": "#x"}),
+        AsyncCallback(slack_deadline_callback_async, kwargs={"channel": "#x"}),
+    ):
+        alert = deadline.DeadlineAlert(
+            reference=deadline.DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=timedelta(hours=2),
+            callback=callback,
+        )
+        assert alert.callback.path.startswith("airflow_callbacks.dag_alerts.slack_deadline")

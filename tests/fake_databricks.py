@@ -1,0 +1,167 @@
+"""A fake Databricks workspace on loopback for the Databricks provider's operators.
+
+jobs/run-now and jobs/runs/submit start a run that has already failed: its first task FAILED
+(runs/get-output carries the error), the second UPSTREAM_FAILED; runs/get answers with both
+``state`` and ``status`` as the real API does, and the run page URL Databricks gives. Bearer
+token checked; every request recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+TOKEN = "dapi-fake-0123456789abcdef-SECRET"
+WORKSPACE_ID = 1234567890123456
+STATE_MESSAGE = "Task ingest failed with message: Workload failed, see run output for details."
+TASK_ERROR = "ZeroDivisionError: division by zero"
+
+
+class FakeDatabricks:
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+        self.runs: dict[int, dict[str, Any]] = {}
+        self._next = 1000
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_port
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeDatabricks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def connection(self) -> dict[str, Any]:
+        """The Airflow connection (type ``databricks``) that reaches this workspace."""
+        return {
+            "conn_type": "databricks",
+            "host": "127.0.0.1",
+            "port": self.port,
+            "schema": "http",
+            "password": TOKEN,
+        }
+
+    def page(self, job_id: int, run_id: int) -> str:
+        return f"{self.url}/?o={WORKSPACE_ID}#job/{job_id}/run/{run_id}"
+
+    def _start(self, job_id: int | None, name: str) -> dict[str, Any]:
+        with self._lock:
+            run_id, self._next = self._next, self._next + 10
+        job_id = job_id if job_id is not None else run_id + 5  # runs/submit: a new job each
+        failed = {
+            "life_cycle_state": "TERMINATED",
+            "result_state": "FAILED",
+            "state_message": STATE_MESSAGE,
+        }
+        status = {
+            "state": "TERMINATED",
+            "termination_details": {
+                "code": "RUN_EXECUTION_ERROR",
+                "type": "CLIENT_ERROR",
+                "message": STATE_MESSAGE,
+            },
+        }
+        run = {
+            "job_id": job_id,
+            "run_id": run_id,
+            "run_name": name,
+            "number_in_job": run_id,
+            "state": failed,
+            "status": status,
+            "run_page_url": self.page(job_id, run_id),
+            "start_time": 1_764_000_000_000,
+            "end_time": 1_764_000_060_000,
+            "tasks": [
+                {
+                    "task_key": "ingest",
+                    "run_id": run_id + 1,
+                    "attempt_number": 0,
+                    "state": {**failed, "state_message": TASK_ERROR},
+                    "status": status,
+                    "run_page_url": self.page(job_id, run_id + 1),
+                },
+                {
+                    "task_key": "publish",
+                    "run_id": run_id + 2,
+                    "attempt_number": 0,
+                    "state": {
+                        "life_cycle_state": "SKIPPED",
+                        "result_state": "UPSTREAM_FAILED",
+                        "state_message": "Upstream task(s) failed.",
+                    },
+                    "status": {
+                        "state": "TERMINATED",
+                        "termination_details": {
+                            "code": "SKIPPED",
+                            "type": "SUCCESS",
+                            "message": "Upstream task(s) failed.",
+                        },
+                    },
+                    "run_page_url": self.page(job_id, run_id + 2),
+                },
+            ],
+        }
+        self.runs[run_id] = run
+        return run
+
+    def _answer(self, method: str, path: str, params: dict[str, Any]) -> tuple[int, dict]:
+        if method == "POST" and path == "/api/2.2/jobs/run-now":
+            run = self._start(int(params["job_id"]), f"job {params['job_id']}")
+            return 200, {"run_id": run["run_id"], "number_in_job": run["number_in_job"]}
+        if method == "POST" and path == "/api/2.2/jobs/runs/submit":
+            return 200, {"run_id": self._start(None, str(params.get("run_name", "")))["run_id"]}
+        if method == "GET" and path == "/api/2.2/jobs/runs/get":
+            run_id = int(params.get("run_id", 0))
+            if run_id not in self.runs:
+                message = f"Run {run_id} does not exist."
+                return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": message}
+            return 200, self.runs[run_id]
+        if method == "GET" and path == "/api/2.2/jobs/runs/get-output":
+            return 200, {"error": TASK_ERROR, "metadata": {"run_id": int(params["run_id"])}}
+        return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for {path}"}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _serve(self, method: str) -> None:
+                parts = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                params: dict[str, Any] = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+                if raw:
+                    params.update(json.loads(raw))
+                with fake._lock:
+                    fake.requests.append((method, parts.path))
+                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                    status, body = 401, {"error_code": "UNAUTHENTICATED", "message": "bad token"}
+                else:
+                    status, body = fake._answer(method, parts.path, params)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._serve("GET")
+
+            def do_POST(self) -> None:
+                self._serve("POST")
+
+        return Handler
