@@ -40,6 +40,24 @@ def _failed_from_sdk(dag_id: str, run_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows if str(r.get("state") or "").lower() == "failed"]
 
 
+def _failed_from_task_states(dag_id: str, run_id: str, dag: Any) -> list[dict[str, Any]]:
+    """What the DAG processor answers (GetTaskStates, no breadcrumbs): ``{task_id[_N]: state}``."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id, {})
+    task_ids = set(_get(dag, "task_ids") or ())
+    rows = []
+    for name, state in sorted(states.items()):
+        if str(state or "").lower() != "failed":
+            continue
+        task_id, map_index = name, -1
+        head, _, tail = name.rpartition("_")
+        if name not in task_ids and head in task_ids and tail.isdigit():
+            task_id, map_index = head, int(tail)
+        rows.append({"task_id": task_id, "map_index": map_index, "state": "failed"})
+    return rows
+
+
 def _failed_from_db(dag_id: str, run_id: str) -> list[dict[str, Any]]:
     from airflow.models.taskinstance import TaskInstance as TI
     from airflow.utils.session import create_session
@@ -94,10 +112,15 @@ def _first_answer(*ways: Any) -> Any:
     return None
 
 
-def failed_tasks(dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """The DAG run's failed task instances with their Databricks run link, duration and owner."""
+def failed_tasks(dag_id: str, run_id: str, dag: Any = None) -> list[dict[str, Any]]:
+    """The DAG run's failed task instances with their Databricks run link, duration and owner.
+
+    Asked in turn: the task SDK's breadcrumbs (with durations), its task states (what the DAG
+    processor answers in Airflow 3), and the metadata database (dag.test(), Airflow 2)."""
     rows = _first_answer(
-        partial(_failed_from_sdk, dag_id, run_id), partial(_failed_from_db, dag_id, run_id)
+        partial(_failed_from_sdk, dag_id, run_id),
+        partial(_failed_from_task_states, dag_id, run_id, dag),
+        partial(_failed_from_db, dag_id, run_id),
     )
     tasks = []
     for row in rows or []:
@@ -207,7 +230,7 @@ def slack_dag_failure_callback(
         if target is None or not dag_id or not run_id:
             log.warning("DAG failure alert not sent: no Slack target, DAG or run id")
             return
-        tasks = failed_tasks(dag_id, run_id)
+        tasks = failed_tasks(dag_id, run_id, dag)
         message = dag_failure_message(
             dag_id, run_id, _logical_date(context), str(context.get("reason") or ""), tasks, dag
         )

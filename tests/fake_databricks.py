@@ -114,6 +114,7 @@ class FakeDatabricks:
         return run
 
     def _answer(self, method: str, path: str, params: dict[str, Any]) -> tuple[int, dict]:
+        path = path.replace("/api/2.1/jobs/", "/api/2.2/jobs/")  # older providers ask 2.1
         if method == "POST" and path == "/api/2.2/jobs/run-now":
             run = self._start(int(params["job_id"]), f"job {params['job_id']}")
             return 200, {"run_id": run["run_id"], "number_in_job": run["number_in_job"]}

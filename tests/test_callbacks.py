@@ -602,6 +602,7 @@ def test_dag_failure_summary_falls_back_to_the_database_when_the_sdk_cannot_answ
         raise RuntimeError("no SUPERVISOR_COMMS")
 
     monkeypatch.setattr(dag_alerts, "_failed_from_sdk", no_supervisor)
+    monkeypatch.setattr(dag_alerts, "_failed_from_task_states", no_supervisor)
     monkeypatch.setattr(dag_alerts, "_xcom_from_sdk", no_supervisor)
     monkeypatch.setattr(
         dag_alerts,
@@ -612,6 +613,28 @@ def test_dag_failure_summary_falls_back_to_the_database_when_the_sdk_cannot_answ
     assert dag_alerts.failed_tasks("d", "r") == [
         {"task_id": "t", "map_index": -1, "state": "failed", "url": RUN_URL}
     ]
+
+
+def test_in_the_dag_processor_task_states_name_the_failed_map_indexes(monkeypatch):
+    """Airflow 3's DAG processor answers GetTaskStates but not breadcrumbs."""
+    from airflow_callbacks import dag_alerts
+
+    pytest.importorskip("airflow.sdk.execution_time.task_runner")
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    def no_breadcrumbs(*args):
+        raise RuntimeError("unexpected message GetTaskBreadcrumbs")
+
+    states = {
+        "r": {"load": "failed", "fan_out_2": "failed", "fan_out_3": "success", "x_1": "failed"}
+    }
+    monkeypatch.setattr(dag_alerts, "_failed_from_sdk", no_breadcrumbs)
+    monkeypatch.setattr(RuntimeTaskInstance, "get_task_states", lambda **kw: states)
+    monkeypatch.setattr(dag_alerts, "_xcom_from_sdk", lambda *a: None)
+    monkeypatch.setattr(dag_alerts, "_xcom_from_db", lambda *a: None)
+    dag = SimpleNamespace(task_ids=["load", "fan_out", "x_1"])
+    got = [(t["task_id"], t["map_index"]) for t in dag_alerts.failed_tasks("d", "r", dag)]
+    assert got == [("fan_out", 2), ("load", -1), ("x_1", -1)]
 
 
 def test_many_failed_tasks_stay_within_slacks_block_limits():
