@@ -5,7 +5,9 @@
     on_failure_callback=DatabricksSlackNotifier(slack_conn_id="slack_alerts", channel="#oncall")
 
 The plain functions import and run without Airflow; the Notifier is an Airflow BaseNotifier
-(Airflow 2.6+ and 3.x). Nothing here ever raises into Airflow.
+(Airflow 2.10+ and 3.x, both tested). With the Databricks and Slack providers installed they use
+the task's own connections through the providers' hooks. With the Web API, one Slack thread per
+incident (airflow_callbacks.incidents). Nothing here ever raises into Airflow.
 """
 
 from __future__ import annotations
