@@ -54,6 +54,8 @@ def load(path: Path | None = None) -> Settings:
     doc = _read(DEFAULT)
     if path is not None:
         user = _read(path)
+        if not isinstance(user.get("thresholds") or {}, dict):
+            raise SettingsError(f"{path}: thresholds must be a mapping of name: value")
         unknown = set(user) - set(doc) | set(user.get("thresholds") or {}) - set(doc["thresholds"])
         if unknown:
             raise SettingsError(f"{path}: unknown keys {sorted(unknown)}")

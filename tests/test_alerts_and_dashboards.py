@@ -146,6 +146,7 @@ def test_a_users_config_reaches_every_query_and_threshold(tmp_path: Path):
         ("thresholds: {stuck_hours: 'six'}\n", "thresholds.stuck_hours must be a number"),
         ("thresholds: {failed_runs_window: 6}\n", "failed_runs_window must be a duration"),
         ("[1, 2]\n", "expected a mapping"),
+        ("thresholds: [stuck_hours, 3]\n", "thresholds must be a mapping"),
         ("selector: [\n", "while parsing"),
     ],
 )
