@@ -20,11 +20,11 @@ from typing import Any
 from airflow_callbacks.context import _get, _http_url, _logical_date
 from airflow_callbacks.delivery import DEFAULT_BUDGET_SECONDS, Slack, resolve_target
 from airflow_callbacks.message import (
-    FIELD_LIMIT,
-    HEADER_LIMIT,
     MAX_BLOCKS,
     SECTION_LIMIT,
     escape,
+    fields_section,
+    header_block,
     truncate,
 )
 
@@ -149,24 +149,15 @@ def _link(url: str, label: str) -> str:
     return f"<{safe}|{label}>"
 
 
-def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": truncate(text, HEADER_LIMIT)}}
-
-
 def _fields(pairs: list[tuple[str, str]]) -> dict[str, Any]:
-    fields = [
-        {"type": "mrkdwn", "text": truncate(f"*{k}*\n{escape(v)}", FIELD_LIMIT)}
-        for k, v in pairs
-        if v
-    ]
-    return {"type": "section", "fields": fields[:10]}
+    return fields_section([(label, value) for label, value in pairs if value])
 
 
 def dag_failure_message(
     dag_id: str, run_id: str, logical_date: str, reason: str, tasks: list[dict[str, Any]], dag: Any
 ) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
-        _header(f":red_circle: DAG run failed: {dag_id}"),
+        header_block(f":red_circle: DAG run failed: {dag_id}"),
         _fields(
             [
                 ("DAG", dag_id),
@@ -257,7 +248,7 @@ def deadline_message(context: Mapping[str, Any], now: dt.datetime) -> dict[str, 
     )
     expected = _iso(deadline.get("deadline_time"))
     blocks = [
-        _header(f":alarm_clock: DAG run late: {dag_id}"),
+        header_block(f":alarm_clock: DAG run late: {dag_id}"),
         _fields(
             [
                 ("DAG", dag_id),

@@ -22,7 +22,6 @@ log = logging.getLogger("airflow_callbacks")
 
 DEFAULT_BUDGET_SECONDS = 20.0
 DEFAULT_TIMEOUT_SECONDS = 5
-WEBHOOK_HOST = "https://hooks.slack.com/services/"
 
 
 @dataclass(repr=False)
@@ -350,13 +349,3 @@ class Slack:
         except Exception as exc:
             self._failed(exc)
             return False
-
-
-def send(
-    target: SlackTarget,
-    message: Mapping[str, Any],
-    budget: float = DEFAULT_BUDGET_SECONDS,
-    timeout: int = DEFAULT_TIMEOUT_SECONDS,
-) -> bool:
-    """Post one message (with bounded retries); True on success. Never raises."""
-    return Slack(target, budget, timeout).post(message).ok

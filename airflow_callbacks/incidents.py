@@ -49,7 +49,6 @@ class Store(Protocol):
     def load(self, key: str) -> Incident | None: ...
     def save(self, key: str, incident: Incident) -> bool: ...
     def close(self, key: str) -> bool: ...
-    def reachable(self) -> bool: ...
 
 
 def _variable() -> Any:
@@ -63,14 +62,8 @@ def _variable() -> Any:
 class VariableStore:
     """Incidents as Airflow Variables."""
 
-    def __init__(self) -> None:
-        self._reachable = True
-
-    def reachable(self) -> bool:
-        return self._reachable
-
-    def _failed(self, what: str, exc: Exception) -> None:
-        self._reachable = False
+    @staticmethod
+    def _failed(what: str, exc: Exception) -> None:
         log.debug("Incident record %s failed: %s", what, type(exc).__name__)
 
     def load(self, key: str) -> Incident | None:
@@ -117,9 +110,6 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self.records: dict[str, Incident] = {}
-
-    def reachable(self) -> bool:
-        return True
 
     def load(self, key: str) -> Incident | None:
         return self.records.get(key)

@@ -44,6 +44,21 @@ def _is_local(url: str) -> bool:
     return host in ("localhost", "127.0.0.1", "0.0.0.0", "::1") or host.startswith("127.")
 
 
+def header_block(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": truncate(text, HEADER_LIMIT)}}
+
+
+def fields_section(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """A section of at most 10 ``*label*`` / value fields, the values escaped."""
+    return {
+        "type": "section",
+        "fields": [
+            {"type": "mrkdwn", "text": truncate(f"*{label}*\n{escape(value)}", FIELD_LIMIT)}
+            for label, value in pairs[:10]
+        ],
+    }
+
+
 def build(
     facts: TaskFacts, kind: str = "failure", details: list[str] | None = None
 ) -> dict[str, Any]:
@@ -52,32 +67,22 @@ def build(
     title = f"{verb}: {facts.dag_id} · {facts.task_id}"
     if facts.map_index >= 0:
         title += f"[{facts.map_index}]"
-    blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": truncate(f"{icon} {title}", HEADER_LIMIT)},
-        }
-    ]
-    fields = [f"*DAG*\n{escape(facts.dag_id)}", f"*Task*\n{escape(facts.task_id)}"]
+    blocks: list[dict[str, Any]] = [header_block(f"{icon} {title}")]
+    fields = [("DAG", facts.dag_id), ("Task", facts.task_id)]
     if facts.map_index >= 0:
-        fields.append(f"*Map index*\n{facts.map_index}")
+        fields.append(("Map index", str(facts.map_index)))
     if facts.try_number is not None:
         of = f" of {facts.max_tries + 1}" if facts.max_tries is not None else ""
-        fields.append(f"*Try*\n{facts.try_number}{of}")
+        fields.append(("Try", f"{facts.try_number}{of}"))
     if facts.logical_date:
-        fields.append(f"*Logical date*\n{escape(facts.logical_date)}")
+        fields.append(("Logical date", facts.logical_date))
     if facts.run_id:
-        fields.append(f"*DAG run*\n{escape(facts.run_id)}")
+        fields.append(("DAG run", facts.run_id))
     if facts.owner:
-        fields.append(f"*Owner*\n{escape(facts.owner)}")
+        fields.append(("Owner", facts.owner))
     if facts.databricks_run_id:
-        fields.append(f"*Databricks run*\n{escape(facts.databricks_run_id)}")
-    blocks.append(
-        {
-            "type": "section",
-            "fields": [{"type": "mrkdwn", "text": truncate(f, FIELD_LIMIT)} for f in fields[:10]],
-        }
-    )
+        fields.append(("Databricks run", facts.databricks_run_id))
+    blocks.append(fields_section(fields))
     error = ""
     if kind != "recovery" and (facts.exception_type or facts.exception_message):
         error = f"{facts.exception_type}: {facts.exception_message}".strip(": ")
