@@ -6,9 +6,8 @@ import datetime
 import json
 import secrets
 import ssl
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -17,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from loopback import Loopback
 
 
 def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
@@ -71,7 +71,7 @@ def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
     return ca_path, cert_path, key_path
 
 
-class FakeAAD:
+class FakeAAD(Loopback):
     """Serves openid-configuration and the v2.0 token endpoint; counts token requests."""
 
     def __init__(
@@ -88,20 +88,10 @@ class FakeAAD:
         self.token_requests: list[dict[str, str]] = []
         self.fail_next = 0
         self.fail_status = 503
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
-        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.httpd.server_port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeAAD:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._listen(self._handler(), tls=context)
+        self.url = f"https://127.0.0.1:{self.port}"
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         aad = self

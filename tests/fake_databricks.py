@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from loopback import Loopback
 
 TOKEN = "dapi-fake-0123456789abcdef-SECRET"
 WORKSPACE_ID = 1234567890123456
@@ -20,25 +22,14 @@ STATE_MESSAGE = "Task ingest failed with message: Workload failed, see run outpu
 TASK_ERROR = "ZeroDivisionError: division by zero"
 
 
-class FakeDatabricks:
+class FakeDatabricks(Loopback):
     def __init__(self) -> None:
         self.requests: list[tuple[str, str]] = []
         self.runs: dict[int, dict[str, Any]] = {}
         self._next = 1000
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_port
+        self._listen(self._handler())
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeDatabricks:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def connection(self) -> dict[str, Any]:
         """The Airflow connection (type ``databricks``) that reaches this workspace."""

@@ -6,15 +6,17 @@ import json
 import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
+
+from loopback import Loopback
 
 WEBHOOK_PATH = "/services/T000/B000/XXXXSECRETXXXX"
 BOT_TOKEN = "xoxb-000-111-fakeSecretToken"
 
 
-class FakeSlack:
+class FakeSlack(Loopback):
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []  # accepted posts (replies carry thread_ts)
         self.updates: list[dict[str, Any]] = []  # accepted chat.update calls
@@ -23,20 +25,10 @@ class FakeSlack:
         self.faults: list[tuple[int, dict[str, str], float]] = []  # (status, headers, delay)
         self.echo_path = False  # fail with a body that echoes the request path, as proxies do
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self._listen(self._handler())
+        self.url = f"http://127.0.0.1:{self.port}"
         self.webhook_url = self.url + WEBHOOK_PATH
         self.api_base = self.url + "/api/"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeSlack:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def fail_next(
         self, status: int, count: int = 1, retry_after: int | None = None, delay: float = 0
