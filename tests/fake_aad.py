@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from loopback import Loopback
+from loopback import Loopback, QuietHandler
 
 
 def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
@@ -96,12 +96,7 @@ class FakeAAD(Loopback):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         aad = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _json(self, status: int, body: Any) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs
 
-from loopback import Loopback
+from loopback import Loopback, QuietHandler
 
 WEBHOOK_PATH = "/services/T000/B000/XXXXSECRETXXXX"
 BOT_TOKEN = "xoxb-000-111-fakeSecretToken"
@@ -63,12 +63,7 @@ class FakeSlack(Loopback):
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         slack = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _reply(
                 self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
             ) -> None:
