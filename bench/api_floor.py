@@ -85,7 +85,7 @@ def measure(config: SimConfig, cycles: int) -> dict[str, float]:
     with SimServer(SimWorkspace(config, clock)) as server:
         ws_config = WorkspaceConfig(name="bench", host=server.url, token=server.token)
         settings = Settings(workspaces=(ws_config,), lookback_hours=1, max_requests_per_second=1e6)
-        ws = Workspace(ws_config, settings, clock=lambda: clock.time() + SKEW_S)
+        ws = Workspace(ws_config, settings, clock=lambda: clock.time() + SKEW_S, elapsed=clock.time)
         assert ws.collect("runs") and ws.collect("pools")
         ratios, costs, floors, api_floors, api_ratios = [], [], [], [], []
         for _ in range(cycles):

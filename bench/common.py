@@ -79,7 +79,8 @@ def median(values: Sequence[float]) -> float:
 
 def workspace(url: str, token: str, clock: SimClock, **settings: Any) -> Workspace:
     config = WorkspaceConfig(name="bench", host=url, token=token)
-    return Workspace(config, Settings(workspaces=(config,), **settings), clock=clock.time)
+    settings_ = Settings(workspaces=(config,), **settings)
+    return Workspace(config, settings_, clock=clock.time, elapsed=clock.time)
 
 
 @dataclass

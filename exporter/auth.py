@@ -31,10 +31,15 @@ MANAGEMENT_SCOPE = "https://management.core.windows.net//.default"
 REFRESH_MARGIN_SECONDS = 300.0
 RETRY_DELAY_SECONDS = 30.0
 FORCED_REFRESH_MIN_SECONDS = 300.0  # a workspace that keeps answering 401 costs one token per 5 min
+TOKEN_DEADLINE_SECONDS = 30.0  # a whole token request, retries of azure-identity included
 
 
 class AuthError(Exception):
     """No token could be obtained; the message says from where and why, never the secret."""
+
+
+class TokenTimeout(Exception):
+    """Entra ID did not answer a token request within the deadline."""
 
 
 def build_credential(ws: WorkspaceConfig) -> TokenCredential:
@@ -78,8 +83,11 @@ class CachedToken:
         scope: str,
         on_request: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        deadline_seconds: float = TOKEN_DEADLINE_SECONDS,
     ) -> None:
         self._credential = credential
+        self._deadline = deadline_seconds
+        self._pending: threading.Thread | None = None  # a token request that has not answered
         self._scope = scope
         self._on_request = on_request
         self._clock = clock
@@ -107,6 +115,36 @@ class CachedToken:
                 self._next_check = 0.0
 
     def _fetch(self, now: float) -> AccessToken:
+        """The credential's answer within the deadline, or TokenTimeout.
+
+        azure-core's own timeouts bound each socket read, not the request: an Entra ID that
+        accepts the connection and trickles (or never answers) would hold this lock, and every
+        collection of the workspace behind it, for as long as it likes. The request runs in a
+        thread of its own; past the deadline it is left to finish (or fail) alone, and no
+        second one is started while it is still out.
+        """
+        if self._pending is not None and self._pending.is_alive():
+            raise TokenTimeout("the previous token request has still not answered")
+        box: list[Any] = []
+
+        def request() -> None:
+            try:
+                box.append(self._request(now))
+            except BaseException as exc:  # handed to the waiting thread
+                box.append(exc)
+
+        worker = threading.Thread(target=request, name=f"token {self._scope[:8]}", daemon=True)
+        worker.start()
+        worker.join(self._deadline)
+        if worker.is_alive():
+            self._pending = worker
+            raise TokenTimeout(f"no answer within {self._deadline:g}s")
+        result = box[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _request(self, now: float) -> AccessToken:
         if not self._force:
             return self._credential.get_token(self._scope)
         self._force = False
@@ -121,7 +159,7 @@ class CachedToken:
     def _refresh(self, now: float) -> None:
         try:
             token = self._fetch(now)
-        except ClientAuthenticationError as exc:
+        except (ClientAuthenticationError, TokenTimeout) as exc:
             self._on_request()
             if self._token is not None and now < self._token.expires_on - 30:
                 log.warning("token refresh failed, using the current token: %s", _first_line(exc))
@@ -133,7 +171,7 @@ class CachedToken:
             raise AuthError(f"Azure AD token for {self._scope}: {_first_line(exc)}") from None
         if self._token is None or token.token != self._token.token:
             self._on_request()
-            RedactingFilter.instance().add(token.token)
+            RedactingFilter.instance().rotate(f"token:{id(self)}", token.token)
         self._token = token
         refresh_at = token.expires_on - REFRESH_MARGIN_SECONDS
         # A token that is already inside the margin is used, and asked for again shortly.
@@ -148,7 +186,12 @@ def _first_line(exc: BaseException) -> str:
 class DatabricksAuth(requests.auth.AuthBase):
     """Adds the bearer token (and the SP management headers when configured) to a request."""
 
-    def __init__(self, ws: WorkspaceConfig, health: WorkspaceHealth) -> None:
+    def __init__(
+        self,
+        ws: WorkspaceConfig,
+        health: WorkspaceHealth,
+        token_deadline_seconds: float = TOKEN_DEADLINE_SECONDS,
+    ) -> None:
         self._static: str | None = ws.token
         self._token: CachedToken | None = None
         self._mgmt: CachedToken | None = None
@@ -157,9 +200,11 @@ class DatabricksAuth(requests.auth.AuthBase):
             RedactingFilter.instance().add(ws.token)
             return
         credential = build_credential(ws)
-        self._token = CachedToken(credential, DATABRICKS_SCOPE, health.count_token_request)
+        count = health.count_token_request
+        deadline = token_deadline_seconds
+        self._token = CachedToken(credential, DATABRICKS_SCOPE, count, deadline_seconds=deadline)
         if ws.azure_resource_id:
-            self._mgmt = CachedToken(credential, MANAGEMENT_SCOPE, health.count_token_request)
+            self._mgmt = CachedToken(credential, MANAGEMENT_SCOPE, count, deadline_seconds=deadline)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         if self._static is not None:

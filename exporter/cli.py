@@ -9,19 +9,16 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
 from types import FrameType
-
-from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter import __version__
 from exporter.config import ConfigError, PriceTable, Settings, load_settings
 from exporter.exposition import Exposition
 from exporter.redact import RedactingFilter
+from exporter.scheduling import ClockStepWatch, schedule
 from exporter.server import MetricsServer, make_app
-from exporter.statefile import StateFile
-from exporter.workspace import Workspace
+from exporter.statefile import MAX_STATE_BYTES_PER_WORKSPACE, StateFile, StateFileInUse
+from exporter.workspace import Workspace, state_key
 
 log = logging.getLogger("exporter")
 
@@ -72,38 +69,15 @@ def start_simulator(settings: Settings) -> tuple[Settings, object]:
     return replace(settings, workspaces=(ws,), prices=prices), sim
 
 
-def collect_and_render(ws: Workspace, name: str, exposition: Exposition) -> None:
-    if ws.collect(name):
-        exposition.refresh()
-
-
-def schedule(
-    workspaces: Sequence[Workspace], interval: float, exposition: Exposition
-) -> BackgroundScheduler:
-    """One job per workspace and collector; never overlapping, late runs coalesced.
-
-    After each collection the exposition is rendered for the new snapshot, so scrapes find it
-    ready instead of paying for it."""
-    scheduler = BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=max(2, 2 * len(workspaces)))},
-        timezone=timezone.utc,
-    )
-    now = datetime.now(timezone.utc)
-    for ws in workspaces:
-        for name in ws.collectors:
-            scheduler.add_job(
-                collect_and_render,
-                "interval",
-                seconds=interval,
-                args=[ws, name, exposition],
-                id=f"{ws.name}:{name}",
-                name=f"{ws.name}:{name}",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-                next_run_time=now,
-            )
-    return scheduler
+def open_state_file(settings: Settings) -> StateFile | None:
+    """The state file, owned by this process, holding entries of the configured workspaces."""
+    if settings.state_file is None:
+        return None
+    max_bytes = MAX_STATE_BYTES_PER_WORKSPACE * len(settings.workspaces)
+    state = StateFile(settings.state_file, max_bytes=max_bytes)
+    state.acquire()
+    state.keep_only({ws.name: state_key(ws, settings) for ws in settings.workspaces})
+    return state
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,7 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings, sim = start_simulator(settings)
         RedactingFilter.instance().add(*settings.secrets())
     try:
-        state = StateFile(settings.state_file) if settings.state_file else None
+        state = open_state_file(settings)
+    except StateFileInUse as exc:
+        print(f"databricks-exporter: configuration error: --state-file: {exc}", file=sys.stderr)
+        return 2
+    try:
         workspaces = [Workspace(ws, settings, state_file=state) for ws in settings.workspaces]
     except Exception as exc:  # e.g. azure-identity refusing its arguments
         print(f"databricks-exporter: configuration error: {exc}", file=sys.stderr)
@@ -145,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scheduler = schedule(workspaces, settings.interval, exposition)
     server.start()
     scheduler.start()
+    watch = ClockStepWatch(scheduler).start()
     log.info(
         "databricks-exporter %s serving http://%s:%d/metrics for %d workspace(s), every %gs",
         __version__,
@@ -154,10 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.interval,
     )
     stop.wait()
+    watch.stop()
     scheduler.shutdown(wait=False)
     server.shutdown()
     for ws in workspaces:
         ws.close()
+    if state is not None:
+        state.release()
     if sim is not None:
         sim.stop()  # type: ignore[attr-defined]
     log.info("stopped")

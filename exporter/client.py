@@ -29,6 +29,7 @@ from urllib3.util.retry import Retry
 from exporter.auth import AuthError, DatabricksAuth
 from exporter.health import WorkspaceHealth
 from exporter.redact import redact
+from exporter.servertime import ServerClock
 from exporter.state import RUNS_PER_PAGE, normalise_run_id
 
 log = logging.getLogger(__name__)
@@ -215,8 +216,10 @@ class DatabricksClient:
         backoff_factor: float = 0.5,
         max_requests_per_second: float = 0.0,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        server_clock: ServerClock | None = None,
     ) -> None:
         self.workspace = workspace
+        self.server_clock = server_clock or ServerClock(workspace)
         self.host = host.rstrip("/")
         self.health = health
         self.max_pages = max_pages
@@ -269,12 +272,14 @@ class DatabricksClient:
     def get_dated(
         self, path: str, params: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], int | None]:
-        """``get``, and when Databricks answered by its own clock (``Date``, ms; None if absent)."""
+        """``get``, and when Databricks answered by its own clock (ms): the ``Date`` header as
+        checked by ``server_clock``; None with no Date yet trusted."""
         response = self._send(path, params)
         if response.status_code == 401 and self._auth is not None:
             self._auth.invalidate()
             response = self._send(path, params)
-        return self._parse(path, response), _date_ms(response.headers.get("Date"))
+        body = self._parse(path, response)
+        return body, self.server_clock.read(_date_ms(response.headers.get("Date")))
 
     def _send(self, path: str, params: dict[str, Any] | None) -> requests.Response:
         where = f"workspace {self.workspace}: GET {path}"

@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -33,7 +34,15 @@ DEFAULT_MAX_REQUESTS_PER_SECOND = 10.0  # per workspace; Databricks allows sever
 DEFAULT_MAX_JOBS = 5000
 DEFAULT_MAX_ONE_TIME_RUN_NAMES = 1000
 DEFAULT_MAX_SERIES = 250_000
+DEFAULT_DATE_TOLERANCE_SECONDS = 10.0
 SIMULATED_WORKSPACE = "simulated"
+
+# Upper bounds of the number settings (see _number); each far above any real need.
+MAX_NUMBER = 1e9
+MAX_INTERVAL = 86_400.0  # a day between collections
+MAX_LOOKBACK_HOURS = 24.0 * 366
+MAX_SECONDS = 86_400.0 * 31  # timeouts, overlaps and gaps
+MAX_YAML_NODES = 100_000  # nodes of the config once aliases are expanded (an alias bomb has 10^9)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -108,6 +117,7 @@ class Settings:
     collectors: tuple[str, ...] = COLLECTOR_NAMES  # enabled for every workspace without its own
     prices: PriceTable | None = None  # VM prices for pools' idle cost; None: no cost series
     max_pool_gap_seconds: float = 0.0  # longer gaps are not integrated; 0: 5 x interval
+    date_tolerance_seconds: float = DEFAULT_DATE_TOLERANCE_SECONDS  # 0: trust every Date
     simulate: bool = False
     log_level: str = "INFO"
 
@@ -152,7 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _number(name: str, raw: Any, kind: type, minimum: float, strict: bool = True) -> Any:
+def _number(
+    name: str,
+    raw: Any,
+    kind: type,
+    minimum: float,
+    strict: bool = True,
+    maximum: float = MAX_NUMBER,
+) -> Any:
+    """A number setting within (minimum, maximum], or ConfigError naming it.
+
+    Every setting has an upper bound too: a value no real configuration needs (an interval of
+    1e12 s) fails here in one line, not later as a traceback from the scheduler.
+    """
     if isinstance(raw, bool) or not isinstance(raw, int | float | str):
         raise ConfigError(f"{name}: expected a number, got {_shown(raw)}")
     try:
@@ -163,7 +185,9 @@ def _number(name: str, raw: Any, kind: type, minimum: float, strict: bool = True
         raise ConfigError(f"{name}: expected a finite number, got {_shown(raw)}")
     if (value <= minimum) if strict else (value < minimum):
         op = ">" if strict else ">="
-        raise ConfigError(f"{name}: must be {op} {minimum:g}, got {raw!r}")
+        raise ConfigError(f"{name}: must be {op} {minimum:g}, got {_shown(raw)}")
+    if value > maximum:
+        raise ConfigError(f"{name}: must be <= {maximum:g}, got {_shown(raw)}")
     return value
 
 
@@ -181,9 +205,14 @@ def _patterns(raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
+
+
 def _shown(raw: Any) -> str:
-    """A bad value as the error shows it: short, never a wall of text."""
-    text = repr(raw)
+    """A bad value as the error shows it: short, never a wall of text, and cheap whatever the
+    value is (reprlib stops at a few items a level, so a nested YAML value is never expanded)."""
+    text = _REPR.repr(raw)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -205,6 +234,22 @@ def _is_loopback(hostname: str) -> bool:
         return False
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_HOST_REFUSED = re.compile(r"[@#;?\\\s\x00-\x1f\x7f]")
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _is_ip(hostname: str) -> bool:
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
+
+
 def validate_host(setting: str, raw: Any) -> str:
     """Return the workspace URL without a trailing slash, or raise ConfigError."""
     if not isinstance(raw, str) or not raw.strip():
@@ -212,6 +257,14 @@ def validate_host(setting: str, raw: Any) -> str:
     host = raw.strip().rstrip("/")
     if "://" not in host:
         host = "https://" + host
+    bad = _HOST_REFUSED.search(host.split("://", 1)[1])
+    if bad:
+        # '#' or ';' would send every request elsewhere on the host, '@' and '\\' make the part
+        # before them a user name (so "adb...net\\@evil.com" is evil.com), '?' a query.
+        char = bad.group()
+        what = repr(char) if char.isprintable() and not char.isspace() else "a control character"
+        # Not shown: what precedes an '@' may be a password.
+        raise ConfigError(f"{setting}: give only scheme, host and port; {what} is not allowed")
     try:
         parts = urlsplit(host)
         port = parts.port  # raises on a port that is not a number or out of range
@@ -219,6 +272,8 @@ def validate_host(setting: str, raw: Any) -> str:
         raise ConfigError(f"{setting}: not a URL ({exc}): {_shown(raw)}") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{setting}: not a URL: {_shown(raw)}")
+    if not (_HOSTNAME_RE.match(parts.hostname) or _is_ip(parts.hostname)):
+        raise ConfigError(f"{setting}: {parts.hostname!r} is not a host name: {_shown(raw)}")
     if port == 0:
         raise ConfigError(f"{setting}: port 0 is not a port: {_shown(raw)}")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
@@ -268,6 +323,14 @@ def _workspace(setting: str, **kw: Any) -> WorkspaceConfig:
         k: (v if not isinstance(v, str) else v.strip() or None) for k, v in kw.items()
     }
     clean["name"] = name
+    for key in ("token", "client_secret", "client_id", "tenant_id"):
+        value = clean.get(key)
+        if isinstance(value, str) and _CONTROL_RE.search(value):
+            # A pasted line break would end up in an HTTP header (and the error in the log).
+            raise ConfigError(
+                f"workspace {name}: {key} contains a line break or another control character "
+                "(was it pasted with one?); value not shown"
+            )
     clean["disable_instance_discovery"] = bool(kw.get("disable_instance_discovery"))
     clean["collectors"] = tuple(kw.get("collectors") or ())
     return WorkspaceConfig(**clean)
@@ -291,6 +354,7 @@ _YAML_TOP_KEYS = {
     "collectors",
     "prices",
     "max_pool_gap_seconds",
+    "date_tolerance_seconds",
     "listen_address",
     "port",
     "interval",
@@ -328,6 +392,12 @@ def _load_yaml(path: str) -> dict[str, Any]:
     if "\x00" in text:
         raise ConfigError(f"--config: {path} is not a text file")
     try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        if root is not None and _expanded_size(root) > MAX_YAML_NODES:
+            raise ConfigError(
+                f"--config: {path} expands to more than {MAX_YAML_NODES:,} values through YAML "
+                "aliases (&/*); write the values out"
+            )
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -339,6 +409,30 @@ def _load_yaml(path: str) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"--config: unknown setting(s) {', '.join(sorted(map(str, unknown)))}")
     return doc
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has once every alias is expanded, without expanding it:
+    an alias is the same node object, so sizes are memoised by identity (a cycle counts as
+    over the limit)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if depth > 100:
+            return MAX_YAML_NODES + 1
+        sizes[key] = MAX_YAML_NODES + 1  # seen again while being sized: a cycle
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        sizes[key] = min(total, MAX_YAML_NODES + 1)
+        return sizes[key]
+
+    return size(root, 0)
 
 
 def _check_state_file(path: Path) -> None:
@@ -516,19 +610,35 @@ def load_settings(
             _text("--listen-address", pick(args.listen_address, "listen_address", "0.0.0.0"))
         ),
         port=port,
-        interval=_number("--interval", pick(args.interval, "interval", DEFAULT_INTERVAL), float, 0),
+        interval=_number(
+            "--interval",
+            pick(args.interval, "interval", DEFAULT_INTERVAL),
+            float,
+            0,
+            maximum=MAX_INTERVAL,
+        ),
         lookback_hours=_number(
             "--lookback-hours",
             pick(args.lookback_hours, "lookback_hours", DEFAULT_LOOKBACK_HOURS),
             float,
             0,
             False,
+            MAX_LOOKBACK_HOURS,
         ),
         overlap_seconds=_number(
-            "overlap_seconds", doc.get("overlap_seconds", DEFAULT_OVERLAP_SECONDS), float, 0, False
+            "overlap_seconds",
+            doc.get("overlap_seconds", DEFAULT_OVERLAP_SECONDS),
+            float,
+            0,
+            False,
+            MAX_SECONDS,
         ),
         timeout_seconds=_number(
-            "timeout_seconds", doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS), float, 0
+            "timeout_seconds",
+            doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+            float,
+            0,
+            maximum=MAX_SECONDS,
         ),
         max_retries=_number(
             "max_retries", doc.get("max_retries", DEFAULT_MAX_RETRIES), int, 0, False
@@ -563,7 +673,20 @@ def load_settings(
         collectors=collectors,
         prices=_prices("prices", doc.get("prices")),
         max_pool_gap_seconds=_number(
-            "max_pool_gap_seconds", doc.get("max_pool_gap_seconds", 0), float, 0, False
+            "max_pool_gap_seconds",
+            doc.get("max_pool_gap_seconds", 0),
+            float,
+            0,
+            False,
+            MAX_SECONDS,
+        ),
+        date_tolerance_seconds=_number(
+            "date_tolerance_seconds",
+            doc.get("date_tolerance_seconds", DEFAULT_DATE_TOLERANCE_SECONDS),
+            float,
+            0,
+            False,
+            MAX_SECONDS,
         ),
         simulate=bool(args.simulate),
         log_level=log_level,

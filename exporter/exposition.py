@@ -14,6 +14,7 @@ compresses only the live part and the response is one ordinary gzip stream.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import zlib
@@ -28,6 +29,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.metrics import FAMILIES, LiveCollector, Part, SnapshotCollector
 from exporter.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 EOF_MARKER = b"# EOF\n"  # OpenMetrics ends the whole exposition with it, once
 GZIP_LEVEL = 6
@@ -149,7 +152,16 @@ class Exposition:
         # one encoder call over everything.
         families = []
         for family in FAMILIES[collector]([(ws, snapshot)]):
-            text = b"".join(_slices(family, encoder))
+            try:
+                text = b"".join(_slices(family, encoder))
+            except Exception as exc:  # one family that cannot be encoded must not fail the page
+                log.error(
+                    "workspace %s: %s left out of /metrics, it cannot be rendered: %.200s",
+                    ws,
+                    family.name,
+                    exc,
+                )
+                continue
             cut = 0
             while text.startswith(b"# ", cut):  # HELP, TYPE (and UNIT) lines
                 cut = text.index(b"\n", cut) + 1

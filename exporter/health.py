@@ -47,6 +47,14 @@ def _fmt(bound: float) -> str:
     return repr(float(bound))
 
 
+@dataclass(frozen=True)
+class StateWrites:
+    """Writes of this workspace's part of --state-file: failures, and the last that worked."""
+
+    errors: int = 0
+    last_success: float | None = None
+
+
 @dataclass
 class CollectorHealth:
     success: bool | None = None
@@ -62,6 +70,7 @@ class WorkspaceHealth:
         self._requests: Counter[tuple[str, str]] = Counter()
         self._retries: Counter[tuple[str, str]] = Counter()
         self._token_requests = 0
+        self._state_writes: StateWrites | None = None  # None: no --state-file
         self._collectors: dict[str, CollectorHealth] = {}
 
     def count_request(self, endpoint: str, status_code: str) -> None:
@@ -75,6 +84,19 @@ class WorkspaceHealth:
     def count_token_request(self) -> None:
         with self._lock:
             self._token_requests += 1
+
+    def expect_state_writes(self) -> None:
+        """A --state-file is written: its error counter is shown from the start, at 0."""
+        with self._lock:
+            self._state_writes = self._state_writes or StateWrites()
+
+    def record_state_write(self, ok: bool, now: float) -> None:
+        with self._lock:
+            writes = self._state_writes or StateWrites()
+            self._state_writes = StateWrites(
+                errors=writes.errors + (0 if ok else 1),
+                last_success=now if ok else writes.last_success,
+            )
 
     def record_collection(self, collector: str, ok: bool, duration: float, now: float) -> None:
         with self._lock:
@@ -90,6 +112,7 @@ class WorkspaceHealth:
                 requests=dict(self._requests),
                 retries=dict(self._retries),
                 token_requests=self._token_requests,
+                state_writes=self._state_writes,
                 collectors={
                     name: CollectorHealth(h.success, h.last_success, h.durations.copy())
                     for name, h in self._collectors.items()
@@ -103,3 +126,4 @@ class HealthSnapshot:
     retries: dict[tuple[str, str], int]
     token_requests: int
     collectors: dict[str, CollectorHealth]
+    state_writes: StateWrites | None = None

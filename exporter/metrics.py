@@ -485,6 +485,32 @@ def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Met
             retries.add_metric([ws, endpoint, reason], value)
         tokens.add_metric([ws], health.token_requests)
     yield from (success, last_success, duration, requests, retries, tokens)
+    yield from state_write_families(views)
+
+
+def state_write_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Metric]:
+    """Only with --state-file: without one there is nothing to write."""
+    errors = CounterMetricFamily(
+        "databricks_exporter_state_write_errors",
+        "Failed writes of the workspace's part of --state-file (a full or read-only disk): "
+        "a restart then starts a fresh baseline.",
+        labels=["workspace"],
+    )
+    last = GaugeMetricFamily(
+        "databricks_exporter_state_last_write_timestamp_seconds",
+        "When the workspace's part of --state-file was last written (Unix seconds).",
+        labels=["workspace"],
+    )
+    for ws, health in views:
+        if health.state_writes is None:
+            continue
+        errors.add_metric([ws], health.state_writes.errors)
+        if health.state_writes.last_success is not None:
+            last.add_metric([ws], health.state_writes.last_success)
+    if errors.samples:
+        yield errors
+    if last.samples:
+        yield last
 
 
 # Per-workspace figures of the runs ledger: (family type, name, help, value of a snapshot).

@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from exporter.text import valid_text
+
 FAILED = "failed"
 SUCCEEDED = "succeeded"
 CANCELED = "canceled"
@@ -129,7 +131,7 @@ def _obj(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _name(value: Any) -> str:
-    return value.strip().upper() if isinstance(value, str) else ""
+    return valid_text(value.strip().upper()) if isinstance(value, str) else ""
 
 
 def life_cycle_of(raw: Mapping[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -23,11 +24,21 @@ _MASK = "***"
 def secret_forms(value: str) -> list[str]:
     """A secret and the forms it can be echoed in: a URL's path and its quoted forms too."""
     forms = {value, quote(value, safe=""), quote(value)}
+    # Escaped as a repr, a bytes repr or JSON would show it (an error quoting a header value).
+    forms |= {
+        value.encode("unicode_escape").decode("ascii"),
+        repr(value.encode("utf-8", "backslashreplace"))[2:-1],
+        json.dumps(value)[1:-1],
+    }
     if "://" in value:
         path = urlsplit(value).path
         if len(path) > 1:
             forms |= {path, quote(path, safe=""), path.lstrip("/")}
     return sorted((f for f in forms if f), key=len, reverse=True)
+
+
+def _forms(secrets: Iterable[str]) -> frozenset[str]:
+    return frozenset(form for s in secrets if s for form in secret_forms(s) if len(form) >= 4)
 
 
 class RedactingFilter(logging.Filter):
@@ -42,7 +53,9 @@ class RedactingFilter(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self._secrets: frozenset[str] = frozenset()
+        self._static: frozenset[str] = frozenset()  # configured secrets: kept for good
+        self._rotating: dict[str, tuple[frozenset[str], frozenset[str]]] = {}  # (now, before)
+        self._ordered: tuple[str, ...] = ()  # every form, longest first (a URL before its path)
 
     @classmethod
     def instance(cls, secrets: Iterable[str] = ()) -> RedactingFilter:
@@ -53,13 +66,38 @@ class RedactingFilter(logging.Filter):
         return cls._instance
 
     def add(self, *secrets: str) -> None:
-        new = {form for s in secrets if s for form in secret_forms(s) if len(form) >= 4}
-        if new - self._secrets:
+        """Secrets redacted for the life of the process (configured tokens and passwords)."""
+        new = _forms(secrets)
+        if new - self._static:
             with self._lock:
-                self._secrets = self._secrets | new
+                self._static = self._static | new
+                self._reorder()
+
+    def rotate(self, key: str, secret: str) -> None:
+        """A secret that replaces the one last given under ``key`` (an Entra ID token that was
+        refreshed): the new one and the one before it are redacted, older ones forgotten, so
+        the set stays as large as the number of credentials, not of tokens ever issued."""
+        new = _forms([secret])
+        with self._lock:
+            current, _ = self._rotating.get(key, (frozenset(), frozenset()))
+            if new == current:
+                return
+            self._rotating[key] = (new, current)
+            self._reorder()
+
+    def _reorder(self) -> None:
+        every = set(self._static)
+        for now, before in self._rotating.values():
+            every |= now | before
+        self._ordered = tuple(sorted(every, key=len, reverse=True))
+
+    @property
+    def size(self) -> int:
+        """How many secret forms are redacted (bounded: see ``rotate``)."""
+        return len(self._ordered)
 
     def redact(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):  # a URL before its path
+        for secret in self._ordered:
             if secret in text:
                 text = text.replace(secret, _MASK)
         text = _SHAPES_RE.sub(_MASK, text)

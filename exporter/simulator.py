@@ -319,9 +319,11 @@ class FaultRule:
     count: int = 1
     retry_after: float | None = None
     # json | html | truncated | empty | reset (connection reset, no response) | trickle (a
-    # complete answer sent a byte every `delay` seconds, as a stalled proxy does)
+    # complete answer sent a byte every `delay` seconds, as a stalled proxy does) | date (the
+    # usual answer, with `date` as its Date header: a proxy's or a server's wrong clock)
     body: str = "json"
     delay: float = 0.0
+    date: str = ""
 
 
 @dataclass
@@ -1152,6 +1154,7 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
         protocol_version = "HTTP/1.1"
         disable_nagle_algorithm = True  # headers and body go out as separate writes
         _now = 0.0  # the simulated time of the request being answered
+        _date = ""  # a Date header other than the clock's (FaultRule body "date")
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("simulator: " + format, *args)
@@ -1164,10 +1167,11 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
 
         def date_time_string(self, timestamp: float | None = None) -> str:
             # The Date header is the simulated clock's, read once per request with the body.
-            return email.utils.formatdate(self._now, usegmt=True)
+            return self._date or email.utils.formatdate(self._now, usegmt=True)
 
         def _handle(self, method: str) -> None:
             self._now = server.model.clock.time()
+            self._date = ""
             parts = urlsplit(self.path)
             params = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             length = int(self.headers.get("Content-Length") or 0)
@@ -1185,6 +1189,8 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
                 }:
                     raise ApiFailure(401, "UNAUTHENTICATED", "Invalid access token.")
                 fault = server.take_fault(parts.path)
+                if fault is not None and fault.body == "date":
+                    self._date, fault = fault.date, None
                 if fault is not None:
                     self._fault(fault)
                     return

@@ -34,6 +34,7 @@ from exporter.outcomes import (
     outcome,
     result_state_of,
 )
+from exporter.text import valid_text
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +229,8 @@ def _int(value: Any) -> int:
         return 0
 
 
-def _obj(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = raw.get(key)
-    return value if isinstance(value, dict) else {}
-
-
 def _str(value: Any) -> str:
-    return "" if value is None else str(value)
+    return valid_text(value)
 
 
 def _reported_duration_ms(raw: Mapping[str, Any]) -> int:
@@ -388,6 +384,14 @@ class RunLedger:
     def starting_at(cls, now_ms: int, lookback_ms: int, overlap_ms: int) -> RunLedger:
         """A fresh ledger: baseline now, first listing reaching back over the look-back."""
         return cls(baseline_ms=now_ms, watermark_ms=now_ms - lookback_ms, overlap_ms=overlap_ms)
+
+    def rebase(self, now_ms: int) -> None:
+        """Move a fresh ledger's baseline to ``now_ms`` (the first cycle's time on Databricks'
+        clock), keeping its look-back: a baseline from the exporter's own clock, minutes ahead
+        of Databricks', would leave the runs of those minutes uncounted."""
+        if self.fresh:
+            lookback = self.baseline_ms - self.watermark_ms
+            self.baseline_ms, self.watermark_ms = now_ms, now_ms - lookback
 
     def set_run_name_patterns(self, extra: Iterable[str]) -> None:
         """The built-in patterns plus the configured ones (each match becomes "*")."""

@@ -3,14 +3,25 @@
 A restart with the same file continues from the persisted watermark with the persisted
 counters, so it neither loses nor double-counts runs. A missing, corrupt or foreign file gives
 a warning and a fresh baseline, never a crash.
+
+One process owns the file (``acquire``: an exclusive lock on ``<file>.lock``). A write that
+fails (a full disk) renames the file to ``<file>.stale``: it no longer holds what /metrics
+showed, and restoring its older counters would make them go backwards, which Prometheus reads
+as a reset and counts the whole value again. A restart that finds only ``.stale`` starts a
+fresh baseline instead (Prometheus sees one ordinary reset). Entries of workspaces no longer
+configured are dropped, and a workspace renamed in the configuration keeps its entry when its
+host is the same.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -31,10 +42,15 @@ from exporter.state import (
     TaskResult,
     normalise_run_id,
 )
+from exporter.text import valid_text
 
 log = logging.getLogger(__name__)
 
 FORMAT = "databricks-jobs-exporter/state/v2"
+# Far above any real state (a busy workspace's ledger is a few MB): a larger file is not ours.
+MAX_STATE_BYTES_PER_WORKSPACE = 64 << 20
+FUTURE_LIMIT_SECONDS = 366 * 86_400.0  # a saved time further ahead than this is not a time
+_HEADER_RE = re.compile(rb'^\s*\{\s*"format"\s*:\s*"databricks-jobs-exporter/state/')
 FORMATS = ("databricks-jobs-exporter/state/v1", FORMAT)  # v1: before repairs and one-time runs
 
 
@@ -53,7 +69,7 @@ def _float(value: Any, what: str) -> float:
 def _str(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{what} is not text: {str(value)[:40]!r}")
-    return value
+    return valid_text(value)  # a file written before text was made valid may hold a surrogate
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -227,22 +243,97 @@ def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
     return ledger
 
 
+class StateFileInUse(Exception):
+    """Another process holds the state file's lock."""
+
+
 class StateFile:
     """Loads once at startup; ``save`` rewrites the whole file (temp + fsync + rename)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = MAX_STATE_BYTES_PER_WORKSPACE) -> None:
         self.path = path
+        self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        self._lock_file: Any = None
         self._kept_aside: Path | None = None
         self._workspaces: dict[str, dict[str, Any]] = {}
+        self._stale = False  # the last write failed and the file was set aside as .stale
         self._loaded = self._load()
 
-    def _load(self) -> dict[str, dict[str, Any]]:
+    @property
+    def _target(self) -> Path:
+        return self.path.resolve()  # a symlink stays a symlink: its target is rewritten
+
+    @property
+    def _stale_path(self) -> Path:
+        return self._target.with_name(self._target.name + ".stale")
+
+    @property
+    def _tmp_prefix(self) -> str:
+        return f".{self._target.name}.tmp-"
+
+    def acquire(self) -> None:
+        """Own the file for this process's life, or raise StateFileInUse (two exporters on one
+        file would overwrite each other's counters). Then remove temp files a killed writer
+        left behind: only the owner writes them."""
+        lock_path = self._target.with_name(self._target.name + ".lock")
+        handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the process's life
         try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read(20).strip()
+            handle.close()
+            raise StateFileInUse(
+                f"{self.path} is in use by another exporter"
+                + (f" (pid {holder})" if holder.isdigit() else "")
+                + "; give each exporter its own --state-file"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock_file = handle
+        for leftover in self._target.parent.glob(self._tmp_prefix + "*"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+                log.info("state file: removed %s, left by an interrupted write", leftover.name)
+
+    def release(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        target = self._target
+        if not target.exists() and self._stale_path.exists():
+            log.warning(
+                "state file %s: the last writes failed (disk full?) and only %s is left, older "
+                "than what was served; fresh baseline, so counters restart from zero (one reset "
+                "for Prometheus) instead of going back to older values",
+                self.path,
+                self._stale_path.name,
+            )
+            self._stale = True
+            return {}
+        try:
+            size = target.stat().st_size
+            with open(target, "rb") as f:
+                head = f.read(256)
         except FileNotFoundError:
             log.info("state file %s does not exist yet; starting a fresh baseline", self.path)
             return {}
+        except OSError as exc:
+            self._keep_aside(f"is unreadable ({str(exc)[:120]})")
+            return {}
+        if not _HEADER_RE.match(head):
+            self._set_aside("is not an exporter state file")
+            return {}
+        if size > self.max_bytes:
+            self._set_aside(f"is {size / 2**20:.0f} MiB, more than any state file")
+            return {}
+        try:
+            doc = json.loads(target.read_bytes())
         except (OSError, ValueError) as exc:
             self._keep_aside(f"is unreadable ({str(exc)[:120]})")
             return {}
@@ -254,6 +345,19 @@ class StateFile:
             self._keep_aside("has no workspaces")
             return {}
         return workspaces
+
+    def _set_aside(self, why: str) -> None:
+        """Move a file that is not a state file out of the way (renamed, never copied: it may
+        be large) before it is ever overwritten."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self._target.with_name(f"{self._target.name}.corrupt-{stamp}")
+        try:
+            os.replace(self._target, aside)
+        except OSError as exc:
+            log.warning("state file %s %s, and it could not be moved (%s)", self.path, why, exc)
+            return
+        self._kept_aside = aside
+        log.warning("state file %s %s; moved to %s, fresh baseline", self.path, why, aside)
 
     def _keep_aside(self, why: str) -> None:
         """Copy an unusable file to <file>.corrupt-<time> before it is ever overwritten."""
@@ -274,6 +378,38 @@ class StateFile:
             return
         self._kept_aside = aside
         log.warning("state file %s %s; kept as %s, fresh baseline", self.path, why, aside)
+
+    def keep_only(self, configured: dict[str, str]) -> None:
+        """Match the file's entries to the configured workspaces (name -> host key).
+
+        A workspace renamed in the configuration (an entry under another name with the same
+        host, and none under the new name) continues from its entry. Entries of workspaces no
+        longer configured are dropped, so the file does not grow with every rename.
+        """
+        orphans = {n: e for n, e in self._loaded.items() if n not in configured}
+        for name, host in configured.items():
+            if name in self._loaded:
+                continue
+            same_host = [
+                o for o, e in orphans.items() if isinstance(e, dict) and e.get("host") == host
+            ]
+            hosts = [h for h in configured.values() if h == host]
+            if len(same_host) == 1 and len(hosts) == 1:
+                old = same_host[0]
+                self._loaded[name] = orphans.pop(old)
+                del self._loaded[old]
+                log.warning(
+                    "state file: workspace %s was saved as %s (same host); it continues from "
+                    "that entry (its series get the new workspace label)",
+                    name,
+                    old,
+                )
+        for name in orphans:
+            del self._loaded[name]
+            log.warning(
+                "state file: workspace %.64r is no longer configured; its saved state is dropped",
+                name,
+            )
 
     def _entry(self, workspace: str, host: str, warn: bool = True) -> dict[str, Any] | None:
         """The saved entry of a workspace for this host, or None (warned when unusable)."""
@@ -300,6 +436,10 @@ class StateFile:
             ledger = ledger_from_dict(dict(entry["ledger"]))
         except (KeyError, TypeError, ValueError) as exc:
             self._keep_aside(f"has a damaged entry for workspace {workspace} ({str(exc)[:120]})")
+            return None
+        if ledger.watermark_ms > (time.time() + FUTURE_LIMIT_SECONDS) * 1000:
+            # Saved after a bogus Date header (before those were checked): years ahead.
+            self._keep_aside(f"has a watermark of workspace {workspace} a year ahead")
             return None
         self._carry(workspace, host, "ledger", entry["ledger"])
         log.info(
@@ -350,21 +490,46 @@ class StateFile:
             entry.update(parts)
             doc = {"format": FORMAT, "workspaces": {**self._loaded, **self._workspaces}}
             data = json.dumps(doc, separators=(",", ":")).encode()
-            target = self.path.resolve()  # a symlink stays a symlink: its target is rewritten
-            directory = target.parent
-            fd, tmp = tempfile.mkstemp(prefix=".state-", dir=directory)
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, target)
-                dir_fd = os.open(directory, os.O_RDONLY)
-                try:
-                    os.fsync(dir_fd)
-                finally:
-                    os.close(dir_fd)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+                self._write(data)
+            except OSError:
+                self._set_stale()
                 raise
+            if self._stale:
+                self._stale = False
+                with contextlib.suppress(FileNotFoundError):
+                    self._stale_path.unlink()
+
+    def _write(self, data: bytes) -> None:
+        target = self._target
+        directory = target.parent
+        fd, tmp = tempfile.mkstemp(prefix=self._tmp_prefix, dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+            dir_fd = os.open(directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def _set_stale(self) -> None:
+        """After a failed write the file is older than what /metrics showed: rename it (a
+        rename needs no free space), so a restart does not restore counters that go back."""
+        if self._stale:
+            return
+        try:
+            os.replace(self._target, self._stale_path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("state file %s: cannot set the outdated file aside: %s", self.path, exc)
+            return
+        self._stale = True

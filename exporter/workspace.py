@@ -15,10 +15,17 @@ from exporter.collectors.runs import RunsCollector
 from exporter.config import Settings, WorkspaceConfig
 from exporter.health import WorkspaceHealth
 from exporter.poolusage import PoolUsage
+from exporter.servertime import ServerClock, elapsed_clock
 from exporter.state import RunLedger
 from exporter.statefile import StateFile
 
 log = logging.getLogger(__name__)
+
+
+def state_key(config: WorkspaceConfig, settings: Settings) -> str:
+    """What the state file knows a workspace's host by: the simulator's port changes at every
+    start."""
+    return "simulated" if settings.simulate else config.host
 
 
 class Workspace:
@@ -30,11 +37,12 @@ class Workspace:
         settings: Settings,
         clock: Callable[[], float] = time.time,
         state_file: StateFile | None = None,
+        elapsed: Callable[[], float] = elapsed_clock,
     ) -> None:
         self.name = config.name
         self.health = WorkspaceHealth()
         self.clock = clock
-        auth = DatabricksAuth(config, self.health)
+        auth = DatabricksAuth(config, self.health, settings.timeout_seconds)
         self.client = DatabricksClient(
             config.name,
             config.host,
@@ -45,10 +53,17 @@ class Workspace:
             max_pages=settings.max_pages,
             max_requests_per_second=settings.max_requests_per_second,
             max_response_bytes=settings.max_response_bytes,
+            server_clock=ServerClock(
+                config.name,
+                elapsed=elapsed,
+                wall=clock,
+                tolerance_ms=int(settings.date_tolerance_seconds * 1000),
+            ),
         )
-        # What the state file is keyed by: the simulator's port changes at every start.
-        self.host = "simulated" if settings.simulate else config.host
+        self.host = state_key(config, settings)
         self.state_file = state_file
+        if state_file is not None:
+            self.health.expect_state_writes()
         now_ms = int(clock() * 1000)
         restored = state_file.restore(config.name, self.host) if state_file else None
         ledger = restored or RunLedger.starting_at(
@@ -126,7 +141,15 @@ class Workspace:
             elif collector is self.pools and self.pools.usage is not None:
                 self.state_file.save(self.name, self.host, pools=self.pools.usage.to_dict())
         except OSError as exc:
-            log.error("workspace %s: cannot write state file: %s", self.name, exc)
+            self.health.record_state_write(False, self.clock())
+            log.error(
+                "workspace %s: cannot write state file: %s "
+                "(databricks_exporter_state_write_errors_total)",
+                self.name,
+                exc,
+            )
+            return
+        self.health.record_state_write(True, self.clock())
 
     def close(self) -> None:
         self.client.close()

@@ -6,6 +6,7 @@ import datetime
 import json
 import secrets
 import ssl
+import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -88,6 +89,8 @@ class FakeAAD(Loopback):
         self.token_requests: list[dict[str, str]] = []
         self.fail_next = 0
         self.fail_status = 503
+        self.stall = False  # accept token requests and never answer them (until stopped)
+        self._released = threading.Event()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         self._listen(self._handler(), tls=context)
@@ -130,6 +133,10 @@ class FakeAAD(Loopback):
                     self._json(404, {"error": "not_found"})
                     return
                 aad.token_requests.append(form)
+                if aad.stall:
+                    aad._released.wait(120)
+                    self.close_connection = True
+                    return
                 if aad.fail_next > 0:
                     aad.fail_next -= 1
                     self._json(
@@ -160,6 +167,10 @@ class FakeAAD(Loopback):
                 )
 
         return Handler
+
+    def __exit__(self, *exc: object) -> None:
+        self._released.set()
+        super().__exit__(*exc)
 
 
 TENANT = "00000000-0000-0000-0000-0000000000aa"

@@ -77,6 +77,7 @@ def render_fixed_workspace() -> str:
                 max_pool_gap_seconds=3600,
             ),
             clock=clock.time,
+            elapsed=clock.time,
         )
         assert ws.collect("runs") and ws.collect("pools")
         clock.advance(1800)

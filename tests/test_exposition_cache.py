@@ -38,6 +38,7 @@ def setup() -> Iterator[tuple[Workspace, SimClock]]:
             ws_config,
             Settings(workspaces=(ws_config,), lookback_hours=1, max_requests_per_second=1000),
             clock=clock.time,
+            elapsed=clock.time,
         )
         assert ws.collect("runs") and ws.collect("pools")
         yield ws, clock
@@ -211,7 +212,7 @@ def test_each_workspace_and_collector_is_re_rendered_only_when_its_snapshot_chan
         settings = Settings(
             workspaces=tuple(configs), lookback_hours=1, max_requests_per_second=1000
         )
-        ws_a, ws_b = (Workspace(c, settings, clock=clock.time) for c in configs)
+        ws_a, ws_b = (Workspace(c, settings, clock=clock.time, elapsed=clock.time) for c in configs)
         for ws in (ws_a, ws_b):
             assert ws.collect("runs") and ws.collect("pools")
         exposition = Exposition([ws_a, ws_b], clock.time)

@@ -19,6 +19,7 @@ from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
 from exporter.metrics import active_age_family, job_families
 from exporter.outcomes import is_failure
+from exporter.servertime import ServerClock
 from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.state import RunLedger
 
@@ -41,7 +42,15 @@ def setup(**overrides: Any) -> tuple[SimServer, RunsCollector, SimClock]:
     server = SimServer(SimWorkspace(config, clock)).start()
     health = WorkspaceHealth()
     auth = DatabricksAuth(WorkspaceConfig(name="t", host=server.url, token=server.token), health)
-    client = DatabricksClient("t", server.url, auth, health, backoff_factor=0.01, max_retries=1)
+    client = DatabricksClient(
+        "t",
+        server.url,
+        auth,
+        health,
+        backoff_factor=0.01,
+        max_retries=1,
+        server_clock=ServerClock("t", elapsed=clock.time, wall=clock.time),
+    )
     ledger = RunLedger.starting_at(clock.now_ms(), 3600_000, 5 * MIN)
     return server, RunsCollector(client, ledger, clock.now_ms), clock
 

@@ -9,6 +9,7 @@ from exporter.client import RUNS_GET, RUNS_LIST, ApiError, DatabricksClient
 from exporter.collectors.runs import RunsCollector
 from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
+from exporter.servertime import ServerClock
 from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.state import RunLedger
 
@@ -23,7 +24,10 @@ def setup(
     server = SimServer(SimWorkspace(config, clock)).start()
     health = WorkspaceHealth()
     auth = DatabricksAuth(WorkspaceConfig(name="t", host=server.url, token=server.token), health)
-    client = DatabricksClient("t", server.url, auth, health, backoff_factor=0.01)
+    server_clock = ServerClock("t", elapsed=clock.time, wall=clock.time)
+    client = DatabricksClient(
+        "t", server.url, auth, health, backoff_factor=0.01, server_clock=server_clock
+    )
     ledger = RunLedger.starting_at(clock.now_ms(), int(lookback_hours * 3600_000), overlap_ms)
     return server, RunsCollector(client, ledger, clock.now_ms), clock
 

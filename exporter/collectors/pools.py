@@ -6,12 +6,14 @@ Each listing also moves the pools' instance-seconds integral on (exporter.poolus
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from exporter.client import DatabricksClient
+from exporter.text import valid_text
 
 if TYPE_CHECKING:
     from exporter.poolusage import PoolUsage, UsageSnapshot
@@ -45,15 +47,34 @@ class PoolsSnapshot:
     usage: UsageSnapshot | None = None  # None: no integral kept (tests, benchmarks)
 
 
-def _count(value: Any) -> int:
+# More instances than any pool can hold: a count past this is not a count (1e307 would make the
+# instance-seconds counters +Inf, 1e400 arrives as inf).
+MAX_INSTANCES = 1_000_000
+
+
+class BadPool(ValueError):
+    """A pool object whose counts cannot be trusted; the pool is skipped, the others kept."""
+
+
+def _count(value: Any, what: str = "a count") -> int:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BadPool(f"{what} is {value}")
     try:
-        return max(int(value or 0), 0)
+        count = max(int(value or 0), 0)
     except (TypeError, ValueError):
         return 0
+    except OverflowError:
+        raise BadPool(f"{what} is {value}") from None
+    if count > MAX_INSTANCES:
+        raise BadPool(f"{what} is {str(value)[:20]}, more than {MAX_INSTANCES:,}")
+    return count
 
 
 def parse_pool(raw: dict[str, Any]) -> Pool | None:
-    """A Pool from an API object, or None without an instance_pool_id."""
+    """A Pool from an API object, or None without an instance_pool_id.
+
+    Raises BadPool for counts that are not finite or larger than any pool.
+    """
     pool_id = raw.get("instance_pool_id")
     if not pool_id:
         return None
@@ -63,22 +84,24 @@ def parse_pool(raw: dict[str, Any]) -> Pool | None:
     errors = status.get("pending_instance_errors")
     errors = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
     # The list is FIFO: the last item is the latest error.
-    message = str(errors[-1].get("message") or "") if errors else ""
+    message = valid_text(errors[-1].get("message") or "") if errors else ""
     return Pool(
-        pool_id=str(pool_id),
-        pool_name=str(raw.get("instance_pool_name") or ""),
-        node_type_id=str(raw.get("node_type_id") or ""),
-        state=str(raw.get("state") or "UNKNOWN"),
-        idle=_count(stats.get("idle_count")),
-        used=_count(stats.get("used_count")),
-        pending_idle=_count(stats.get("pending_idle_count")),
-        pending_used=_count(stats.get("pending_used_count")),
-        min_idle=_count(raw.get("min_idle_instances")),
-        max_capacity=_count(max_capacity) if max_capacity not in (None, 0, "") else None,
+        pool_id=valid_text(pool_id),
+        pool_name=valid_text(raw.get("instance_pool_name") or ""),
+        node_type_id=valid_text(raw.get("node_type_id") or ""),
+        state=valid_text(raw.get("state") or "UNKNOWN"),
+        idle=_count(stats.get("idle_count"), "stats.idle_count"),
+        used=_count(stats.get("used_count"), "stats.used_count"),
+        pending_idle=_count(stats.get("pending_idle_count"), "stats.pending_idle_count"),
+        pending_used=_count(stats.get("pending_used_count"), "stats.pending_used_count"),
+        min_idle=_count(raw.get("min_idle_instances"), "min_idle_instances"),
+        max_capacity=(
+            _count(max_capacity, "max_capacity") if max_capacity not in (None, 0, "") else None
+        ),
         pending_errors=len(errors),
         pending_error_message=" ".join(message.split())[:MAX_MESSAGE],
         autotermination_minutes=(
-            _count(raw.get("idle_instance_autotermination_minutes"))
+            _count(raw.get("idle_instance_autotermination_minutes"), "autotermination")
             if raw.get("idle_instance_autotermination_minutes") is not None
             else None
         ),
@@ -103,7 +126,7 @@ class PoolsCollector:
 
     def collect(self) -> int:
         raw, date_ms = self.client.list_pools_dated()
-        pools = [p for p in map(parse_pool, raw) if p is not None]
+        pools = [p for p in map(self._parse, raw) if p is not None]
         before = {p.pool_id: p.pending_error_message for p in self.pools}
         for pool in pools:
             message = pool.pending_error_message
@@ -125,6 +148,19 @@ class PoolsCollector:
         if snapshot != self.snapshot:  # an unchanged snapshot keeps its rendered /metrics text
             self.snapshot = snapshot
         return len(pools)
+
+    def _parse(self, raw: dict[str, Any]) -> Pool | None:
+        """One pool, or None (logged) when its counts cannot be trusted: the others are kept."""
+        try:
+            return parse_pool(raw)
+        except BadPool as exc:
+            log.warning(
+                "workspace %s: skipped pool %.64r: %s",
+                self.client.workspace,
+                valid_text(raw.get("instance_pool_id")),
+                exc,
+            )
+            return None
 
     @property
     def pools(self) -> tuple[Pool, ...]:

@@ -59,6 +59,7 @@ class RunsCollector:
         # The cycle's time is Databricks' (the Date of the first answer), so an exporter clock
         # that is minutes off neither loses runs nor widens the listings to cover for it.
         cycle_start = dates[0] if dates and dates[0] is not None else self._local_time()
+        self.ledger.rebase(cycle_start)  # a fresh ledger counts from Databricks' clock too
         active = self._parse(raw_active, cycle_start)
         del raw_active
         listed_active = {r.run_id for r in active}

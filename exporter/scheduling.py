@@ -1,0 +1,113 @@
+"""When collections run: one APScheduler job per workspace and collector, and a watch that keeps
+them running when the host's wall clock steps.
+
+APScheduler's interval jobs are timed on the wall clock: after the clock steps back an hour
+(a VM restored, NTP correcting a clock that ran ahead), the next run is an hour away and nothing
+is collected meanwhile, silently. ``ClockStepWatch`` compares the wall clock with the monotonic
+clock every second; when they disagree by more than a few seconds it logs the step and moves
+every job's next run to now, so collection goes on at its interval from the new time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from exporter.exposition import Exposition
+from exporter.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+STEP_SECONDS = 5.0  # a wall clock that gains or loses more than this in a second has stepped
+
+
+def collect_and_render(ws: Workspace, name: str, exposition: Exposition) -> None:
+    if ws.collect(name):
+        exposition.refresh()
+
+
+def schedule(
+    workspaces: Sequence[Workspace], interval: float, exposition: Exposition
+) -> BackgroundScheduler:
+    """One job per workspace and collector; never overlapping, late runs coalesced.
+
+    After each collection the exposition is rendered for the new snapshot, so scrapes find it
+    ready instead of paying for it."""
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=max(2, 2 * len(workspaces)))},
+        timezone=timezone.utc,
+    )
+    now = datetime.now(timezone.utc)
+    for ws in workspaces:
+        for name in ws.collectors:
+            scheduler.add_job(
+                collect_and_render,
+                "interval",
+                seconds=interval,
+                args=[ws, name, exposition],
+                id=f"{ws.name}:{name}",
+                name=f"{ws.name}:{name}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=now,
+            )
+    return scheduler
+
+
+class ClockStepWatch:
+    """A daemon thread that reschedules every job to now after a wall-clock step."""
+
+    def __init__(
+        self,
+        scheduler: BackgroundScheduler,
+        period: float = 1.0,
+        threshold: float = STEP_SECONDS,
+        wall: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.scheduler = scheduler
+        self.period = period
+        self.threshold = threshold
+        self._wall = wall
+        self._monotonic = monotonic
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="clock-step-watch", daemon=True)
+        self.steps = 0
+
+    def start(self) -> ClockStepWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        offset = self._wall() - self._monotonic()
+        while not self._stop.wait(self.period):
+            now = self._wall() - self._monotonic()
+            step, offset = now - offset, now
+            if abs(step) > self.threshold:
+                self._rescheduled(step)
+
+    def _rescheduled(self, step: float) -> None:
+        self.steps += 1
+        log.warning(
+            "the host's wall clock stepped %+.0f s; every collection is rescheduled from now",
+            step,
+        )
+        now = datetime.now(timezone.utc)
+        jobs: list[Any] = self.scheduler.get_jobs()
+        for job in jobs:
+            try:
+                job.modify(next_run_time=now)
+            except Exception:  # a job removed meanwhile (shutdown)
+                log.debug("cannot reschedule %s", job.id, exc_info=True)
+        self.scheduler.wakeup()
