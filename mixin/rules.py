@@ -280,6 +280,24 @@ time() - {m("databricks_exporter_last_success_timestamp_seconds")} > {t.data_sta
             EXPORTER,
         ),
         Rule(
+            "DatabricksExporterStateWriteFailing",
+            "The --state-file could not be written for 10 minutes (a full or read-only disk): "
+            "a restart now starts a fresh baseline.",
+            f"""
+increase({m("databricks_exporter_state_write_errors_total")}[10m]) > 0
+unless on (job, instance, workspace)
+time() - {m("databricks_exporter_state_last_write_timestamp_seconds")} <= 600
+""",
+            "5m",
+            "warning",
+            "Databricks exporter cannot write its state file for {{ $labels.workspace }}",
+            "The exporter's --state-file has not been written for workspace "
+            "{{ $labels.workspace }} for over 10 minutes (its log says why: disk full, read-only, "
+            "gone). Counting goes on, but a restart now starts a fresh baseline instead of "
+            "continuing the counters.",
+            EXPORTER,
+        ),
+        Rule(
             "DatabricksApiThrottled",
             f"Databricks answered 429 more than {_times(t.throttled_per_minute, 'once')} a minute on "
             "average over 15 minutes.",
