@@ -39,6 +39,15 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def text(value: Any, failed: str = "(str() failed)") -> str:
+    """``str(value)``, or ``failed`` when the object's ``__str__`` raises (a task's own exception
+    class, or anything else a context holds, can do that)."""
+    try:
+        return str(value)
+    except Exception:
+        return failed
+
+
 def _pull(ti: Any, key: str) -> Any:
     """The failed task's own XCom ``key`` (its map index if mapped); None on any error."""
     if ti is None or not hasattr(ti, "xcom_pull"):
@@ -58,13 +67,13 @@ def _pull(ti: Any, key: str) -> Any:
 
 
 def _http_url(value: Any) -> str:
-    text = str(value or "").strip()
-    parts = urlsplit(text)
-    return text if parts.scheme in ("http", "https") and parts.netloc else ""
+    url = text(value or "", "").strip()
+    parts = urlsplit(url)
+    return url if parts.scheme in ("http", "https") and parts.netloc else ""
 
 
 def _id(value: Any) -> str:
-    return str(value).strip() if isinstance(value, int | str) and str(value).strip() else ""
+    return text(value, "").strip() if isinstance(value, int | str) else ""
 
 
 def run_page_url(host: str, job_id: str, run_id: str) -> str:
@@ -103,7 +112,10 @@ def _logical_date(context: Mapping[str, Any]) -> str:
     if value is None:
         return ""
     iso = getattr(value, "isoformat", None)
-    return str(iso()) if callable(iso) else str(value)
+    try:
+        return text(iso()) if callable(iso) else text(value)
+    except Exception:
+        return ""
 
 
 def task_facts(context: Mapping[str, Any], host: str | None = None) -> TaskFacts:
@@ -120,20 +132,20 @@ def task_facts(context: Mapping[str, Any], host: str | None = None) -> TaskFacts
     map_index = _get(ti, "map_index", -1)
     dag_run = context.get("dag_run")
     return TaskFacts(
-        dag_id=str(_get(ti, "dag_id") or _get(dag, "dag_id") or ""),
-        task_id=str(_get(ti, "task_id") or _get(task, "task_id") or ""),
+        dag_id=text(_get(ti, "dag_id") or _get(dag, "dag_id") or ""),
+        task_id=text(_get(ti, "task_id") or _get(task, "task_id") or ""),
         map_index=map_index if isinstance(map_index, int) else -1,
         try_number=_get(ti, "try_number") if isinstance(_get(ti, "try_number"), int) else None,
         max_tries=max_tries if isinstance(max_tries, int) else None,
         logical_date=_logical_date(context),
-        run_id=str(context.get("run_id") or _get(dag_run, "run_id") or _get(ti, "run_id") or ""),
-        owner=str(_get(task, "owner") or ""),
+        run_id=text(context.get("run_id") or _get(dag_run, "run_id") or _get(ti, "run_id") or ""),
+        owner=text(_get(task, "owner") or ""),
         log_url=_http_url(_get(ti, "log_url")),
         exception_type=type(exc).__name__ if isinstance(exc, BaseException) else "",
-        exception_message=str(exc) if exc is not None else "",
+        exception_message=text(exc) if exc is not None else "",
         databricks_url=url,
         databricks_run_id=run_id,
-        databricks_conn_id=str(_get(task, "databricks_conn_id") or ""),
+        databricks_conn_id=text(_get(task, "databricks_conn_id") or "", ""),
     )
 
 
