@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from typing import Any, Protocol
 
 log = logging.getLogger("airflow_callbacks")
@@ -37,6 +38,33 @@ class Incident:
     ts: str = ""
     opened: float = 0.0
     updates: int = 0
+
+
+_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}
+
+
+def parse(raw: Any) -> Incident | None:
+    """The Incident a stored JSON text describes; None unless every field has its type (a
+    record edited by hand, or written by another version, must not break the callback)."""
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    values: dict[str, Any] = {}
+    for name, spec in Incident.__dataclass_fields__.items():
+        if name not in data:
+            if spec.default is MISSING:
+                return None
+            continue
+        value = data[name]
+        if isinstance(value, bool) or not isinstance(value, _TYPES[str(spec.type)]):
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        values[name] = value
+    return Incident(**values)
 
 
 def key_of(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
@@ -74,11 +102,9 @@ class VariableStore:
             return None
         if raw is None:
             return None
-        try:
-            data = json.loads(raw)
-            incident = Incident(**{k: data[k] for k in Incident.__dataclass_fields__ if k in data})
-        except (TypeError, ValueError, KeyError):
-            log.debug("Incident record %s is not ours; ignored", key)
+        incident = parse(raw)
+        if incident is None:
+            log.warning("Incident record %s is damaged; treated as absent (a new incident)", key)
             return None
         if time.time() - incident.opened > MAX_AGE_DAYS * 86400:
             return None

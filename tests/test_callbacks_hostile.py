@@ -6,14 +6,17 @@ secret. Every service here is a fake on 127.0.0.1.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from fake_slack import BOT_TOKEN, FakeSlack
-from test_callbacks import context, text_of
+from test_callbacks import FakeTI, context, text_of
 
-from airflow_callbacks import notify
+from airflow_callbacks import incidents, notify
 from airflow_callbacks.incidents import MemoryStore
 
 SETTINGS = (
@@ -73,3 +76,69 @@ def test_context_values_whose_str_raises_do_not_stop_the_message(slack):
     (message,) = slack.messages
     assert "Failed: databricks_etl · run_job" in message["blocks"][0]["text"]["text"]
     assert "*Owner*\\n(str() failed)" in text_of(message)
+
+
+# --- 18: a damaged incident record ----------------------------------------------------------------
+
+
+class FakeVariable:
+    """Airflow's Variable API over a dict."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: str, description: str = "") -> None:
+        self.values[key] = value
+
+    def delete(self, key: str) -> None:
+        self.values.pop(key, None)
+
+
+VALID = {
+    "dag_id": "databricks_etl",
+    "task_id": "run_job",
+    "map_index": -1,
+    "run_id": "manual__2026-11-23",
+    "state": "retry",
+    "channel": "C1",
+    "ts": "1700000000.000001",
+    "opened": 1.0e12,
+    "updates": 0,
+}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        json.dumps({**VALID, "opened": None}),
+        json.dumps({**VALID, "opened": "yesterday"}),
+        json.dumps({**VALID, "ts": 1700000000.000001}),
+        json.dumps({**VALID, "map_index": True}),
+        json.dumps([VALID]),
+        "{not json",
+    ],
+    ids=["opened-null", "opened-text", "ts-number", "map-index-bool", "a-list", "not-json"],
+)
+def test_a_damaged_incident_record_is_treated_as_absent(bot, monkeypatch, caplog, record):
+    variables: dict[str, str] = {}
+    monkeypatch.setattr(incidents, "_variable", lambda: FakeVariable(variables))
+    key = incidents.key_of("databricks_etl", "manual__2026-11-23", "run_job", -1)
+    variables[key] = record
+    assert notify(context(), "retry", store=incidents.VariableStore()) is True
+    (message,) = bot.messages
+    assert "thread_ts" not in message  # a new incident, not a reply into a thread
+    assert any("damaged" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    saved = incidents.parse(variables[key])  # the damaged record is replaced by a sound one
+    assert saved is not None and saved.ts == message["ts"]
+
+
+def test_a_sound_incident_record_still_threads(bot, monkeypatch):
+    variables: dict[str, str] = {}
+    monkeypatch.setattr(incidents, "_variable", lambda: FakeVariable(variables))
+    store = incidents.VariableStore()
+    assert notify(context(FakeTI(try_number=1)), "retry", store=store) is True
+    assert notify(context(FakeTI(try_number=2)), "failure", store=store) is True
+    assert bot.messages[1]["thread_ts"] == bot.messages[0]["ts"]
