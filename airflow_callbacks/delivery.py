@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +15,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.http_retry.handler import RetryHandler
 
+from airflow_callbacks.deadline import Deadline, Expired, call_within
 from exporter.redact import RedactingFilter
 
 log = logging.getLogger("airflow_callbacks")
@@ -146,18 +146,10 @@ def resolve_target(
     return None
 
 
-class _Deadline:
-    def __init__(self, budget: float) -> None:
-        self.end = time.monotonic() + budget
-
-    def left(self) -> float:
-        return self.end - time.monotonic()
-
-
 class _Budgeted:
     """A slack-sdk retry handler that knows the deadline of the whole delivery."""
 
-    def __init__(self, deadline: _Deadline, max_retry_count: int) -> None:
+    def __init__(self, deadline: Deadline, max_retry_count: int) -> None:
         super().__init__(max_retry_count=max_retry_count)  # type: ignore[call-arg]
         self.deadline = deadline
 
@@ -196,8 +188,7 @@ class _BoundedConnectionError(_Budgeted, ConnectionErrorRetryHandler):
         ) and (self.deadline.left() > 2)
 
 
-def _handlers(budget: float) -> list[RetryHandler]:
-    deadline = _Deadline(budget)
+def _handlers(deadline: Deadline) -> list[RetryHandler]:
     return [
         _BoundedRateLimit(deadline, 3),
         _BoundedServerError(deadline, 2),
@@ -243,9 +234,25 @@ def _provider_client(target: SlackTarget, kwargs: dict[str, Any]) -> Any:
         return None
 
 
+def _client(target: SlackTarget, kwargs: dict[str, Any]) -> Any:
+    client = _provider_client(target, kwargs)
+    if client is not None:
+        return client
+    if target.kind == "webhook":
+        from slack_sdk.webhook import WebhookClient
+
+        return WebhookClient(target.webhook_url, **kwargs)
+    from slack_sdk import WebClient
+
+    if target.base_url:
+        kwargs["base_url"] = target.base_url
+    return WebClient(token=target.token, **kwargs)
+
+
 class Slack:
     """One delivery: a client (the Slack provider's hook for a connection, else slack-sdk) with
-    one time budget for all its calls. Methods never raise and log without secrets."""
+    one time budget for all its calls, the whole of each answer included (slack-sdk's timeout
+    bounds each socket read only). Methods never raise and log without secrets."""
 
     def __init__(
         self,
@@ -255,28 +262,29 @@ class Slack:
     ) -> None:
         self.target = target
         self.threads = target.kind == "api"  # webhooks cannot reply in threads or edit
+        self.deadline = Deadline(budget)
         kwargs: dict[str, Any] = {
             "timeout": max(1, min(timeout, int(budget))),
             "logger": _sdk_logger(target),
-            "retry_handlers": _handlers(budget),
+            "retry_handlers": _handlers(self.deadline),
         }
-        self.client: Any = None
+        self.client: Any = self._call(lambda: _client(target, kwargs), "connecting")
+
+    def _call(self, call: Callable[[], Any], what: str) -> Any:
+        """``call()`` within what is left of the budget; None when it failed or ran out."""
         try:
-            self.client = _provider_client(target, kwargs)
-            if self.client is not None:
-                return
-            if target.kind == "webhook":
-                from slack_sdk.webhook import WebhookClient
-
-                self.client = WebhookClient(target.webhook_url, **kwargs)
-                return
-            from slack_sdk import WebClient
-
-            if target.base_url:
-                kwargs["base_url"] = target.base_url
-            self.client = WebClient(token=target.token, **kwargs)
+            return call_within(self.deadline.left(), call, f"slack {what}")
+        except Expired:
+            log.warning(
+                "Slack alert not delivered (%s): gave up %s after %.3gs (the delivery's budget): "
+                "no complete answer in time",
+                self.target.source,
+                what,
+                self.deadline.seconds,
+            )
         except Exception as exc:
             self._failed(exc)
+        return None
 
     def _failed(self, exc: Exception) -> None:
         reason = getattr(getattr(exc, "response", None), "data", None)
@@ -293,22 +301,22 @@ class Slack:
         """Post once (with bounded retries); a reply when ``thread_ts`` is given."""
         if self.client is None:
             return Posted(False)
-        try:
-            if self.target.kind == "webhook":
-                return self._post_webhook(message)
-            if not self.target.channel:
-                log.warning(
-                    "Slack alert not delivered (%s): no channel (set SLACK_CHANNEL or the "
-                    "connection's channel)",
-                    self.target.source,
-                )
-                return Posted(False)
-            kwargs: dict[str, Any] = {}
-            if thread_ts:
-                kwargs["thread_ts"] = thread_ts
-            if metadata:
-                kwargs["metadata"] = dict(metadata)
-            response = self.client.chat_postMessage(
+        if self.target.kind == "webhook":
+            return self._call(lambda: self._post_webhook(message), "posting") or Posted(False)
+        if not self.target.channel:
+            log.warning(
+                "Slack alert not delivered (%s): no channel (set SLACK_CHANNEL or the "
+                "connection's channel)",
+                self.target.source,
+            )
+            return Posted(False)
+        kwargs: dict[str, Any] = {}
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        if metadata:
+            kwargs["metadata"] = dict(metadata)
+        response = self._call(
+            lambda: self.client.chat_postMessage(
                 channel=self.target.channel,
                 text=message.get("text", ""),
                 blocks=message.get("blocks"),
@@ -316,11 +324,12 @@ class Slack:
                 unfurl_media=False,
                 link_names=False,
                 **kwargs,
-            )
-            return Posted(True, str(response.get("channel") or ""), str(response.get("ts") or ""))
-        except Exception as exc:  # never raise into Airflow
-            self._failed(exc)
+            ),
+            "posting",
+        )
+        if response is None:
             return Posted(False)
+        return Posted(True, str(response.get("channel") or ""), str(response.get("ts") or ""))
 
     def _post_webhook(self, message: Mapping[str, Any]) -> Posted:
         response = self.client.send_dict(dict(message))
@@ -341,11 +350,15 @@ class Slack:
         """Rewrite a message this app posted (chat.update)."""
         if self.client is None or not self.threads:
             return False
-        try:
-            self.client.chat_update(
-                channel=channel, ts=ts, text=message.get("text", ""), blocks=message.get("blocks")
+        return (
+            self._call(
+                lambda: self.client.chat_update(
+                    channel=channel,
+                    ts=ts,
+                    text=message.get("text", ""),
+                    blocks=message.get("blocks"),
+                ),
+                "updating",
             )
-            return True
-        except Exception as exc:
-            self._failed(exc)
-            return False
+            is not None
+        )

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fake_slack import BOT_TOKEN, FakeSlack
+from loopback import Loopback, QuietHandler
 from test_callbacks import FakeTI, context, text_of
 
 from airflow_callbacks import incidents, notify
@@ -76,6 +80,89 @@ def test_context_values_whose_str_raises_do_not_stop_the_message(slack):
     (message,) = slack.messages
     assert "Failed: databricks_etl · run_job" in message["blocks"][0]["text"]["text"]
     assert "*Owner*\\n(str() failed)" in text_of(message)
+
+
+# --- 17: a Slack that trickles its answer ---------------------------------------------------------
+
+
+def bounded(call: Callable[[], Any], seconds: float) -> tuple[Any, float]:
+    """(what ``call`` returned, how long it took); fails the test, instead of hanging it, when
+    the call is still running after ``seconds``. An exception from the call is re-raised."""
+    result: list[Any] = []
+    started = time.monotonic()
+    thread = threading.Thread(target=lambda: result.append(_outcome(call)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    elapsed = time.monotonic() - started
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds:g}s")
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value, elapsed
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[bool, Any]:
+    try:
+        return True, call()
+    except BaseException as exc:
+        return False, exc
+
+
+class Trickle(Loopback):
+    """Answers every request with one byte every ``every`` seconds, for as long as it runs: no
+    socket read ever waits long enough to time out."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self.requests = 0
+        self.stopped = threading.Event()
+        self._listen(self._handler())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(QuietHandler):
+            def _trickle(self) -> None:
+                server.requests += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: "
+                sent = 0
+                while not server.stopped.wait(server.every):
+                    try:
+                        self.wfile.write(head[sent : sent + 1] or b"a")
+                    except OSError:
+                        break
+                    sent += 1
+                self.close_connection = True
+
+            do_GET = do_POST = _trickle
+
+        return Handler
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        super().__exit__(*exc)
+
+
+@pytest.mark.parametrize("via", ["webhook", "web-api"])
+def test_a_slack_that_trickles_its_answer_is_given_up_within_the_budget(monkeypatch, caplog, via):
+    budget = 3.0
+    with Trickle() as trickle:
+        if via == "webhook":
+            monkeypatch.setenv("SLACK_WEBHOOK_URL", f"{trickle.url}/services/T0/B0/{'x' * 24}")
+        else:
+            monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+            monkeypatch.setenv("SLACK_CHANNEL", "#c")
+            monkeypatch.setenv("SLACK_API_BASE_URL", trickle.url + "/api/")
+        posted, elapsed = bounded(
+            lambda: notify(context(), budget=budget, store=MemoryStore()), 3 * budget
+        )
+    assert posted is False and trickle.requests >= 1
+    assert elapsed < 3 * budget
+    gave_up = [r for r in caplog.records if "gave up posting after" in r.getMessage()]
+    assert len(gave_up) == 1 and gave_up[0].levelno == logging.WARNING
 
 
 # --- 18: a damaged incident record ----------------------------------------------------------------
