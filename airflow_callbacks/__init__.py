@@ -22,8 +22,9 @@ from typing import Any
 from airflow_callbacks import incidents
 from airflow_callbacks.context import TaskFacts, task_facts
 from airflow_callbacks.dag_alerts import slack_dag_failure_callback, slack_deadline_callback
+from airflow_callbacks.deadline import Deadline
 from airflow_callbacks.delivery import DEFAULT_BUDGET_SECONDS, Slack, resolve_target
-from airflow_callbacks.enrich import RunDetails, run_details
+from airflow_callbacks.enrich import TIMEOUT_SECONDS, RunDetails, run_details
 from airflow_callbacks.message import build
 
 __all__ = [
@@ -75,8 +76,10 @@ def notify(
     ``kind`` is "retry", "failure" or "recovery". With the Web API (a bot token or a ``slack``
     connection) the first failed try of a task instance posts a message and later tries and the
     recovery reply in its thread and update it; "recovery" posts only for an open incident (or
-    when the task's previous DAG run failed).
+    when the task's previous DAG run failed). ``budget`` bounds the Databricks details (at most
+    5 s and half the budget) and the delivery together.
     """
+    deadline = Deadline(budget)
     try:
         facts = task_facts(context)
         store = store if store is not None else incidents.default_store()
@@ -97,18 +100,24 @@ def notify(
             return False
         details = RunDetails()
         if kind != "recovery" and facts.databricks_run_id:
-            details = run_details(facts.databricks_run_id, facts.databricks_conn_id or None)
+            details = run_details(
+                facts.databricks_run_id,
+                facts.databricks_conn_id or None,
+                timeout=min(TIMEOUT_SECONDS, budget / 2),
+            )
         if not facts.databricks_url and details.run_page_url:
             facts = replace(facts, databricks_url=details.run_page_url)
         message = build(facts, kind, details.lines)
-        slack = Slack(target, budget)
+        slack = Slack(target, deadline.left())
         if incident is not None and incident.ts and incident.channel and slack.threads:
             posted = slack.post(message, thread_ts=incident.ts)
             if posted.ok:
                 incident.updates += 1
                 note = f"{incident.updates} update{'s' * (incident.updates > 1)} in the thread"
                 slack.update(
-                    incident.channel, incident.ts, build(facts, kind, [*details.lines, note])
+                    incident.channel,
+                    incident.ts,
+                    build(facts, kind, [*details.lines, note]),
                 )
         else:
             metadata = incidents.metadata(facts, kind) if slack.threads else None

@@ -3,8 +3,10 @@
 One runs/get, through the failed task's own Airflow connection (``databricks_conn_id``, read by
 the Databricks provider's ``DatabricksHook``: PAT, AAD service principal, managed identity,
 whatever the connection says) when the provider is installed; otherwise through the exporter's
-client when DATABRICKS_HOST and credentials are in the environment. A short timeout, no retries,
-and silence on any error: an alert must never wait for, or fail because of, its decoration.
+client when DATABRICKS_HOST and credentials are in the environment. One try, a total deadline
+(token requests included: an Entra ID that accepts and never answers costs ``TIMEOUT_SECONDS``,
+no more), and silence on any error: an alert must never wait for, or fail because of, its
+decoration.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_callbacks.deadline import Expired, call_within
+
 log = logging.getLogger("airflow_callbacks")
 
-TIMEOUT_SECONDS = 5
+TIMEOUT_SECONDS = 5  # for the whole lookup, and for each request in it
 MAX_TASKS = 5
 
 
@@ -28,15 +32,30 @@ class RunDetails:
 
 
 def run_details(
-    run_id: str, conn_id: str | None = None, env: Mapping[str, str] | None = None
+    run_id: str,
+    conn_id: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = TIMEOUT_SECONDS,
 ) -> RunDetails:
-    """What runs/get says about ``run_id``; empty when there is nothing to ask with."""
+    """What runs/get says about ``run_id`` within ``timeout`` seconds in all; empty when there is
+    nothing to ask with or no answer in time."""
     if not run_id.isdigit():
         return RunDetails()
-    run = _via_connection(run_id, conn_id) if conn_id else None
-    if run is None:
-        run = _via_environment(run_id, os.environ if env is None else env)
-    return _details(run) if isinstance(run, dict) else RunDetails()
+    env = os.environ if env is None else env
+
+    def lookup() -> RunDetails:
+        run = _via_connection(run_id, conn_id) if conn_id else None
+        if run is None:
+            run = _via_environment(run_id, env)
+        return _details(run) if isinstance(run, dict) else RunDetails()
+
+    try:
+        return call_within(timeout, lookup, "databricks_run_details")
+    except Expired:
+        log.info("Databricks run details skipped: no answer within %gs", timeout)
+    except Exception as exc:
+        log.debug("Databricks run details unavailable: %s", type(exc).__name__)
+    return RunDetails()
 
 
 def _via_connection(run_id: str, conn_id: str) -> dict[str, Any] | None:

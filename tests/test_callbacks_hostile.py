@@ -12,10 +12,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fake_aad import SECRET, FakeAAD, exporter_env
 from fake_slack import BOT_TOKEN, FakeSlack
 from loopback import Loopback, QuietHandler
 from test_callbacks import FakeTI, context, text_of
@@ -229,3 +231,57 @@ def test_a_sound_incident_record_still_threads(bot, monkeypatch):
     assert notify(context(FakeTI(try_number=1)), "retry", store=store) is True
     assert notify(context(FakeTI(try_number=2)), "failure", store=store) is True
     assert bot.messages[1]["thread_ts"] == bot.messages[0]["ts"]
+
+
+# --- 19: enrichment that stalls -------------------------------------------------------------------
+
+
+def test_an_entra_id_that_never_answers_costs_the_enrichment_deadline_only(
+    tmp_path: Path, slack, monkeypatch, caplog
+):
+    """Environment credentials (a service principal): the token request is accepted and never
+    answered; the alert goes without the Databricks details, within the budget."""
+    caplog.set_level(logging.INFO, logger="airflow_callbacks")
+    released = threading.Event()
+    budget = 4.0
+    with FakeAAD(tmp_path, SECRET, on_token=lambda token: released.wait(60)) as aad:
+        for name, value in exporter_env("http://127.0.0.1:9", aad).items():
+            monkeypatch.setenv(name, value)
+        posted, elapsed = bounded(
+            lambda: notify(context(), budget=budget, store=MemoryStore()), 3 * budget
+        )
+        released.set()
+    assert posted is True and len(slack.messages) == 1
+    assert elapsed < budget
+    assert aad.token_requests, "the token request should have reached the fake Entra ID"
+    assert "Databricks run details skipped: no answer within 2s" in caplog.text
+
+
+def test_a_databricks_connection_that_trickles_costs_the_enrichment_deadline_only(
+    slack, monkeypatch
+):
+    """The task's own connection through DatabricksHook: its timeout bounds each read only."""
+    pytest.importorskip("airflow.providers.databricks")
+    budget = 4.0
+    with Trickle() as databricks:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_DBX_SLOW",
+            json.dumps(
+                {
+                    "conn_type": "databricks",
+                    "host": "127.0.0.1",
+                    "port": databricks.port,
+                    "schema": "http",
+                    "password": "dapi" + "0" * 32,
+                }
+            ),
+        )
+        task = SimpleNamespace(
+            owner="o", retries=0, task_id="run_job", databricks_conn_id="dbx_slow"
+        )
+        ctx = context(task=task)
+        posted, elapsed = bounded(
+            lambda: notify(ctx, budget=budget, store=MemoryStore()), 3 * budget
+        )
+    assert posted is True and len(slack.messages) == 1
+    assert elapsed < budget and databricks.requests == 1
