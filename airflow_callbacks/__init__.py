@@ -107,8 +107,8 @@ def notify(
             )
         if not facts.databricks_url and details.run_page_url:
             facts = replace(facts, databricks_url=details.run_page_url)
-        message = build(facts, kind, details.lines)
-        slack = Slack(target, deadline.left())
+        slack = Slack(target, deadline.left(), secrets=details.secrets)
+        message = build(facts, kind, details.lines, slack.redact)
         if incident is not None and incident.ts and incident.channel and slack.threads:
             posted = slack.post(message, thread_ts=incident.ts)
             if posted.ok:
@@ -117,7 +117,7 @@ def notify(
                 slack.update(
                     incident.channel,
                     incident.ts,
-                    build(facts, kind, [*details.lines, note]),
+                    build(facts, kind, [*details.lines, note], slack.redact),
                 )
         else:
             metadata = incidents.metadata(facts, kind) if slack.threads else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.handler import RetryHandler
 
 from airflow_callbacks.deadline import Deadline, Expired, call_within
+from airflow_callbacks.redact import Redactor
 from exporter.redact import RedactingFilter
 
 log = logging.getLogger("airflow_callbacks")
@@ -252,17 +253,20 @@ def _client(target: SlackTarget, kwargs: dict[str, Any]) -> Any:
 class Slack:
     """One delivery: a client (the Slack provider's hook for a connection, else slack-sdk) with
     one time budget for all its calls, the whole of each answer included (slack-sdk's timeout
-    bounds each socket read only). Methods never raise and log without secrets."""
+    bounds each socket read only). Methods never raise and log without secrets; every text
+    sent is redacted (``secrets``: more to redact than the target's own)."""
 
     def __init__(
         self,
         target: SlackTarget,
         budget: float = DEFAULT_BUDGET_SECONDS,
         timeout: int = DEFAULT_TIMEOUT_SECONDS,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.target = target
         self.threads = target.kind == "api"  # webhooks cannot reply in threads or edit
         self.deadline = Deadline(budget)
+        self.redact = Redactor([*target.secrets, *secrets], os.environ)
         kwargs: dict[str, Any] = {
             "timeout": max(1, min(timeout, int(budget))),
             "logger": _sdk_logger(target),
@@ -301,6 +305,7 @@ class Slack:
         """Post once (with bounded retries); a reply when ``thread_ts`` is given."""
         if self.client is None:
             return Posted(False)
+        message = self.redact.payload(message)
         if self.target.kind == "webhook":
             return self._call(lambda: self._post_webhook(message), "posting") or Posted(False)
         if not self.target.channel:
@@ -314,7 +319,7 @@ class Slack:
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
         if metadata:
-            kwargs["metadata"] = dict(metadata)
+            kwargs["metadata"] = self.redact.payload(metadata)
         response = self._call(
             lambda: self.client.chat_postMessage(
                 channel=self.target.channel,
@@ -350,6 +355,7 @@ class Slack:
         """Rewrite a message this app posted (chat.update)."""
         if self.client is None or not self.threads:
             return False
+        message = self.redact.payload(message)
         return (
             self._call(
                 lambda: self.client.chat_update(

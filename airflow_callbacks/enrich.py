@@ -29,6 +29,7 @@ MAX_TASKS = 5
 class RunDetails:
     run_page_url: str = ""
     lines: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list, repr=False)  # the connection's, to redact
 
 
 def run_details(
@@ -38,16 +39,17 @@ def run_details(
     timeout: float = TIMEOUT_SECONDS,
 ) -> RunDetails:
     """What runs/get says about ``run_id`` within ``timeout`` seconds in all; empty when there is
-    nothing to ask with or no answer in time."""
+    nothing to ask with or no answer in time (with the connection's secrets, if it was read)."""
     if not run_id.isdigit():
         return RunDetails()
     env = os.environ if env is None else env
+    secrets: list[str] = []
 
     def lookup() -> RunDetails:
-        run = _via_connection(run_id, conn_id) if conn_id else None
+        run = _via_connection(run_id, conn_id, secrets) if conn_id else None
         if run is None:
             run = _via_environment(run_id, env)
-        return _details(run) if isinstance(run, dict) else RunDetails()
+        return _details(run, secrets) if isinstance(run, dict) else RunDetails(secrets=secrets)
 
     try:
         return call_within(timeout, lookup, "databricks_run_details")
@@ -55,10 +57,10 @@ def run_details(
         log.info("Databricks run details skipped: no answer within %gs", timeout)
     except Exception as exc:
         log.debug("Databricks run details unavailable: %s", type(exc).__name__)
-    return RunDetails()
+    return RunDetails(secrets=list(secrets))
 
 
-def _via_connection(run_id: str, conn_id: str) -> dict[str, Any] | None:
+def _via_connection(run_id: str, conn_id: str, secrets: list[str]) -> dict[str, Any] | None:
     try:
         from airflow.providers.databricks.hooks.databricks import DatabricksHook
     except ImportError:
@@ -71,6 +73,8 @@ def _via_connection(run_id: str, conn_id: str) -> dict[str, Any] | None:
             retry_delay=1,
             caller="airflow_callbacks",
         )
+        conn = hook.databricks_conn
+        secrets.extend([str(conn.password or ""), str(conn.extra_dejson.get("token") or "")])
         run: dict[str, Any] = hook.get_run(int(run_id))
         return run
     except Exception as exc:  # connection missing, auth, network: all mean "no detail"
@@ -110,7 +114,7 @@ def _via_environment(run_id: str, env: Mapping[str, str]) -> dict[str, Any] | No
         return None
 
 
-def _details(run: dict[str, Any]) -> RunDetails:
+def _details(run: dict[str, Any], secrets: list[str]) -> RunDetails:
     from exporter.outcomes import is_failure, result_state_of, state_message_of
 
     lines = []
@@ -129,4 +133,4 @@ def _details(run: dict[str, Any]) -> RunDetails:
     if len(failed) > MAX_TASKS:
         lines.append(f"... and {len(failed) - MAX_TASKS} more failed tasks")
     page = run.get("run_page_url")
-    return RunDetails(page if isinstance(page, str) else "", lines)
+    return RunDetails(page if isinstance(page, str) else "", lines, secrets)

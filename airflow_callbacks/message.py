@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_callbacks.context import TaskFacts, base_url_setting
+from airflow_callbacks.redact import Redactor
 
 SECTION_LIMIT = 3000  # characters of a section's text
 FIELD_LIMIT = 2000  # characters of one section field
@@ -59,10 +62,29 @@ def fields_section(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
+def redacted(facts: TaskFacts, redact: Callable[[str], str]) -> TaskFacts:
+    """``facts`` with every text passed through ``redact`` (before anything is cut)."""
+    texts: dict[str, Any] = {}
+    for f in fields(facts):
+        value = getattr(facts, f.name)
+        if isinstance(value, str):
+            texts[f.name] = redact(value)
+    return replace(facts, **texts)
+
+
 def build(
-    facts: TaskFacts, kind: str = "failure", details: list[str] | None = None
+    facts: TaskFacts,
+    kind: str = "failure",
+    details: list[str] | None = None,
+    redact: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
-    """``{"text": ..., "blocks": [...]}`` for chat.postMessage or an incoming webhook."""
+    """``{"text": ..., "blocks": [...]}`` for chat.postMessage or an incoming webhook.
+
+    Every text from the task and from Databricks goes through ``redact`` (known secret shapes
+    when not given) first: an exception can quote a token, a URL can carry one."""
+    redact = redact or Redactor()
+    facts = redacted(facts, redact)
+    details = [redact(d) for d in details or []]
     icon, verb = KINDS.get(kind, KINDS["failure"])
     title = f"{verb}: {facts.dag_id} · {facts.task_id}"
     if facts.map_index >= 0:
@@ -100,7 +122,7 @@ def build(
         buttons.append(_button("Databricks run", facts.databricks_url, "databricks_run"))
     if buttons:
         blocks.append({"type": "actions", "elements": buttons})
-    notes = [escape(d) for d in details or []]
+    notes = [escape(d) for d in details]
     if facts.log_url and _is_local(facts.log_url):
         notes.append(
             ":warning: The Airflow log URL points at localhost: "

@@ -20,10 +20,11 @@ import pytest
 from fake_aad import SECRET, FakeAAD, exporter_env
 from fake_slack import BOT_TOKEN, FakeSlack
 from loopback import Loopback, QuietHandler
-from test_callbacks import FakeTI, context, text_of
+from test_callbacks import FakeTI, context, failed_sim_run, text_of
 
 from airflow_callbacks import incidents, notify
 from airflow_callbacks.incidents import MemoryStore
+from airflow_callbacks.message import ERROR_LIMIT
 
 SETTINGS = (
     "SLACK_WEBHOOK_URL",
@@ -285,3 +286,73 @@ def test_a_databricks_connection_that_trickles_costs_the_enrichment_deadline_onl
         )
     assert posted is True and len(slack.messages) == 1
     assert elapsed < budget and databricks.requests == 1
+
+
+# --- 20: secrets in the text of a message ---------------------------------------------------------
+
+PAT = "dapi" + "0123456789abcdef" * 2
+HOOK_SECRET = "a1B2c3D4e5F6g7H8i9J0k1L2"
+HOOK = f"https://hooks.slack.com/services/T0123ABCD/B0456EFGH/{HOOK_SECRET}"
+XOXB_SECRET = "AbCdEfGhIjKlMnOpQrStUvWx"
+XOXB = f"xoxb-1234567890-0987654321-{XOXB_SECRET}"
+
+
+@pytest.mark.parametrize("via", ["webhook", "web-api"])
+def test_secrets_in_the_exception_text_never_reach_the_channel(monkeypatch, via):
+    with FakeSlack() as server:
+        if via == "webhook":
+            monkeypatch.setenv("SLACK_WEBHOOK_URL", server.webhook_url)
+        else:
+            monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+            monkeypatch.setenv("SLACK_CHANNEL", "#c")
+            monkeypatch.setenv("SLACK_API_BASE_URL", server.api_base)
+        exc = PermissionError(f"denied with {PAT}; posting to {HOOK} as {XOXB} failed")
+        assert notify(context(exception=exc), store=MemoryStore()) is True
+        body = json.dumps(server.messages)
+    assert "PermissionError: denied with ***; posting to" in body
+    for secret in (PAT, PAT[4:], HOOK_SECRET, XOXB_SECRET, "T0123ABCD/B0456EFGH"):
+        assert secret not in body, secret
+
+
+def test_a_secret_at_the_cut_of_a_long_error_is_redacted_before_the_cut(slack):
+    """Cut first, and a PAT's first characters would remain: redaction comes before the cut."""
+    prefix = "x" * (ERROR_LIMIT - len("RuntimeError: ") - 16)
+    exc = RuntimeError(prefix + PAT)
+    assert notify(context(exception=exc), store=MemoryStore()) is True
+    body = text_of(slack.messages[0])
+    assert "dapi0123456" not in body and "xxx***" in body
+
+
+def test_configured_secrets_and_secrets_in_urls_are_redacted_everywhere(slack, monkeypatch):
+    """Secrets without a known shape, from the settings: DATABRICKS_TOKEN, the webhook URL."""
+    monkeypatch.setenv("DATABRICKS_TOKEN", "shapeless-configured-42")
+    ti = FakeTI({("run_page_url", -1): "https://adb-1.2.azuredatabricks.net/?o=1#job/7/run/42"})
+    ti.log_url = "https://airflow.contoso.com/log?try_number=1&token=tok-in-the-url-0042"
+    exc = RuntimeError(
+        f"token shapeless-configured-42 rejected; webhook {slack.webhook_url}; "
+        "db postgresql://airflow:hunter2hunter2@db:5432/airflow"
+    )
+    assert notify(context(ti, exception=exc), store=MemoryStore()) is True
+    body = text_of(slack.messages[0])
+    for secret in ("shapeless-configured-42", "XXXXSECRET", "hunter2hunter2", "tok-in-the-url"):
+        assert secret not in body, secret
+    assert "&token=***" in body and "postgresql://***@db:5432" in body
+    assert "https://adb-1.2.azuredatabricks.net/?o=1#job/7/run/42" in body  # links survive
+
+
+def test_the_databricks_connections_token_is_redacted_when_known(make_sim, slack, monkeypatch):
+    """The run details came through the task's connection: its password is known, and redacted
+    wherever it appears (here a shapeless token quoted by the exception)."""
+    pytest.importorskip("airflow.providers.databricks")
+    server = make_sim(fail_rate=0.9, multi_task_rate=1.0, history_hours=0.2)
+    assert server.token.startswith("dapi-sim-")  # not the shape of a PAT
+    port = int(server.url.rsplit(":", 1)[1])
+    conn = {"conn_type": "databricks", "host": "127.0.0.1", "port": port, "schema": "http"}
+    monkeypatch.setenv("AIRFLOW_CONN_DBX_PROD", json.dumps({**conn, "password": server.token}))
+    task = SimpleNamespace(owner="o", retries=0, task_id="run_job", databricks_conn_id="dbx_prod")
+    ti = FakeTI({("run_id", -1): failed_sim_run(server)})
+    exc = RuntimeError(f"Databricks said 401 for token {server.token}")
+    assert notify(context(ti, exception=exc, task=task), store=MemoryStore()) is True
+    body = text_of(slack.messages[0])
+    assert "Failed task" in body  # the details came through the connection
+    assert server.token not in body and "for token ***" in body

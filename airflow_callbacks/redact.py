@@ -1,0 +1,78 @@
+"""Secrets out of Slack messages: known secret shapes, and the secrets this process is given.
+
+The exception text, Databricks' state message, log URLs: anything a task or a service wrote can
+carry a token. Every text goes through ``Redactor`` before it is cut to Slack's limits (a cut
+secret no longer matches) and the whole payload once more just before it is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+MASK = "***"
+MIN_SECRET = 8  # a configured "secret" shorter than this would mask ordinary words
+
+# (pattern, replacement): the part that names the secret's kind stays readable.
+_SHAPES = [
+    (re.compile(p), r)
+    for p, r in (
+        (r"xox[abeoprs]-[A-Za-z0-9-]{8,}|xapp-[A-Za-z0-9-]{8,}", MASK),  # Slack tokens
+        (r"(/services/)[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/[A-Za-z0-9_-]{8,}", r"\1" + MASK),  # webhooks
+        (r"dapi[0-9a-f]{32}(?:-\d+)?", MASK),  # Databricks personal access tokens
+        (r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", MASK),  # JWTs (Entra ID)
+        (r"(://)[^/\s:@<>|]+:[^/\s@<>|]+@", r"\1" + MASK + "@"),  # user:password@ in a URL
+        (
+            r"(?i)([?&](?:sig|code|token|access_token|client_secret|password)=)[^&\s<>|]+",
+            r"\1" + MASK,
+        ),
+        (r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", r"\1" + MASK),
+    )
+]
+
+SECRET_SETTINGS = (
+    "SLACK_WEBHOOK_URL",
+    "SLACK_BOT_TOKEN",
+    "DATABRICKS_TOKEN",
+    "AZURE_CLIENT_SECRET",
+)
+
+
+def forms(secret: str) -> set[str]:
+    """A secret and the forms it is echoed in: URL-quoted, and a URL's path alone."""
+    found = {secret, quote(secret, safe=""), quote(secret)}
+    if "://" in secret:
+        path = urlsplit(secret).path
+        found |= {path, path.lstrip("/"), quote(path, safe="")}
+    return {f for f in found if len(f) >= MIN_SECRET}
+
+
+class Redactor:
+    """``redactor(text)``: known secret shapes and the given secrets (and those set in ``env``
+    under SECRET_SETTINGS) replaced by ``***``."""
+
+    def __init__(self, secrets: Iterable[str] = (), env: Mapping[str, str] | None = None) -> None:
+        values = list(secrets)
+        if env is not None:
+            values += [env.get(name, "") for name in SECRET_SETTINGS]
+        found = {form for value in values if value for form in forms(value.strip())}
+        self.secrets = sorted(found, key=len, reverse=True)  # a URL before its path
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, MASK)
+        for pattern, replacement in _SHAPES:
+            text = pattern.sub(replacement, text)
+        return text
+
+    def payload(self, value: Any) -> Any:
+        """Every string in a JSON-like message (text, blocks, metadata), redacted."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, Mapping):
+            return {k: self.payload(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.payload(v) for v in value]
+        return value
