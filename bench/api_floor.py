@@ -22,7 +22,15 @@ import bisect
 import math
 from dataclasses import replace
 
-from common import START, figures, large_workspace, median, runs_per_second, small_workspace
+from common import (
+    START,
+    figures,
+    large_workspace,
+    median,
+    read_lookback,
+    runs_per_second,
+    small_workspace,
+)
 
 from exporter.config import Settings, WorkspaceConfig
 from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
@@ -87,6 +95,7 @@ def measure(config: SimConfig, cycles: int) -> dict[str, float]:
         settings = Settings(workspaces=(ws_config,), lookback_hours=1, max_requests_per_second=1e6)
         ws = Workspace(ws_config, settings, clock=lambda: clock.time() + SKEW_S, elapsed=clock.time)
         assert ws.collect("runs") and ws.collect("pools")
+        read_lookback(ws)  # the look-back, read between cycles
         ratios, costs, floors, api_floors, api_ratios = [], [], [], [], []
         for _ in range(cycles):
             before_ms = clock.now_ms()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import START, figures, large_workspace, runs_per_second, workspace
+from common import START, figures, large_workspace, read_lookback, runs_per_second, workspace
 
 from exporter.client import RateLimiter
 from exporter.simulator import SimClock, SimServer, SimWorkspace
@@ -33,6 +33,7 @@ def catch_up(jobs: int, client_limit: float, outage: float) -> dict[str, float]:
             max_requests_per_second=client_limit,
         )
         assert ws.collect("runs")
+        read_lookback(ws)  # the look-back, read between cycles
         clock.advance(60)
         assert ws.collect("runs")
         clock.advance(outage)  # the exporter was down; the workspace went on running jobs

@@ -77,6 +77,12 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def read_lookback(ws: Workspace) -> None:
+    """Read the whole look-back now (the exporter reads it between cycles, in the background)."""
+    while ws.backfill(3600.0):
+        pass
+
+
 def workspace(url: str, token: str, clock: SimClock, **settings: Any) -> Workspace:
     config = WorkspaceConfig(name="bench", host=url, token=token)
     settings_ = Settings(workspaces=(config,), **settings)

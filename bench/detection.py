@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import START, figures, median, percentile, small_workspace, workspace
+from common import START, figures, median, percentile, read_lookback, small_workspace, workspace
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
 from exporter.exposition import Exposition
@@ -29,6 +29,7 @@ def latencies(interval: float, hours: float) -> tuple[list[float], bool]:
         ws = workspace(server.url, server.token, clock, lookback_hours=0.1, interval=interval)
         exposition = Exposition([ws], clock.time)
         assert ws.collect("runs")
+        read_lookback(ws)  # the look-back, read between cycles
         exposition.render(OPENMETRICS, gzip=True)  # as Prometheus scrapes: refresh renders this
         previous = clock.now_ms()
         out: list[float] = []

@@ -16,6 +16,7 @@ import time
 from common import (
     figures,
     large_workspace,
+    read_lookback,
     rss_mb,
     runs_per_second,
     simulator_process,
@@ -63,6 +64,7 @@ def main() -> None:
         )
         exposition = Exposition([ws], sim.clock.time)
         assert ws.collect("runs") and ws.collect("pools")
+        read_lookback(ws)  # the look-back, read between cycles
         marks["after the first collection"] = (rss_mb(), series(ws))
         requests_before = sim.requests_total()
         size = 0

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from common import START, figures, workspace
+from common import START, figures, read_lookback, workspace
 
 from exporter.exposition import Exposition
 from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
@@ -42,6 +42,7 @@ def renders(workspaces: int, jobs: int, intervals: int) -> dict[str, float]:
             ws.name = f"{ws.name}-{i}"
         for ws in wss:
             assert ws.collect("runs") and ws.collect("pools")
+            read_lookback(ws)  # the look-back, read between cycles
         exposition = Exposition(wss, clock.time)
         exposition.render(ACCEPT, gzip=True)
         baseline = Exposition(wss, clock.time)

@@ -545,6 +545,13 @@ LEDGER_FIGURES: list[tuple[type, str, str, Callable[[RunsSnapshot], float]]] = [
         "Active runs that disappeared before they ended (job or run deleted); not counted.",
         lambda snap: snap.vanished_runs,
     ),
+    (
+        GaugeMetricFamily,
+        "databricks_exporter_lookback_progress_ratio",
+        "Share of --lookback-hours read for the last-run facts (0 to 1), in the background after "
+        "the first cycle; never counted in databricks_job_runs_total.",
+        lambda snap: snap.backfill_progress,
+    ),
 ]
 
 

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -30,6 +30,11 @@ STEP_SECONDS = 5.0  # a wall clock that gains or loses more than this in a secon
 
 def collect_and_render(ws: Workspace, name: str, exposition: Exposition) -> None:
     if ws.collect(name):
+        exposition.refresh()
+
+
+def backfill_and_render(ws: Workspace, budget_seconds: float, exposition: Exposition) -> None:
+    if ws.backfill(budget_seconds):
         exposition.refresh()
 
 
@@ -58,6 +63,23 @@ def schedule(
                 coalesce=True,
                 misfire_grace_time=None,
                 next_run_time=now,
+            )
+        if "runs" in ws.collectors:
+            # The look-back, between cycles, at half the request rate: each call reads until a
+            # cycle starts or its period ends (RunsCollector.backfill), then the state is saved
+            # and the page rendered. A ledger with nothing left to read returns at once.
+            period = min(interval, 30.0)
+            scheduler.add_job(
+                backfill_and_render,
+                "interval",
+                seconds=period,
+                args=[ws, period, exposition],
+                id=f"{ws.name}:runs:lookback",
+                name=f"{ws.name}:runs:lookback",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=now + timedelta(seconds=period / 4),
             )
     return scheduler
 

@@ -340,6 +340,7 @@ class RunsSnapshot:
     vanished_runs: int = 0
     skipped_runs: Mapping[str, int] = field(default_factory=dict)
     folded_task_keys: int = 0
+    backfill_progress: float = 1.0
 
 
 def _compiled(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
@@ -376,22 +377,65 @@ class RunLedger:
     known_task_keys: set[tuple[str, str]] = field(default_factory=set)  # (job_id, task_key)
     folded_task_keys: set[tuple[str, str]] = field(default_factory=set)
     fresh: bool = True  # no cycle applied yet (a restored ledger is not fresh)
+    # The history read in the background for the last-run facts (never counted): runs that
+    # started in [backfill_from_ms, backfill_to_ms] are still to be read, newest first.
+    # backfill_to_ms None: nothing left (or a ledger restored from a file without it).
+    backfill_from_ms: int = 0
+    backfill_to_ms: int | None = None
     run_name_patterns: tuple[re.Pattern[str], ...] = field(
         default_factory=lambda: _compiled(DEFAULT_RUN_NAME_PATTERNS)
     )
 
     @classmethod
     def starting_at(cls, now_ms: int, lookback_ms: int, overlap_ms: int) -> RunLedger:
-        """A fresh ledger: baseline now, first listing reaching back over the look-back."""
-        return cls(baseline_ms=now_ms, watermark_ms=now_ms - lookback_ms, overlap_ms=overlap_ms)
+        """A fresh ledger: baseline now. Its first cycle lists what is active and what started
+        in the overlap before the baseline, like any cycle, so it is ready at once whatever
+        the look-back; the look-back is read afterwards (``backfill_window``)."""
+        return cls(
+            baseline_ms=now_ms,
+            watermark_ms=now_ms,
+            overlap_ms=overlap_ms,
+            backfill_from_ms=now_ms - lookback_ms,
+            backfill_to_ms=now_ms - overlap_ms if lookback_ms > overlap_ms else None,
+        )
 
     def rebase(self, now_ms: int) -> None:
         """Move a fresh ledger's baseline to ``now_ms`` (the first cycle's time on Databricks'
         clock), keeping its look-back: a baseline from the exporter's own clock, minutes ahead
         of Databricks', would leave the runs of those minutes uncounted."""
         if self.fresh:
-            lookback = self.baseline_ms - self.watermark_ms
-            self.baseline_ms, self.watermark_ms = now_ms, now_ms - lookback
+            shift = now_ms - self.baseline_ms
+            self.baseline_ms, self.watermark_ms = now_ms, now_ms
+            self.backfill_from_ms += shift
+            if self.backfill_to_ms is not None:
+                self.backfill_to_ms += shift
+
+    def backfill_window(self) -> tuple[int, int] | None:
+        """(start_time_from, start_time_to) of the history still to read, or None when done."""
+        if self.fresh or self.backfill_to_ms is None:
+            return None
+        return self.backfill_from_ms, self.backfill_to_ms
+
+    @property
+    def backfill_progress(self) -> float:
+        """How much of the look-back has been read, 0 to 1 (1 when done or none asked)."""
+        if self.backfill_to_ms is None:
+            return 1.0
+        total = self.baseline_ms - self.overlap_ms - self.backfill_from_ms
+        left = self.backfill_to_ms - self.backfill_from_ms
+        return 1.0 if total <= 0 else min(max(1.0 - left / total, 0.0), 1.0)
+
+    def apply_history(self, runs: Iterable[Run], read_to_ms: int | None) -> None:
+        """Fold a page of the history in: last-run facts only, never a count (runs that ended
+        after the baseline are counted by the cycles, which track them from the active list).
+        ``read_to_ms``: the history is read down to this start time; None: all of it."""
+        for run in runs:
+            if run.terminal:
+                self._update_last_run(self._keyed(run))
+        if read_to_ms is None or read_to_ms <= self.backfill_from_ms:
+            self.backfill_to_ms = None
+        elif self.backfill_to_ms is not None:
+            self.backfill_to_ms = min(self.backfill_to_ms, read_to_ms)
 
     def set_run_name_patterns(self, extra: Iterable[str]) -> None:
         """The built-in patterns plus the configured ones (each match becomes "*")."""
@@ -562,7 +606,7 @@ class RunLedger:
                 self._count_repairs(run, after_ms=seen_end)
             return 0
         self.seen[run.run_id] = (run.start_ms, reported_end)
-        counted_by = max(watermark_before, self.baseline_ms)  # the first cycle's is the look-back
+        counted_by = max(watermark_before, self.baseline_ms)
         if run.original is not None and run.repairs and run.original.end_ms <= counted_by:
             # A repaired run whose original attempt ended before the last cycle: counted then
             # (or before the baseline), forgotten since. Only its new repairs count now.
@@ -645,4 +689,5 @@ class RunLedger:
             vanished_runs=self.vanished_runs,
             skipped_runs=dict(self.skipped_runs),
             folded_task_keys=len(self.folded_task_keys),
+            backfill_progress=self.backfill_progress,
         )

@@ -144,6 +144,7 @@ def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
         "one_time_names": sorted(ledger.known_one_time_names),
         "vanished_runs": ledger.vanished_runs,
         "skipped_runs": dict(ledger.skipped_runs),
+        "backfill": [ledger.backfill_from_ms, ledger.backfill_to_ms],
     }
 
 
@@ -235,6 +236,13 @@ def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
     ledger.skipped_runs = Counter(
         {_str(k, "reason"): _int(v, "skipped") for k, v in skipped.items()}
     )
+    backfill = data.get("backfill")
+    if backfill is not None:  # absent (older files): nothing left to read
+        window = _list(backfill, "backfill")
+        if len(window) != 2:
+            raise ValueError("backfill is not [from, to]")
+        ledger.backfill_from_ms = _int(window[0], "backfill from", -(2**62))
+        ledger.backfill_to_ms = None if window[1] is None else _int(window[1], "backfill to")
     ledger.fresh = False
     ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
     ledger.known_jobs |= {job_id for job_id, _, _ in ledger.runs_total if job_id != OTHER_JOB}

@@ -80,7 +80,12 @@ class Workspace:
         self.runs: RunsCollector | None = None
         self.pools: PoolsCollector | None = None
         if "runs" in enabled:
-            self.runs = RunsCollector(self.client, ledger, lambda: int(self.clock() * 1000))
+            self.runs = RunsCollector(
+                self.client,
+                ledger,
+                lambda: int(self.clock() * 1000),
+                backfill_rate=settings.max_requests_per_second / 2,
+            )
         if "pools" in enabled:
             gap = settings.max_pool_gap_seconds or 5 * settings.interval
             usage = PoolUsage(gap, config.prices or settings.prices)
@@ -131,6 +136,19 @@ class Workspace:
         with self._lock:
             self._attempted.add(name)
         return ok
+
+    def backfill(self, budget_seconds: float) -> bool:
+        """Read some of the runs' look-back (between cycles); True when something was read."""
+        if self.runs is None or self.runs.ledger.backfill_window() is None:
+            return False
+        try:
+            pages = self.runs.backfill(budget_seconds)
+        except Exception:  # the process must outlive any bug in it
+            log.exception("workspace %s: reading the look-back failed unexpectedly", self.name)
+            return False
+        if pages and self.state_file is not None:
+            self._save_state(self.runs)
+        return pages > 0
 
     def _save_state(self, collector: Collector) -> None:
         """Save what this collector keeps (from its own thread: nothing else changes it)."""

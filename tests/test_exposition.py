@@ -80,6 +80,8 @@ def render_fixed_workspace() -> str:
             elapsed=clock.time,
         )
         assert ws.collect("runs") and ws.collect("pools")
+        while ws.backfill(60):  # the look-back, read between cycles
+            pass
         clock.advance(1800)
         assert ws.collect("runs") and ws.collect("pools")
         text = generate_latest(build_registry([ws], clock.time)).decode()

@@ -41,6 +41,8 @@ def setup() -> Iterator[tuple[Workspace, SimClock]]:
             elapsed=clock.time,
         )
         assert ws.collect("runs") and ws.collect("pools")
+        while ws.backfill(60):  # the look-back, read between cycles
+            pass
         yield ws, clock
         ws.close()
 

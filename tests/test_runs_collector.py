@@ -157,11 +157,42 @@ def test_startup_lookback_fills_last_run_of_every_job_without_counting():
     )
     server, collector, _ = setup(config, lookback_hours=2)
     try:
-        collector.collect()
+        collector.collect()  # the first cycle reads no history: ready at once
+        assert collector.ledger.backfill_progress == 0.0
+        listed = server.stats.requests["/api/2.2/jobs/runs/list"]
+        assert listed == 2  # the active and the completed listing, one page each
+        while collector.ledger.backfill_window() is not None:
+            assert collector.backfill(10) > 0
         assert len(collector.ledger.last_runs) == 15
         assert counted(collector) == 0
+        assert collector.ledger.backfill_progress == 1.0
         snap = collector.snapshot
         assert snap is not None and len(snap.last_runs) == 15
+        assert collector.backfill(10) == 0  # nothing left: no request
+    finally:
+        server.stop()
+
+
+def test_the_lookback_stops_when_a_cycle_starts_and_goes_on_from_where_it_was():
+    config = SimConfig(seed=3, jobs=30, history_hours=3, period_seconds=(60, 120))
+    server, collector, clock = setup(config, lookback_hours=2)
+    try:
+        collector.collect()
+        collector.busy.set()  # a cycle is running
+        assert collector.backfill(10) == 0
+        collector.busy.clear()
+        assert collector.backfill(0.0) == 0  # no budget: no page
+        window = collector.ledger.backfill_window()
+        assert window is not None
+        pages = 0
+        while collector.ledger.backfill_window() is not None:
+            pages += collector.backfill(0.05)  # a page or so per call, then a cycle
+            clock.advance(60)
+            collector.collect()
+        assert pages > 10
+        truth = server.model.truth(collector.ledger.baseline_ms)["total"]
+        assert counted(collector) == truth > 0  # the history never counted a run
+        assert len(collector.ledger.last_runs) == 30
     finally:
         server.stop()
 
@@ -187,7 +218,7 @@ def test_an_untrustworthy_runs_get_answer_falls_back_to_the_listing(requests_moc
     health = WorkspaceHealth()
     auth = DatabricksAuth(WorkspaceConfig(name="t", host=host, token="dapi-x-12345678"), health)
     client = DatabricksClient("t", host, auth, health, backoff_factor=0.01)
-    collector = RunsCollector(client, RunLedger.starting_at(now, 0, 5 * MIN), lambda: now + 3 * MIN)
+    collector = RunsCollector(client, RunLedger.starting_at(now, 0, 5 * MIN), lambda: now)
     assert collector.collect() == 1
     assert collector.ledger.runs_total == {("1", "wide", "SUCCESS"): 1}
     assert collector.ledger.skipped_runs == {"non_finite": 1}

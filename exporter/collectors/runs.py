@@ -3,16 +3,22 @@ previously active runs that left the active list without showing up as completed
 
 The cost of a cycle grows with the runs that started or ended since the last cycle, never with
 the workspace's history. Cycles are timed on Databricks' clock (the answers' Date header).
+
+The look-back (``--lookback-hours``) is read apart from the cycles (``backfill``), newest first,
+a few pages at a time, only between cycles and at half the workspace's request rate: it fills
+the last-run facts of jobs that have not run since the start and never counts a run, so the
+first cycle counts and is ready at once, whatever the history's size.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from exporter.client import ApiError, DatabricksClient
+from exporter.client import RUNS_LIST, RUNS_PAGE_LIMIT, ApiError, DatabricksClient, RateLimiter
 from exporter.state import BadRun, Run, RunLedger, RunsSnapshot, parse_run
 
 log = logging.getLogger(__name__)
@@ -32,10 +38,16 @@ class RunsCollector:
         client: DatabricksClient,
         ledger: RunLedger,
         clock_ms: Callable[[], int] = _now_ms,
+        backfill_rate: float = 0.0,
     ) -> None:
         self.client = client
         self.ledger = ledger
         self.clock_ms = clock_ms
+        # The ledger changes under this lock (a cycle, a page of history); never held while a
+        # cycle waits on the API... except by the cycle itself, which nothing else may slow.
+        self.lock = threading.Lock()
+        self.busy = threading.Event()  # a cycle runs: the history waits
+        self._backfill_limiter = RateLimiter(backfill_rate) if backfill_rate > 0 else None
         self.snapshot: RunsSnapshot | None = None
         self._warned_no_date = False
         # Whether time went by unwatched before the next cycle: at start with a restored
@@ -44,13 +56,67 @@ class RunsCollector:
 
     def collect(self) -> int:
         """One cycle; returns the runs newly counted. Raises ApiError, changes nothing."""
+        self.busy.set()
         try:
-            counted = self._cycle()
+            with self.lock:
+                counted = self._cycle()
         except BaseException:
             self._after_gap = True
             raise
+        finally:
+            self.busy.clear()
         self._after_gap = False
         return counted
+
+    def backfill(self, budget_seconds: float) -> int:
+        """Read the look-back for up to ``budget_seconds``, newest first, between cycles.
+
+        Each page moves the last-run facts and the read-down-to time on, so a failure, the
+        budget or a cycle that starts stops it where it is and the next call goes on from
+        there (a restart too, with --state-file). Returns the pages read; errors are logged.
+        """
+        deadline = time.monotonic() + budget_seconds
+        pages = 0
+        while time.monotonic() < deadline and not self.busy.is_set():
+            window = self.ledger.backfill_window()
+            if window is None or self.client.closed:
+                break
+            if self._backfill_limiter is not None:
+                self._backfill_limiter.acquire()
+            params = {
+                "limit": RUNS_PAGE_LIMIT,
+                "completed_only": True,
+                "start_time_from": window[0],
+                "start_time_to": window[1],
+            }
+            try:
+                page, date_ms = self.client.get_dated(RUNS_LIST, params)
+            except ApiError as exc:
+                log.warning("%s (history for the last-run facts: tried again later)", exc)
+                break
+            raw = page.get("runs") or []
+            raws = [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
+            with self.lock:
+                runs = self._parse(raws, date_ms or self._local_time())
+                starts = [r.start_ms for r in runs if r.start_ms > 0]
+                more = page.get("has_more") is True and bool(starts)
+                # Down to the oldest start of this page: runs that share it are listed again
+                # next page, never skipped (start_time_to is inclusive); one ms lower when a
+                # whole page shares one start time.
+                oldest = min(starts) if starts else window[0]
+                read_to = (oldest if oldest < window[1] else oldest - 1) if more else None
+                self.ledger.apply_history(runs, read_to)
+            pages += 1
+        if pages:
+            with self.lock:  # once per call: a snapshot of 5,000 jobs is not free
+                self.snapshot = self.ledger.snapshot()
+            log.debug(
+                "workspace %s: %d page(s) of history read (%.0f%% of the look-back)",
+                self.client.workspace,
+                pages,
+                self.ledger.backfill_progress * 100,
+            )
+        return pages
 
     def _cycle(self) -> int:
         # Active first, then completed: a run that ends between the two calls is in the second.

@@ -1,0 +1,56 @@
+"""Scale: ready in one cycle whatever the history; the look-back read later, never counted."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import assert_counts_match_truth, drain, select, sim_env, wait_for
+
+
+def test_a_large_lookback_is_ready_and_counting_in_one_interval_and_fills_last_runs_later(
+    make_sim, exporter
+):
+    # 200 jobs with a run every 60-120 s: about 190,000 runs in the 24 h look-back.
+    server = make_sim(
+        jobs=200,
+        history_hours=24,
+        period_seconds=(60.0, 120.0),
+        duration_seconds=(0.5, 3.0),
+        long_run_rate=0.0,
+        fail_rate=0.1,
+    )
+    assert server.model.history_size() > 150_000
+    started = time.monotonic()
+    proc = exporter(["--interval", "2", "--lookback-hours", "24"], sim_env(server))
+    proc.wait_ready(timeout=60)
+    ready_after = time.monotonic() - started
+    samples = proc.samples()
+    (progress,) = select(samples, "databricks_exporter_lookback_progress_ratio").values()
+    assert progress < 1.0  # ready before the history was read
+    # The history (about 7,600 pages) was not read before /readyz: a handful of requests.
+    listed = sum(
+        v
+        for k, v in select(samples, "databricks_exporter_api_requests_total").items()
+        if dict(k)["endpoint"].endswith("runs/list")
+    )
+    assert listed < 50, listed
+    # Runs that ended since the baseline are counted from the first cycles on.
+    wait_for(
+        lambda: sum(select(proc.samples(), "databricks_job_runs_total").values()) > 0,
+        10,
+        "the first counted runs",
+    )
+    # The look-back completes in the background: every job gets its last run.
+    wait_for(
+        lambda: (
+            select(proc.samples(), "databricks_exporter_lookback_progress_ratio")
+            == {frozenset({("workspace", "default")}): 1.0}
+        ),
+        300,
+        "the look-back to be read",
+    )
+    last = select(proc.samples(), "databricks_job_last_run_end_timestamp_seconds")
+    assert len(last) == 200
+    drain(server)
+    assert_counts_match_truth(proc, server)  # the history counted nothing
+    assert ready_after < 60
