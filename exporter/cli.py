@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     scheduler = schedule(workspaces, settings.interval, exposition)
+    if state is not None:
+        state.start_writer()
     server.start()
     scheduler.start()
     watch = ClockStepWatch(scheduler).start()
@@ -139,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for ws in workspaces:
         ws.close()
     if state is not None:
+        state.close()  # what the last collections learnt is written before the exit
         state.release()
     if sim is not None:
         sim.stop()  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import heapq
 import json
 import logging
 import re
@@ -122,31 +123,83 @@ class RateLimiter:
             self._sleep(wait)
 
 
+class DeadlineWatch:
+    """One thread for every request's deadline (a heap of times), instead of a timer thread per
+    request: a process with 100 workspaces sends thousands of requests a minute."""
+
+    _instance: DeadlineWatch | None = None
+    _create = threading.Lock()
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._next = 0
+        self._cv = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="request-deadlines", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def shared(cls) -> DeadlineWatch:
+        with cls._create:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def arm(self, seconds: float, expire: Callable[[], None]) -> int:
+        with self._cv:
+            self._next += 1
+            heapq.heappush(self._heap, (time.monotonic() + seconds, self._next, expire))
+            self._cv.notify()
+            return self._next
+
+    def cancel(self, handle: int) -> None:
+        with self._cv:
+            self._cancelled.add(handle)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while self._heap and self._heap[0][1] in self._cancelled:
+                    self._cancelled.discard(heapq.heappop(self._heap)[1])
+                if not self._heap:
+                    self._cv.wait()
+                    continue
+                due, _, expire = self._heap[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cv.wait(wait)
+                    continue
+                heapq.heappop(self._heap)
+            try:
+                expire()
+            except Exception:  # a deadline callback must never stop the watch
+                log.debug("request deadline callback failed", exc_info=True)
+
+
 class RequestDeadline:
     """A total deadline for one attempt of a request: connect, headers and body.
 
     requests' ``timeout`` bounds each socket read, so a server that trickles a byte every few
-    seconds keeps a request alive for hours. A timer shuts the attempt's socket down when its
-    deadline passes; the read fails, urllib3's Retry decides as for any broken connection.
+    seconds keeps a request alive for hours. The shared watch shuts the attempt's socket down
+    when its deadline passes; the read fails, urllib3's Retry decides as for any broken
+    connection.
     """
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.expired = False  # some attempt ran out of time
         self.attempt_expired = False  # the current attempt did
-        self._timer: threading.Timer | None = None
+        self._handle: int | None = None
 
     def arm(self, conn: Any) -> None:
         self.disarm()
         self.attempt_expired = False
-        self._timer = threading.Timer(self.seconds, self._expire, args=(conn,))
-        self._timer.daemon = True
-        self._timer.start()
+        self._handle = DeadlineWatch.shared().arm(self.seconds, lambda: self._expire(conn))
 
     def disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._handle is not None:
+            DeadlineWatch.shared().cancel(self._handle)
+            self._handle = None
 
     def _expire(self, conn: Any) -> None:
         self.expired = self.attempt_expired = True

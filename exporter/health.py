@@ -59,6 +59,7 @@ class StateWrites:
 class CollectorHealth:
     success: bool | None = None
     last_success: float | None = None
+    start_delay: float | None = None  # how late the last collection started, seconds
     durations: Histogram = field(default_factory=lambda: Histogram(COLLECTION_BUCKETS))
 
 
@@ -98,6 +99,10 @@ class WorkspaceHealth:
                 last_success=now if ok else writes.last_success,
             )
 
+    def record_start_delay(self, collector: str, seconds: float) -> None:
+        with self._lock:
+            self._collectors.setdefault(collector, CollectorHealth()).start_delay = seconds
+
     def record_collection(self, collector: str, ok: bool, duration: float, now: float) -> None:
         with self._lock:
             health = self._collectors.setdefault(collector, CollectorHealth())
@@ -114,7 +119,9 @@ class WorkspaceHealth:
                 token_requests=self._token_requests,
                 state_writes=self._state_writes,
                 collectors={
-                    name: CollectorHealth(h.success, h.last_success, h.durations.copy())
+                    name: CollectorHealth(
+                        h.success, h.last_success, h.start_delay, h.durations.copy()
+                    )
                     for name, h in self._collectors.items()
                 },
             )

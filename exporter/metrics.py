@@ -451,6 +451,12 @@ def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Met
         "When the collector last succeeded (Unix seconds): the age of the data served.",
         labels=["workspace", "collector"],
     )
+    delay = GaugeMetricFamily(
+        "databricks_exporter_collection_start_delay_seconds",
+        "How late the collector's last collection started against its schedule: a process "
+        "with more workspaces than it can serve starts them later and later.",
+        labels=["workspace", "collector"],
+    )
     duration = HistogramMetricFamily(
         "databricks_exporter_collection_duration_seconds",
         "Time one collection took, including retries.",
@@ -478,13 +484,15 @@ def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Met
                 success.add_metric([ws, name], 1.0 if col.success else 0.0)
             if col.last_success is not None:
                 last_success.add_metric([ws, name], col.last_success)
+            if col.start_delay is not None:
+                delay.add_metric([ws, name], col.start_delay)
             duration.add_metric([ws, name], col.durations.buckets(), col.durations.total)
         for (endpoint, status), value in sorted(health.requests.items()):
             requests.add_metric([ws, endpoint, status], value)
         for (endpoint, reason), value in sorted(health.retries.items()):
             retries.add_metric([ws, endpoint, reason], value)
         tokens.add_metric([ws], health.token_requests)
-    yield from (success, last_success, duration, requests, retries, tokens)
+    yield from (success, last_success, delay, duration, requests, retries, tokens)
     yield from state_write_families(views)
 
 

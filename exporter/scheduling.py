@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -28,7 +29,38 @@ log = logging.getLogger(__name__)
 STEP_SECONDS = 5.0  # a wall clock that gains or loses more than this in a second has stepped
 
 
-def collect_and_render(ws: Workspace, name: str, exposition: Exposition) -> None:
+# Worker threads for the collections: two per workspace (runs and pools at once) up to this;
+# past it collections wait for a free worker (IO-bound: each mostly waits on the API).
+MAX_WORKERS = 64
+LOOKBACK_WORKERS = 4  # the look-back of at most this many workspaces is read at once
+
+
+class StartTimes:
+    """When each job was due (APScheduler's submitted event), so a collection knows how late it
+    started: the figure that says whether one process is enough for its workspaces."""
+
+    def __init__(self) -> None:
+        self._due: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def submitted(self, event: JobSubmissionEvent) -> None:
+        if event.scheduled_run_times:
+            with self._lock:
+                self._due[event.job_id] = event.scheduled_run_times[-1]
+
+    def delay(self, job_id: str) -> float:
+        with self._lock:
+            due = self._due.get(job_id)
+        if due is None:
+            return 0.0
+        return max((datetime.now(timezone.utc) - due).total_seconds(), 0.0)
+
+
+def collect_and_render(
+    ws: Workspace, name: str, exposition: Exposition, starts: StartTimes | None = None
+) -> None:
+    if starts is not None:
+        ws.health.record_start_delay(name, starts.delay(f"{ws.name}:{name}"))
     if ws.collect(name):
         exposition.refresh()
 
@@ -46,9 +78,17 @@ def schedule(
     After each collection the exposition is rendered for the new snapshot, so scrapes find it
     ready instead of paying for it."""
     scheduler = BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=max(2, 2 * len(workspaces)))},
+        executors={
+            "default": ThreadPoolExecutor(
+                max_workers=min(max(2, 2 * len(workspaces)), MAX_WORKERS)
+            ),
+            # The look-back apart: however many workspaces read theirs, cycles never wait.
+            "lookback": ThreadPoolExecutor(max_workers=min(len(workspaces), LOOKBACK_WORKERS) or 1),
+        },
         timezone=timezone.utc,
     )
+    starts = StartTimes()
+    scheduler.add_listener(starts.submitted, EVENT_JOB_SUBMITTED)
     now = datetime.now(timezone.utc)
     for ws in workspaces:
         for name in ws.collectors:
@@ -56,7 +96,7 @@ def schedule(
                 collect_and_render,
                 "interval",
                 seconds=interval,
-                args=[ws, name, exposition],
+                args=[ws, name, exposition, starts],
                 id=f"{ws.name}:{name}",
                 name=f"{ws.name}:{name}",
                 max_instances=1,
@@ -74,6 +114,7 @@ def schedule(
                 "interval",
                 seconds=period,
                 args=[ws, period, exposition],
+                executor="lookback",
                 id=f"{ws.name}:runs:lookback",
                 name=f"{ws.name}:runs:lookback",
                 max_instances=1,

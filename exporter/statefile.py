@@ -27,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,10 @@ def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
     return ledger
 
 
+def _json(value: Any) -> bytes:
+    return json.dumps(value).encode()
+
+
 class StateFileInUse(Exception):
     """Another process holds the state file's lock."""
 
@@ -264,7 +269,14 @@ class StateFile:
         self._lock = threading.Lock()
         self._lock_file: Any = None
         self._kept_aside: Path | None = None
-        self._workspaces: dict[str, dict[str, Any]] = {}
+        self._fragments: dict[str, dict[str, bytes]] = {}  # workspace -> part -> JSON bytes
+        self._dirty: set[str] = set()
+        self._listeners: dict[str, Callable[[bool], None]] = {}
+        self._write_lock = threading.Lock()  # one write at a time, outside self._lock
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._writer: threading.Thread | None = None
+        self.last_write_seconds = 0.0
         self._stale = False  # the last write failed and the file was set aside as .stale
         self._loaded = self._load()
 
@@ -473,8 +485,29 @@ class StateFile:
 
     def _carry(self, workspace: str, host: str, part: str, data: Any) -> None:
         """Keep a restored part in the file until its collector saves a newer one."""
+        fragment = json.dumps(data, separators=(",", ":")).encode()
         with self._lock:
-            self._workspaces.setdefault(workspace, {"host": host})[part] = data
+            self._fragments.setdefault(workspace, {"host": _json(host)})[part] = fragment
+
+    def update(
+        self,
+        workspace: str,
+        host: str,
+        ledger: RunLedger | None = None,
+        pools: dict[str, Any] | None = None,
+    ) -> None:
+        """Take a workspace's new ledger and/or pool integral, serialized now (from the thread
+        that owns it: nothing changes it meanwhile), for the next write. Only this part is
+        encoded: the file's other parts keep their encoded bytes."""
+        parts: dict[str, bytes] = {}
+        if ledger is not None:
+            parts["ledger"] = json.dumps(ledger_to_dict(ledger), separators=(",", ":")).encode()
+        if pools is not None:
+            parts["pools"] = json.dumps(pools, separators=(",", ":")).encode()
+        with self._lock:
+            self._fragments.setdefault(workspace, {"host": _json(host)}).update(parts)
+            self._dirty.add(workspace)
+        self._wake.set()
 
     def save(
         self,
@@ -483,30 +516,96 @@ class StateFile:
         ledger: RunLedger | None = None,
         pools: dict[str, Any] | None = None,
     ) -> None:
-        """Write the file with a workspace's new ledger and/or pool integral.
+        """``update`` and write the file now; OSError when the write fails."""
+        self.update(workspace, host, ledger, pools)
+        self.flush(raise_errors=True)
 
-        Each collector saves its own part from its own thread; the other part is the one saved
-        (or restored) last, so neither is ever serialized while another thread changes it.
-        """
-        parts: dict[str, Any] = {}
-        if ledger is not None:
-            parts["ledger"] = ledger_to_dict(ledger)
-        if pools is not None:
-            parts["pools"] = pools
-        with self._lock:
-            entry = self._workspaces.setdefault(workspace, {"host": host})
-            entry.update(parts)
-            doc = {"format": FORMAT, "workspaces": {**self._loaded, **self._workspaces}}
-            data = json.dumps(doc, separators=(",", ":")).encode()
+    def on_write(self, workspace: str, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(ok)`` after each write that carried the workspace's new state."""
+        self._listeners[workspace] = callback
+
+    def flush(self, raise_errors: bool = False) -> bool:
+        """Write the file if any part changed since the last write; True when it is current."""
+        with self._write_lock:
+            with self._lock:
+                if not self._dirty:
+                    return True
+                dirty, self._dirty = self._dirty, set()
+                data = self._document()
+            started = time.monotonic()
             try:
                 self._write(data)
-            except OSError:
+            except OSError as exc:
                 self._set_stale()
-                raise
+                with self._lock:
+                    self._dirty |= dirty  # written whole with the next write
+                self._notify(dirty, False)
+                if raise_errors:
+                    raise
+                log.error(
+                    "cannot write state file %s: %s (databricks_exporter_state_write_errors_total)",
+                    self.path,
+                    exc,
+                )
+                return False
+            finally:
+                self.last_write_seconds = time.monotonic() - started
             if self._stale:
                 self._stale = False
                 with contextlib.suppress(FileNotFoundError):
                     self._stale_path.unlink()
+            self._notify(dirty, True)
+            return True
+
+    def _notify(self, workspaces: set[str], ok: bool) -> None:
+        for workspace in workspaces:
+            callback = self._listeners.get(workspace)
+            if callback is not None:
+                callback(ok)
+
+    def _document(self) -> bytes:
+        """The file's bytes from the encoded parts (and entries loaded but never restored)."""
+        entries = []
+        for name in sorted(set(self._loaded) | set(self._fragments)):
+            fragments = self._fragments.get(name)
+            if fragments is None:
+                entry = json.dumps(self._loaded[name], separators=(",", ":")).encode()
+            else:
+                entry = b"{" + b",".join(_json(k) + b":" + v for k, v in fragments.items()) + b"}"
+            entries.append(_json(name) + b":" + entry)
+        return b'{"format":' + _json(FORMAT) + b',"workspaces":{' + b",".join(entries) + b"}}"
+
+    def start_writer(self, min_gap_seconds: float = 1.0) -> None:
+        """Write from a thread of its own, at most once per ``min_gap_seconds`` (and never
+        more than a tenth of the time: a gap of at least 10x the last write's duration), so a
+        hundred workspaces' collections make a few writes a minute, not hundreds."""
+        if self._writer is not None:
+            return
+
+        def run() -> None:
+            while not self._closing.is_set():
+                self._wake.wait()
+                self._wake.clear()
+                if self._closing.is_set():
+                    break
+                self.flush()
+                gap = max(min_gap_seconds, 10 * self.last_write_seconds)
+                self._closing.wait(gap)
+
+        self._writer = threading.Thread(target=run, name="state-file", daemon=True)
+        self._writer.start()
+
+    @property
+    def background(self) -> bool:
+        return self._writer is not None
+
+    def close(self) -> None:
+        """Stop the writer and write what is left (a clean stop loses nothing)."""
+        self._closing.set()
+        self._wake.set()
+        if self._writer is not None:
+            self._writer.join(timeout=30)
+        self.flush()
 
     def _write(self, data: bytes) -> None:
         target = self._target

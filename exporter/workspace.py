@@ -64,6 +64,7 @@ class Workspace:
         self.state_file = state_file
         if state_file is not None:
             self.health.expect_state_writes()
+            state_file.on_write(config.name, self._state_written)
         now_ms = int(clock() * 1000)
         restored = state_file.restore(config.name, self.host) if state_file else None
         ledger = restored or RunLedger.starting_at(
@@ -153,11 +154,15 @@ class Workspace:
     def _save_state(self, collector: Collector) -> None:
         """Save what this collector keeps (from its own thread: nothing else changes it)."""
         assert self.state_file is not None
+        # A background writer writes it soon (and records the outcome through on_write);
+        # without one the file is written now.
+        save = self.state_file.update if self.state_file.background else self.state_file.save
         try:
             if collector is self.runs:
-                self.state_file.save(self.name, self.host, ledger=self.runs.ledger)
+                with self.runs.lock:  # the look-back may change the ledger from its thread
+                    save(self.name, self.host, ledger=self.runs.ledger)
             elif collector is self.pools and self.pools.usage is not None:
-                self.state_file.save(self.name, self.host, pools=self.pools.usage.to_dict())
+                save(self.name, self.host, pools=self.pools.usage.to_dict())
         except OSError as exc:
             self.health.record_state_write(False, self.clock())
             log.error(
@@ -167,7 +172,12 @@ class Workspace:
                 exc,
             )
             return
-        self.health.record_state_write(True, self.clock())
+        if not self.state_file.background:
+            self.health.record_state_write(True, self.clock())
+
+    def _state_written(self, ok: bool) -> None:
+        if self.state_file is not None and self.state_file.background:
+            self.health.record_state_write(ok, self.clock())
 
     def close(self) -> None:
         self.client.close()

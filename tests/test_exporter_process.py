@@ -168,6 +168,15 @@ def test_debug_logging_never_prints_the_token(make_sim, exporter):
 def test_simulate_flag_serves_a_demo_workspace(exporter):
     proc = exporter(["--simulate", "--interval", "2"])
     proc.wait_ready(60)
+    # The last runs of jobs that have not run since the start come with the look-back.
+    wait_for(
+        lambda: (
+            select(proc.samples(), "databricks_exporter_lookback_progress_ratio")
+            == {frozenset({("workspace", "simulated")}): 1.0}
+        ),
+        60,
+        "the look-back",
+    )
     samples = proc.samples()
     workspaces = {dict(k)["workspace"] for k in select(samples, "databricks_job_last_run_info")}
     assert workspaces == {"simulated"}
@@ -254,7 +263,7 @@ def test_simulate_with_a_state_file_restores_after_a_restart(exporter, tmp_path)
     state = tmp_path / "state.json"
     first = exporter(["--simulate", "--interval", "1", "--state-file", str(state)])
     first.wait_ready(60)
-    wait_for(state.exists, 20, "the state file")
+    wait_for(lambda: state.exists() and '"ledger"' in state.read_text(), 20, "the state file")
     base = baseline_ms(first)
     first.stop(signal.SIGKILL)
     second = exporter(["--simulate", "--interval", "1", "--state-file", str(state)])

@@ -13,6 +13,7 @@ import math
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_a_lone_surrogate_in_api_text_never_fails_a_scrape_nor_a_restart(exporte
             response = requests.get(first.url + "/metrics", timeout=5)
             assert response.status_code == 200
             assert "nightly \ufffd" in response.text and "pool \ufffd" in response.text
-        wait_for(lambda: state.exists(), 10, "the state file")
+        wait_for(lambda: state.exists() and "nightly" in state.read_text(), 10, "the state file")
         first.stop(signal.SIGKILL)
         ws.runs_json = '{"runs": []}'  # the name now comes from the state file only
         second = exporter(args, env)
@@ -452,6 +453,7 @@ def test_failed_state_writes_are_counted_per_workspace(tmp_path: Path, monkeypat
 
     class Runs:
         ledger = _ledger()
+        lock = threading.Lock()
 
     ws.runs, ws.pools = Runs(), None  # type: ignore[assignment]
     for _ in range(3):
