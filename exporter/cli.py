@@ -127,13 +127,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     scheduler.start()
     watch = ClockStepWatch(scheduler).start()
     log.info(
-        "databricks-exporter %s serving http://%s:%d/metrics for %d workspace(s), every %gs",
+        "databricks-exporter %s serving http://%s:%d/metrics for %d workspace(s)%s, every %gs",
         __version__,
         settings.listen_address,
         server.port,
         len(workspaces),
+        f" (shard {settings.shard} of 0-{settings.total_shards - 1})"
+        if settings.total_shards > 1
+        else "",
         settings.interval,
     )
+    if not workspaces:
+        log.warning(
+            "shard %d of %d has no workspace: the names hash to the other shards",
+            settings.shard,
+            settings.total_shards,
+        )
     stop.wait()
     watch.stop()
     scheduler.shutdown(wait=False)

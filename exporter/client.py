@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 RUNS_LIST = "/api/2.2/jobs/runs/list"
 RUNS_GET = "/api/2.2/jobs/runs/get"
+JOBS_LIST = "/api/2.2/jobs/list"
+JOBS_PAGE_LIMIT = 100  # the API refuses more
 POOLS_LIST = "/api/2.0/instance-pools/list"
 RUNS_PAGE_LIMIT = RUNS_PER_PAGE  # the API refuses more
 # A page of 25 runs with 100 tasks each is a few MB; past this a response is not an API page.
@@ -477,6 +479,15 @@ class DatabricksClient:
             elif run_id not in seen:
                 seen.add(run_id)
                 yield run
+
+    def list_job_ids(self) -> list[str]:
+        """The ids of every job the identity can see (100 a page; one-time runs have none)."""
+        ids = []
+        for job in self.paginate(JOBS_LIST, {"limit": JOBS_PAGE_LIMIT}, "jobs"):
+            job_id = normalise_run_id(job.get("job_id"))
+            if job_id is not None:
+                ids.append(str(job_id))
+        return ids
 
     def get_run(self, run_id: int | str) -> dict[str, Any] | None:
         """One run with all its tasks and its repair history, or None when it no longer exists.

@@ -120,6 +120,8 @@ class Settings:
     date_tolerance_seconds: float = DEFAULT_DATE_TOLERANCE_SECONDS  # 0: trust every Date
     simulate: bool = False
     log_level: str = "INFO"
+    shard: int = 0  # this process collects the workspaces whose shard_of(name) is this
+    total_shards: int = 1
 
     def secrets(self) -> list[str]:
         return [s for ws in self.workspaces for s in ws.secrets()]
@@ -139,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lookback-hours",
         metavar="HOURS",
-        help=f"history read at startup for the last-run gauges ({DEFAULT_LOOKBACK_HOURS:g})",
+        help="history read after the first cycle, in the background, for the last-run gauges "
+        f"({DEFAULT_LOOKBACK_HOURS:g})",
     )
     p.add_argument(
         "--max-requests-per-second",
@@ -151,6 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--simulate", action="store_true", help="serve a simulated workspace on loopback and use it"
     )
     p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (INFO)")
+    p.add_argument(
+        "--shard",
+        metavar="N",
+        help="collect only the workspaces of shard N (0-based; see --total-shards) (0)",
+    )
+    p.add_argument(
+        "--total-shards",
+        metavar="M",
+        help="the workspaces are spread over M exporters by a stable hash of their names (1)",
+    )
     for name in COLLECTOR_NAMES:
         p.add_argument(
             f"--collector.{name}",
@@ -285,6 +298,16 @@ def validate_host(setting: str, raw: Any) -> str:
     return host
 
 
+def shard_of(workspace: str, total_shards: int) -> int:
+    """The shard a workspace belongs to: FNV-1a (32 bit) of its name modulo the shard count,
+    as kube-state-metrics shards objects. Stable across processes, versions and machines
+    (Python's own hash() is salted per process)."""
+    h = 0x811C9DC5
+    for byte in workspace.encode("utf-8"):
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % total_shards
+
+
 def _default_name(host: str) -> str:
     hostname = urlsplit(host).hostname or "default"
     return hostname.split(".")[0] if not _is_loopback(hostname) else "default"
@@ -371,6 +394,8 @@ _YAML_TOP_KEYS = {
     "run_name_patterns",
     "state_file",
     "log_level",
+    "shard",
+    "total_shards",
 }
 
 
@@ -598,6 +623,17 @@ def load_settings(
         raise ConfigError(
             f"--log-level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
         )
+    total_shards = _number(
+        "--total-shards", pick(args.total_shards, "total_shards", 1), int, 0, maximum=10_000
+    )
+    shard = _number("--shard", pick(args.shard, "shard", 0), int, 0, strict=False)
+    if shard >= total_shards:
+        raise ConfigError(
+            f"--shard: must be below --total-shards ({total_shards}), got {shard} "
+            "(shards count from 0)"
+        )
+    if not args.simulate:
+        workspaces = [w for w in workspaces if shard_of(w.name, total_shards) == shard]
     port = _number("--port", pick(args.port, "port", DEFAULT_PORT), int, 0, strict=False)
     if port > 65535:
         raise ConfigError(f"--port: must be <= 65535, got {port}")
@@ -690,4 +726,6 @@ def load_settings(
         ),
         simulate=bool(args.simulate),
         log_level=log_level,
+        shard=shard,
+        total_shards=total_shards,
     )

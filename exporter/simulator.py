@@ -993,6 +993,8 @@ class SimServer:
             return self._runs_get(params, now)
         if path == "/api/2.0/instance-pools/list":
             return {"instance_pools": m.pools_json(now)}
+        if path in ("/api/2.2/jobs/list", "/api/2.1/jobs/list"):
+            return self._jobs_list(params)
         raise ApiFailure(404, "ENDPOINT_NOT_FOUND", f"No API found for 'GET {path}'")
 
     def _runs_get(self, params: dict[str, str], now: int) -> dict[str, Any]:
@@ -1016,6 +1018,37 @@ class SimServer:
         if not body["tasks"]:
             del body["tasks"]
         self._served(1)
+        return body
+
+    def _jobs_list(self, params: dict[str, str]) -> dict[str, Any]:
+        """Jobs that exist (a runs/submit run's job is not listed), 100 a page at most."""
+        m = self.model
+        limit = _int_param(params, "limit", 20)
+        assert limit is not None
+        if limit < 0 or limit > 100:
+            raise ApiFailure(
+                400, "INVALID_PARAMETER_VALUE", "The limit field must be between 1 and 100."
+            )
+        limit = limit or 20
+        offset = _decode_offset(params["page_token"]) if params.get("page_token") else 0
+        listed = [
+            j for j in m.jobs if j.kind in ("job", "continuous") and j.index not in m.deleted_jobs
+        ]
+        page = listed[offset : offset + limit]
+        body: dict[str, Any] = {
+            "jobs": [
+                {
+                    "job_id": j.job_id,
+                    "creator_user_name": "simulator@example.com",
+                    "created_time": m.origin_ms,
+                    "settings": {"name": j.name},
+                }
+                for j in page
+            ],
+            "has_more": len(listed) > offset + limit,
+        }
+        if body["has_more"]:
+            body["next_page_token"] = _encode_offset(offset + limit)
         return body
 
     def _runs_list(self, params: dict[str, str], now: int) -> dict[str, Any]:

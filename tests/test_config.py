@@ -259,3 +259,30 @@ def test_the_shipped_example_price_table_loads(tmp_path: Path):
     prices = load_settings(["--config", str(config)], {}).prices
     assert prices is not None and prices.currency == "USD" and "example" in prices.source
     assert len(prices.per_hour) >= 10 and all(0 < p < 50 for p in prices.per_hour.values())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shard", "3", "--total-shards", "3"], "--shard: must be below --total-shards"),
+        (["--shard", "-1", "--total-shards", "3"], "--shard"),
+        (["--total-shards", "0"], "--total-shards"),
+        (["--shard", "x"], "--shard"),
+    ],
+)
+def test_bad_shard_settings_exit_2_naming_them(args, message):
+    result = run_cli(*args, env={"DATABRICKS_HOST": HOST})
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_shard_keeps_only_its_workspaces(tmp_path: Path):
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        "total_shards: 3\nshard: 1\nworkspaces:\n"
+        + "".join(f"  - {{name: ws-{i}, host: '{HOST}', token_env: T}}\n" for i in range(9))
+    )
+    settings = load_settings(["--config", str(config)], {"T": "dapi-x"})
+    assert [w.name for w in settings.workspaces] == ["ws-0", "ws-5", "ws-6"]
+    flag = load_settings(["--config", str(config), "--shard", "0"], {"T": "dapi-x"})
+    assert [w.name for w in flag.workspaces] == ["ws-1", "ws-2", "ws-7"]

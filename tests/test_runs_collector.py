@@ -254,3 +254,34 @@ def test_exact_counts_with_the_exporter_clock_off_and_runs_listed_up_to_30_s_lat
         assert counted(collector) == truth  # every run that ended since the baseline, once
     finally:
         server.stop()
+
+
+def test_asking_each_job_for_its_last_run_gives_what_paging_the_whole_lookback_gives(monkeypatch):
+    from exporter.collectors import runs as module
+
+    config = SimConfig(seed=6, jobs=25, history_hours=8, period_seconds=(30, 600), fail_rate=0.6)
+    results = {}
+    for mode, probe in (("paged", 10**9), ("per job", module.PROBE_PAGES)):
+        monkeypatch.setattr(module, "PROBE_PAGES", probe)
+        server, collector, _ = setup(config, lookback_hours=6)
+        try:
+            collector.collect()
+            before = server.requests_total()
+            while collector.ledger.backfill_window() is not None:
+                collector.backfill(60)
+            cost = server.requests_total() - before
+            ledger = collector.ledger
+            results[mode] = (
+                {job: run.run_id for job, run in ledger.last_runs.items()},
+                dict(ledger.last_success_ms),
+                cost,
+                server.stats.requests["/api/2.2/jobs/list"],
+            )
+            assert sum(ledger.runs_total.values()) == 0  # the look-back never counts
+        finally:
+            server.stop()
+    paged, per_job = results["paged"], results["per job"]
+    assert len(paged[0]) == 25
+    assert per_job[0] == paged[0] and per_job[1] == paged[1]
+    assert per_job[3] == 1 and paged[3] == 0  # one jobs/list page for 25 jobs
+    assert per_job[2] < paged[2] / 2  # and far fewer requests

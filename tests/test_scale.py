@@ -54,3 +54,51 @@ def test_a_large_lookback_is_ready_and_counting_in_one_interval_and_fills_last_r
     drain(server)
     assert_counts_match_truth(proc, server)  # the history counted nothing
     assert ready_after < 60
+
+
+def test_three_shards_over_nine_workspaces_collect_each_workspace_exactly_once(
+    make_sim, exporter, tmp_path
+):
+    server = make_sim()
+    config = tmp_path / "workspaces.yaml"
+    names = [f"ws-{i}" for i in range(9)]
+    config.write_text(
+        "workspaces:\n"
+        + "".join(f"  - {{name: {n}, host: '{server.url}', token_env: SIM_TOKEN}}\n" for n in names)
+    )
+    env = {"SIM_TOKEN": server.token}
+    shards = [
+        exporter(
+            ["--config", str(config), "--interval", "1", "--shard", str(i), "--total-shards", "3"],
+            env,
+        )
+        for i in range(3)
+    ]
+    served = []
+    for proc in shards:
+        proc.wait_ready()
+        success = select(proc.samples(), "databricks_exporter_collection_success")
+        served.append({dict(k)["workspace"] for k in success})
+    assert all(served)  # these nine names spread over all three shards
+    assert sorted(n for s in served for n in s) == names  # each exactly once
+    # The same families everywhere: dashboards and rules need no change.
+    families = [{name for name, _ in proc.samples()} for proc in shards]
+    assert families[0] == families[1] == families[2]
+    # The assignment is a pure function of the name: a restart keeps it.
+    again = exporter(
+        ["--config", str(config), "--interval", "1", "--shard", "1", "--total-shards", "3"], env
+    )
+    again.wait_ready()
+    success = select(again.samples(), "databricks_exporter_collection_success")
+    assert {dict(k)["workspace"] for k in success} == served[1]
+
+
+def test_shard_assignment_is_stable_and_even():
+    from collections import Counter
+
+    from exporter.config import shard_of
+
+    # Fixed values: a change of hash would move every workspace to another shard.
+    assert [shard_of(f"ws-{i}", 3) for i in range(9)] == [1, 0, 0, 2, 2, 1, 1, 0, 2]
+    spread = Counter(shard_of(f"workspace-{i}", 4) for i in range(4000))
+    assert set(spread) == {0, 1, 2, 3} and min(spread.values()) > 900

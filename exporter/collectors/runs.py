@@ -18,10 +18,19 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from exporter.client import RUNS_LIST, RUNS_PAGE_LIMIT, ApiError, DatabricksClient, RateLimiter
+from exporter.client import (
+    JOBS_PAGE_LIMIT,
+    RUNS_LIST,
+    RUNS_PAGE_LIMIT,
+    ApiError,
+    DatabricksClient,
+    RateLimiter,
+)
 from exporter.state import BadRun, Run, RunLedger, RunsSnapshot, parse_run
 
 log = logging.getLogger(__name__)
+
+PROBE_PAGES = 10  # look-back pages read before the rest's cost is estimated
 
 
 def _now_ms() -> int:
@@ -48,6 +57,9 @@ class RunsCollector:
         self.lock = threading.Lock()
         self.busy = threading.Event()  # a cycle runs: the history waits
         self._backfill_limiter = RateLimiter(backfill_rate) if backfill_rate > 0 else None
+        self._start_to: int | None = None  # where this process began reading the look-back
+        self._history_pages = 0
+        self._missing_jobs: list[str] | None = None  # asked one by one (see backfill)
         self.snapshot: RunsSnapshot | None = None
         self._warned_no_date = False
         # Whether time went by unwatched before the next cycle: at start with a restored
@@ -73,50 +85,108 @@ class RunsCollector:
 
         Each page moves the last-run facts and the read-down-to time on, so a failure, the
         budget or a cycle that starts stops it where it is and the next call goes on from
-        there (a restart too, with --state-file). Returns the pages read; errors are logged.
+        there (a restart too, with --state-file). After a few pages the rest is estimated: when
+        asking each job for its latest runs (jobs/list, 100 a page, then one runs/list page of
+        that job's runs per job) costs fewer requests than paging the rest of the history, that
+        is what it does. Returns the requests made; errors are logged.
         """
         deadline = time.monotonic() + budget_seconds
-        pages = 0
+        requests = 0
         while time.monotonic() < deadline and not self.busy.is_set():
             window = self.ledger.backfill_window()
             if window is None or self.client.closed:
                 break
-            if self._backfill_limiter is not None:
-                self._backfill_limiter.acquire()
-            params = {
-                "limit": RUNS_PAGE_LIMIT,
+            if self._start_to is None:
+                self._start_to = window[1]
+            per_job = self._missing_jobs is not None
+            if per_job and not self._missing_jobs:
+                with self.lock:
+                    self.ledger.apply_history([], None)  # every job asked: done
+                break
+            params: dict[str, Any] = {
+                "limit": RUNS_PAGE_LIMIT,  # per job too: its last success is most likely on it
                 "completed_only": True,
                 "start_time_from": window[0],
                 "start_time_to": window[1],
             }
-            try:
-                page, date_ms = self.client.get_dated(RUNS_LIST, params)
-            except ApiError as exc:
-                log.warning("%s (history for the last-run facts: tried again later)", exc)
+            if self._missing_jobs:
+                params["job_id"] = self._missing_jobs[-1]
+            page = self._history_page(params)
+            requests += 1
+            if page is None:
                 break
-            raw = page.get("runs") or []
-            raws = [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
+            raws, more, date_ms = page
             with self.lock:
                 runs = self._parse(raws, date_ms or self._local_time())
+                if self._missing_jobs:
+                    self._missing_jobs.pop()
+                    self.ledger.apply_history(runs, window[1])
+                    continue
                 starts = [r.start_ms for r in runs if r.start_ms > 0]
-                more = page.get("has_more") is True and bool(starts)
+                more = more and bool(starts)
                 # Down to the oldest start of this page: runs that share it are listed again
                 # next page, never skipped (start_time_to is inclusive); one ms lower when a
                 # whole page shares one start time.
                 oldest = min(starts) if starts else window[0]
                 read_to = (oldest if oldest < window[1] else oldest - 1) if more else None
                 self.ledger.apply_history(runs, read_to)
-            pages += 1
-        if pages:
+            self._history_pages += 1
+            if self._history_pages == PROBE_PAGES and read_to is not None:
+                requests += self._choose_per_job(window[0], read_to)
+        if requests:
             with self.lock:  # once per call: a snapshot of 5,000 jobs is not free
                 self.snapshot = self.ledger.snapshot()
             log.debug(
-                "workspace %s: %d page(s) of history read (%.0f%% of the look-back)",
+                "workspace %s: %d request(s) for the look-back (%.0f%% read)",
                 self.client.workspace,
-                pages,
+                requests,
                 self.ledger.backfill_progress * 100,
             )
-        return pages
+        return requests
+
+    def _history_page(
+        self, params: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], bool, Any] | None:
+        """(runs, has_more, Date) of one runs/list page of the look-back, or None (logged)."""
+        if self._backfill_limiter is not None:
+            self._backfill_limiter.acquire()
+        try:
+            page, date_ms = self.client.get_dated(RUNS_LIST, params)
+        except ApiError as exc:
+            log.warning("%s (look-back for the last-run facts: tried again later)", exc)
+            return None
+        raw = page.get("runs") or []
+        raws = [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
+        return raws, page.get("has_more") is True, date_ms
+
+    def _choose_per_job(self, from_ms: int, read_to: int) -> int:
+        """After PROBE_PAGES pages: ask every job for its latest runs, one by one, if that
+        is cheaper than the pages left (estimated from the pages so far). Returns requests."""
+        assert self._start_to is not None
+        covered = self._start_to - read_to
+        if covered <= 0:
+            return 0
+        pages_left = self._history_pages * (read_to - from_ms) / covered
+        if pages_left <= PROBE_PAGES:
+            return 0
+        try:
+            job_ids = self.client.list_job_ids()
+        except ApiError as exc:
+            log.info("%s (the look-back is paged instead)", exc)
+            return 1
+        listing = -(-len(job_ids) // JOBS_PAGE_LIMIT) or 1
+        # Every job, not only those without a last run yet: a long run that started before
+        # the pages read may have ended after the last run they showed (by end time).
+        if len(job_ids) < pages_left:
+            log.info(
+                "workspace %s: %d job(s) asked for their latest runs one by one instead of "
+                "paging about %.0f more pages of the look-back",
+                self.client.workspace,
+                len(job_ids),
+                pages_left,
+            )
+            self._missing_jobs = job_ids
+        return listing
 
     def _cycle(self) -> int:
         # Active first, then completed: a run that ends between the two calls is in the second.
