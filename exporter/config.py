@@ -298,6 +298,23 @@ def validate_host(setting: str, raw: Any) -> str:
     return host
 
 
+_ORDINAL_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?-(\d+)$")
+
+
+def _shard(raw: Any) -> int:
+    """--shard: a number, or a StatefulSet pod's name (``databricks-exporter-2`` is shard 2),
+    so a manifest can pass ``$(POD_NAME)`` on any Kubernetes version."""
+    if isinstance(raw, str) and not raw.strip().isdigit():
+        match = _ORDINAL_RE.match(raw.strip())
+        if match is None:
+            raise ConfigError(
+                f"--shard: expected a number or a StatefulSet pod name ending in -<ordinal>, "
+                f"got {_shown(raw)}"
+            )
+        raw = match.group(2)
+    return int(_number("--shard", raw, int, 0, strict=False, maximum=10_000))
+
+
 def shard_of(workspace: str, total_shards: int) -> int:
     """The shard a workspace belongs to: FNV-1a (32 bit) of its name modulo the shard count,
     as kube-state-metrics shards objects. Stable across processes, versions and machines
@@ -626,7 +643,7 @@ def load_settings(
     total_shards = _number(
         "--total-shards", pick(args.total_shards, "total_shards", 1), int, 0, maximum=10_000
     )
-    shard = _number("--shard", pick(args.shard, "shard", 0), int, 0, strict=False)
+    shard = _shard(pick(args.shard, "shard", 0))
     if shard >= total_shards:
         raise ConfigError(
             f"--shard: must be below --total-shards ({total_shards}), got {shard} "

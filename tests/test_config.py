@@ -286,3 +286,18 @@ def test_a_shard_keeps_only_its_workspaces(tmp_path: Path):
     assert [w.name for w in settings.workspaces] == ["ws-0", "ws-5", "ws-6"]
     flag = load_settings(["--config", str(config), "--shard", "0"], {"T": "dapi-x"})
     assert [w.name for w in flag.workspaces] == ["ws-1", "ws-2", "ws-7"]
+
+
+def test_the_shard_can_come_from_a_statefulset_pod_name(tmp_path: Path):
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        "total_shards: 3\nworkspaces:\n"
+        + "".join(f"  - {{name: ws-{i}, host: '{HOST}', token_env: T}}\n" for i in range(9))
+    )
+    by_name = load_settings(
+        ["--config", str(config), "--shard", "databricks-exporter-1"], {"T": "x"}
+    )
+    by_number = load_settings(["--config", str(config), "--shard", "1"], {"T": "x"})
+    assert by_name.shard == 1 and by_name.workspaces == by_number.workspaces
+    with pytest.raises(ConfigError, match="StatefulSet pod name"):
+        load_settings(["--config", str(config), "--shard", "exporter"], {"T": "x"})
