@@ -58,6 +58,10 @@ class ApiError(Exception):
         self.error_code = error_code
 
 
+class PageLimit(ApiError):
+    """A listing had more pages than it may read; the items before were yielded."""
+
+
 class CountingRetry(Retry):
     """urllib3's Retry that reports each retry it decides to make."""
 
@@ -420,13 +424,16 @@ class DatabricksClient:
         params: dict[str, Any],
         key: str,
         dates: list[int | None] | None = None,
+        max_pages: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Yield the items under ``key`` of every page, following ``next_page_token``.
 
-        ``dates`` (optional) receives each page's ``Date`` (Databricks' clock, ms)."""
+        ``dates`` (optional) receives each page's ``Date`` (Databricks' clock, ms). Past
+        ``max_pages`` (the client's by default) it raises PageLimit after the last item."""
         seen_tokens: set[str] = set()
         query = dict(params)
-        for _ in range(self.max_pages):
+        limit = self.max_pages if max_pages is None else min(max_pages, self.max_pages)
+        for _ in range(limit):
             page, date_ms = self.get_dated(path, query)
             if dates is not None:
                 dates.append(date_ms)
@@ -444,9 +451,13 @@ class DatabricksClient:
                 )
             seen_tokens.add(token)
             query["page_token"] = token
-        raise ApiError(
-            f"workspace {self.workspace}: GET {path}: more than {self.max_pages} pages; "
-            "stopped (raise max_pages if the workspace really is that large)"
+        raise PageLimit(
+            f"workspace {self.workspace}: GET {path}: more than {limit} pages; stopped"
+            + (
+                " (raise max_pages if the workspace really is that large)"
+                if limit == self.max_pages
+                else ""
+            )
         )
 
     def iter_runs(
@@ -455,8 +466,10 @@ class DatabricksClient:
         active_only: bool = False,
         completed_only: bool = False,
         start_time_from: int | None = None,
+        start_time_to: int | None = None,
         expand_tasks: bool = False,
         dates: list[int | None] | None = None,
+        max_pages: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Job runs matching the filters, page by page, each run once (pages may overlap).
 
@@ -471,8 +484,10 @@ class DatabricksClient:
             params["completed_only"] = True
         if start_time_from is not None:
             params["start_time_from"] = int(start_time_from)
+        if start_time_to is not None:
+            params["start_time_to"] = int(start_time_to)
         seen: set[int | str] = set()
-        for run in self.paginate(RUNS_LIST, params, "runs", dates):
+        for run in self.paginate(RUNS_LIST, params, "runs", dates, max_pages):
             run_id = normalise_run_id(run.get("run_id"))
             if run_id is None:
                 yield run  # the collector skips and counts it

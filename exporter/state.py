@@ -382,6 +382,10 @@ class RunLedger:
     # backfill_to_ms None: nothing left (or a ledger restored from a file without it).
     backfill_from_ms: int = 0
     backfill_to_ms: int | None = None
+    # Completed-runs listings that were cut (past max_pages, a page that failed) and are still
+    # to be read, a page budget a cycle, newest first: (start_time_from, start_time_to, the
+    # watermark when it was cut). Runs counted from one are counted as in the cycle it was cut.
+    pending: list[tuple[int, int, int]] = field(default_factory=list)
     run_name_patterns: tuple[re.Pattern[str], ...] = field(
         default_factory=lambda: _compiled(DEFAULT_RUN_NAME_PATTERNS)
     )
@@ -449,8 +453,26 @@ class RunLedger:
 
     @property
     def horizon_ms(self) -> int:
-        """How far back ``seen`` remembers counted runs, so a listing may reach back this far."""
-        return self.watermark_ms - max(self.overlap_ms, REACH_BACK_MS)
+        """How far back ``seen`` remembers counted runs, so a listing may reach back this far
+        (and as far as a listing still to be read, so its runs are never counted twice)."""
+        horizon = self.watermark_ms - max(self.overlap_ms, REACH_BACK_MS)
+        return min([horizon, *(start for start, _, _ in self.pending)])
+
+    def defer(self, from_ms: int, to_ms: int, since_ms: int) -> None:
+        """A completed-runs listing of the cycle after ``since_ms`` was cut after reading the
+        runs that started down to ``to_ms``: the rest, [from_ms, to_ms], is read later."""
+        if to_ms >= from_ms:
+            self.pending.insert(0, (from_ms, to_ms, since_ms))
+
+    def pending_done(self, window: tuple[int, int, int], read_to_ms: int | None) -> None:
+        """A pending listing was read down to ``read_to_ms`` (None: to its end)."""
+        if window not in self.pending:
+            return
+        i = self.pending.index(window)
+        if read_to_ms is None or read_to_ms < window[0]:
+            del self.pending[i]
+        else:
+            self.pending[i] = (window[0], min(window[1], read_to_ms), window[2])
 
     def completed_list_from(self, left_active: Iterable[int], after_gap: bool = False) -> int:
         """start_time_from for this cycle's completed-runs listing, at the lowest cost.
@@ -496,10 +518,16 @@ class RunLedger:
         active: Iterable[Run],
         terminal: Iterable[Run],
         vanished: Iterable[int | str] = (),
+        backlog: Iterable[tuple[Run, int]] = (),
     ) -> int:
-        """Fold one cycle's observations in; return how many runs were newly counted."""
+        """Fold one cycle's observations in; return how many runs were newly counted.
+
+        ``backlog``: terminal runs of a pending listing, each with the watermark of the cycle
+        that listing belongs to."""
         counted = 0
         watermark_before = self.watermark_ms
+        for run, since in backlog:
+            counted += self._observe_terminal(self._keyed(run), since)
         for run in map(self._keyed, terminal):
             counted += self._observe_terminal(run, watermark_before)
         still_active: dict[int | str, Run] = {}

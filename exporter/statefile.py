@@ -146,6 +146,7 @@ def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
         "vanished_runs": ledger.vanished_runs,
         "skipped_runs": dict(ledger.skipped_runs),
         "backfill": [ledger.backfill_from_ms, ledger.backfill_to_ms],
+        "pending": [list(window) for window in ledger.pending],
     }
 
 
@@ -244,6 +245,13 @@ def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
             raise ValueError("backfill is not [from, to]")
         ledger.backfill_from_ms = _int(window[0], "backfill from", -(2**62))
         ledger.backfill_to_ms = None if window[1] is None else _int(window[1], "backfill to")
+    for window in _list(data.get("pending", []), "pending"):
+        window = _list(window, "pending window")
+        if len(window) != 3:
+            raise ValueError("a pending window is not [from, to, since]")
+        ledger.pending.append(
+            (_int(window[0], "pending from"), _int(window[1], "pending to"), _int(window[2], "s"))
+        )
     ledger.fresh = False
     ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
     ledger.known_jobs |= {job_id for job_id, _, _ in ledger.runs_total if job_id != OTHER_JOB}

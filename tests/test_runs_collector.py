@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from exporter.auth import DatabricksAuth
@@ -285,3 +287,46 @@ def test_asking_each_job_for_its_last_run_gives_what_paging_the_whole_lookback_g
     assert per_job[0] == paged[0] and per_job[1] == paged[1]
     assert per_job[3] == 1 and paged[3] == 0  # one jobs/list page for 25 jobs
     assert per_job[2] < paged[2] / 2  # and far fewer requests
+
+
+def test_a_listing_past_max_pages_keeps_what_it_read_and_goes_on_next_cycles(monkeypatch):
+    from exporter.collectors import runs as module
+    from exporter.statefile import ledger_from_dict, ledger_to_dict
+
+    monkeypatch.setattr(module, "PENDING_PAGES", 2)  # a cut listing takes several cycles
+    config = SimConfig(
+        seed=8, jobs=20, history_hours=1, period_seconds=(60, 120), duration_seconds=(10, 50)
+    )
+    server, collector, clock = setup(config, overlap_ms=30_000)
+    collector.client.max_pages = 3  # 75 runs a listing at most
+    try:
+        collector.collect()
+        baseline = collector.ledger.baseline_ms
+        for _ in range(3):
+            clock.advance(60)
+            assert collector.collect() >= 0
+        assert not collector.ledger.pending
+        clock.advance(45 * 60)  # the exporter was not watching: ~500 runs ended meanwhile
+        counted_before = counted(collector)
+        collector.collect()  # not wedged: counts the newest runs, defers the rest
+        assert collector.ledger.pending
+        assert counted(collector) > counted_before
+        # What is still to be read survives a restart with the state file.
+        again = ledger_from_dict(json.loads(json.dumps(ledger_to_dict(collector.ledger))))
+        assert again.pending == collector.ledger.pending
+        cycles = 0
+        while collector.ledger.pending:
+            clock.advance(60)
+            collector.collect()
+            cycles += 1
+            assert cycles < 30
+        assert cycles > 2  # two pages a cycle: it took several
+        server.model.stop_ms = clock.now_ms()
+        for _ in range(4):
+            clock.advance(60)
+            collector.collect()
+        truth = server.model.truth(baseline)["total"]
+        assert truth > 400
+        assert counted(collector) == truth  # every run once, none twice
+    finally:
+        server.stop()

@@ -102,3 +102,32 @@ def test_shard_assignment_is_stable_and_even():
     assert [shard_of(f"ws-{i}", 3) for i in range(9)] == [1, 0, 0, 2, 2, 1, 1, 0, 2]
     spread = Counter(shard_of(f"workspace-{i}", 4) for i in range(4000))
     assert set(spread) == {0, 1, 2, 3} and min(spread.values()) > 900
+
+
+def test_a_lookback_past_max_pages_no_longer_wedges_counting(make_sim, exporter, tmp_path):
+    # The reproduction of the wedge: max_pages 5 (125 runs a listing) and a look-back of
+    # thousands of runs. Before, every cycle failed at the page limit and counted nothing.
+    server = make_sim(jobs=40, history_hours=1, period_seconds=(5.0, 15.0))
+    assert server.model.history_size() > 5_000
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        "max_pages: 5\nlookback_hours: 1\n"
+        f"workspaces:\n  - name: ws\n    host: {server.url}\n    token_env: SIM_TOKEN\n"
+    )
+    proc = exporter(["--config", str(config), "--interval", "1"], {"SIM_TOKEN": server.token})
+    proc.wait_ready()
+    time.sleep(3)
+    success = select(proc.samples(), "databricks_exporter_collection_success")
+    assert success[frozenset({("workspace", "ws"), ("collector", "runs")})] == 1.0
+    drain(server)
+    assert_counts_match_truth(proc, server)
+    wait_for(
+        lambda: (
+            select(proc.samples(), "databricks_exporter_lookback_progress_ratio")
+            == {frozenset({("workspace", "ws")}): 1.0}
+        ),
+        60,
+        "the look-back",
+    )
+    # Even a cycle's own listing past 5 pages is kept and its rest read next cycles.
+    assert "listed in the next cycles" in proc.output()

@@ -24,6 +24,7 @@ from exporter.client import (
     RUNS_PAGE_LIMIT,
     ApiError,
     DatabricksClient,
+    PageLimit,
     RateLimiter,
 )
 from exporter.state import BadRun, Run, RunLedger, RunsSnapshot, parse_run
@@ -31,6 +32,7 @@ from exporter.state import BadRun, Run, RunLedger, RunsSnapshot, parse_run
 log = logging.getLogger(__name__)
 
 PROBE_PAGES = 10  # look-back pages read before the rest's cost is estimated
+PENDING_PAGES = 100  # pages of a cut listing read per cycle (10 s at 10 requests a second)
 
 
 def _now_ms() -> int:
@@ -200,20 +202,22 @@ class RunsCollector:
         del raw_active
         listed_active = {r.run_id for r in active}
         left = [r.start_ms for r in self.ledger.active.values() if r.run_id not in listed_active]
-        completed = self._parse(
-            self.client.iter_runs(
-                completed_only=True,
-                start_time_from=self.ledger.completed_list_from(left, self._after_gap),
-                expand_tasks=True,
-            ),
-            cycle_start,
-        )
+        list_from = self.ledger.completed_list_from(left, self._after_gap)
+        completed, cut_at = self._completed(cycle_start, list_from)
+        # A listing cut earlier goes on: a page budget per cycle, newest part first.
+        window = self.ledger.pending[0] if self.ledger.pending else None
+        backlog: list[Run] = []
+        backlog_to: int | None = None
+        if window is not None:
+            backlog, backlog_to = self._completed(cycle_start, window[0], window, PENDING_PAGES)
+        completed += [r for r in backlog if not r.terminal]
         terminal = [r for r in completed if r.terminal] + [r for r in active if r.terminal]
+        backlog = [r for r in backlog if r.terminal]
         ended = {r.run_id for r in terminal}
         still_active = [
             r for r in [*active, *completed] if not r.terminal and r.run_id not in ended
         ]
-        listed = {r.run_id for r in active} | {r.run_id for r in completed}
+        listed = {r.run_id for r in active} | {r.run_id for r in [*completed, *backlog]}
         vanished: list[int | str] = []
         for run_id in [rid for rid in self.ledger.active if rid not in listed]:
             ok, raw = self._get_run(run_id)
@@ -231,13 +235,20 @@ class RunsCollector:
             else:
                 still_active.append(run)
         # Listings carry at most 100 tasks per run and no repair history: runs/get has both.
-        for i, run in enumerate(terminal):
-            if self.ledger.needs_details(run):
-                _, raw = self._get_run(run.run_id)
-                full = self._parse_one(raw, cycle_start) if raw is not None else None
-                if full is not None and full.terminal:
-                    terminal[i] = full
-        counted = self.ledger.apply(cycle_start, still_active, terminal, vanished)
+        terminal = [self._detailed(run, cycle_start) for run in terminal]
+        backlog = [self._detailed(run, cycle_start) for run in backlog]
+        # Before apply: its pruning must keep what the listings still to read may list again.
+        if window is not None:
+            self.ledger.pending_done(window, backlog_to)
+        if cut_at is not None:
+            self.ledger.defer(list_from, cut_at, self.ledger.watermark_ms)
+        counted = self.ledger.apply(
+            cycle_start,
+            still_active,
+            terminal,
+            vanished,
+            backlog=[(run, window[2]) for run in backlog] if window is not None else (),
+        )
         snapshot = self.ledger.snapshot()
         if snapshot != self.snapshot:  # an unchanged snapshot keeps its rendered /metrics text
             self.snapshot = snapshot
@@ -249,6 +260,63 @@ class RunsCollector:
             counted,
         )
         return counted
+
+    def _detailed(self, run: Run, observed_ms: int) -> Run:
+        """The run, from runs/get when the ledger needs what a listing lacks."""
+        if not self.ledger.needs_details(run):
+            return run
+        _, raw = self._get_run(run.run_id)
+        full = self._parse_one(raw, observed_ms) if raw is not None else None
+        return full if full is not None and full.terminal else run
+
+    def _completed(
+        self,
+        observed_ms: int,
+        from_ms: int,
+        window: tuple[int, int, int] | None = None,
+        max_pages: int | None = None,
+    ) -> tuple[list[Run], int | None]:
+        """The completed runs that started from ``from_ms`` (up to the window's end), and where
+        the listing was cut (the oldest start read; None when it was read to the end).
+
+        A listing cut past its page limit, or by a page that failed after others were read,
+        keeps what it read: the rest is read in later cycles (RunLedger.defer), so no limit
+        makes a cycle repeat the same unbounded work forever. A pending window's first page
+        failing changes nothing (it is tried again next cycle); this cycle's own listing
+        failing at its first page fails the cycle, as before.
+        """
+        runs: list[Run] = []
+        cut: ApiError | None = None
+        listing = self.client.iter_runs(
+            completed_only=True,
+            start_time_from=from_ms,
+            start_time_to=window[1] if window is not None else None,
+            expand_tasks=True,
+            max_pages=max_pages,
+        )
+        try:
+            for raw in listing:
+                runs.extend(self._parse([raw], observed_ms))
+        except ApiError as exc:
+            if self.client.closed or (not runs and window is None):
+                raise
+            cut = exc
+        if cut is None:
+            return runs, None
+        starts = [r.start_ms for r in runs if r.start_ms > 0]
+        end = window[1] if window is not None else observed_ms
+        oldest = min(starts) if starts else end
+        if not isinstance(cut, PageLimit) or window is None:
+            log.warning(
+                "workspace %s: completed-runs listing cut after %d runs (%s); the runs that "
+                "started from %s to %s are listed in the next cycles",
+                self.client.workspace,
+                len(runs),
+                cut,
+                from_ms,
+                oldest,
+            )
+        return runs, oldest
 
     def _local_time(self) -> int:
         if not self._warned_no_date:
