@@ -66,7 +66,9 @@ def start_simulator(settings: Settings) -> tuple[Settings, object]:
         {"Standard_DS3_v2": 0.293, "Standard_E8ds_v5": 0.576, "Standard_F4s_v2": 0.169},
         source="demo prices (see deploy/azure-vm-prices.example.yml)",
     )
-    return replace(settings, workspaces=(ws,), prices=prices), sim
+    # The demo's own simulator: its look-back is read in seconds, not at a real workspace's pace.
+    rate = max(settings.max_requests_per_second, 100.0)
+    return replace(settings, workspaces=(ws,), prices=prices, max_requests_per_second=rate), sim
 
 
 def open_state_file(settings: Settings) -> StateFile | None:

@@ -120,7 +120,7 @@ def schedule(
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
-                next_run_time=now + timedelta(seconds=period / 4),
+                next_run_time=now + timedelta(seconds=min(period / 4, 2.0)),
             )
     return scheduler
 

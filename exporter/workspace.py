@@ -98,7 +98,7 @@ class Workspace:
         }
         self._attempted: set[str] = set()
         self._lock = threading.Lock()
-        if config.token:
+        if config.token and not settings.simulate:
             log.warning(
                 "workspace %s: authenticating with a personal access token; prefer a service "
                 "principal or managed identity",
