@@ -109,11 +109,14 @@ def schedule(
             # cycle starts or its period ends (RunsCollector.backfill), then the state is saved
             # and the page rendered. A ledger with nothing left to read returns at once.
             period = min(interval, 30.0)
+            # A fair share of the look-back workers, ending before the next call is due: with
+            # more workspaces than workers each reads for less, and none is skipped.
+            share = min(1.0, LOOKBACK_WORKERS / len(workspaces))
             scheduler.add_job(
                 backfill_and_render,
                 "interval",
                 seconds=period,
-                args=[ws, period, exposition],
+                args=[ws, 0.9 * period * share, exposition],
                 executor="lookback",
                 id=f"{ws.name}:runs:lookback",
                 name=f"{ws.name}:runs:lookback",

@@ -337,13 +337,15 @@ class StateFile:
         if not target.exists() and self._stale_path.exists():
             log.warning(
                 "state file %s: the last writes failed (disk full?) and only %s is left, older "
-                "than what was served; fresh baseline, so counters restart from zero (one reset "
-                "for Prometheus) instead of going back to older values",
+                "than what was served: the runs ledgers continue from it (the runs since are "
+                "listed again and counted once, so their counters come back where they were), "
+                "the pools' integrals start from zero (one reset for Prometheus, instead of "
+                "going back to older values)",
                 self.path,
                 self._stale_path.name,
             )
             self._stale = True
-            return {}
+            target = self._stale_path
         try:
             size = target.stat().st_size
             with open(target, "rb") as f:
@@ -482,6 +484,10 @@ class StateFile:
         """Continue a workspace's pool integral from the file; False when there is none."""
         entry = self._entry(workspace, host, warn=False)  # restore() has warned
         if entry is None or "pools" not in entry:
+            return False
+        if self._stale:
+            # An integral older than what was served cannot be continued without its counters
+            # going back; the time since cannot be integrated again either.
             return False
         try:
             usage.restore(entry["pools"])

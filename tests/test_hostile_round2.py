@@ -38,7 +38,7 @@ from exporter.auth import DATABRICKS_SCOPE, CachedToken, build_credential
 from exporter.client import POOLS_LIST, RUNS_LIST
 from exporter.collectors.pools import MAX_INSTANCES, BadPool, parse_pool
 from exporter.config import ConfigError, WorkspaceConfig, load_settings
-from exporter.poolusage import PoolUsage
+from exporter.poolusage import PoolTotals, PoolUsage
 from exporter.redact import RedactingFilter, secret_forms
 from exporter.scheduling import ClockStepWatch
 from exporter.servertime import ServerClock
@@ -382,8 +382,10 @@ def test_a_failed_write_sets_the_file_aside_so_a_restart_never_restores_older_co
     path = tmp_path / "state.json"
     ledger = _ledger()
     ledger.runs_total[("1", "job", "SUCCESS")] = 5
+    usage = PoolUsage(300)
+    usage.totals = {"p": PoolTotals(idle=382.0)}
     state = StateFile(path)
-    state.save("w", "h", ledger)
+    state.save("w", "h", ledger, pools=usage.to_dict())
     ledger.runs_total[("1", "job", "SUCCESS")] = 44  # served, then the disk fills up
     real_write = StateFile._write
 
@@ -394,8 +396,16 @@ def test_a_failed_write_sets_the_file_aside_so_a_restart_never_restores_older_co
     with pytest.raises(OSError):
         state.save("w", "h", ledger)
     assert not path.exists() and (tmp_path / "state.json.stale").exists()
-    # Killed now: the restart starts from zero (one counter reset), not from 5 (44 -> 5).
-    assert StateFile(path).restore("w", "h") is None
+    # Killed now. The runs ledger continues from the older file: the runs since are listed
+    # again and counted once, so its counters come back to 44 (never shown lower: job series
+    # appear only after the first cycle). The pools' integral cannot be re-derived: it starts
+    # from zero (one reset for Prometheus) instead of going back to 382 from 1,376.
+    after_kill = StateFile(path)
+    restored = after_kill.restore("w", "h")
+    assert restored is not None and restored.runs_total[("1", "job", "SUCCESS")] == 5
+    fresh_pools = PoolUsage(300)
+    assert after_kill.restore_pools("w", "h", fresh_pools) is False
+    assert fresh_pools.totals == {}
     # Or the disk frees up: the next write is whole again and the marker goes.
     monkeypatch.setattr(StateFile, "_write", real_write)
     state.save("w", "h", ledger)

@@ -94,7 +94,9 @@ class RunsCollector:
         """
         deadline = time.monotonic() + budget_seconds
         requests = 0
-        while time.monotonic() < deadline and not self.busy.is_set():
+        # Not before this process's first cycle: a restored ledger's counters are shown only
+        # once that cycle has counted the runs since they were saved, never lower.
+        while self.snapshot is not None and time.monotonic() < deadline and not self.busy.is_set():
             window = self.ledger.backfill_window()
             if window is None or self.client.closed:
                 break
