@@ -501,7 +501,7 @@ def state_write_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterato
     errors = CounterMetricFamily(
         "databricks_exporter_state_write_errors",
         "Failed writes of the workspace's part of --state-file (a full or read-only disk): "
-        "a restart then starts a fresh baseline.",
+        "a restart then starts the pools' integrals from zero.",
         labels=["workspace"],
     )
     last = GaugeMetricFamily(

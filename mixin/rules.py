@@ -282,7 +282,7 @@ time() - {m("databricks_exporter_last_success_timestamp_seconds")} > {t.data_sta
         Rule(
             "DatabricksExporterStateWriteFailing",
             "The --state-file could not be written for 10 minutes (a full or read-only disk): "
-            "a restart now starts a fresh baseline.",
+            "a restart now loses the pools' integrals.",
             f"""
 increase({m("databricks_exporter_state_write_errors_total")}[10m]) > 0
 unless on (job, instance, workspace)
@@ -293,8 +293,8 @@ time() - {m("databricks_exporter_state_last_write_timestamp_seconds")} <= 600
             "Databricks exporter cannot write its state file for {{ $labels.workspace }}",
             "The exporter's --state-file has not been written for workspace "
             "{{ $labels.workspace }} for over 10 minutes (its log says why: disk full, read-only, "
-            "gone). Counting goes on, but a restart now starts a fresh baseline instead of "
-            "continuing the counters.",
+            "gone). Counting goes on; a restart now starts the pools' instance-seconds from zero "
+            "and lists again the runs since the last good write.",
             EXPORTER,
         ),
         Rule(
