@@ -61,7 +61,7 @@ class RunsCollector:
         self._backfill_limiter = RateLimiter(backfill_rate) if backfill_rate > 0 else None
         self._start_to: int | None = None  # where this process began reading the look-back
         self._history_pages = 0
-        self._missing_jobs: list[str] | None = None  # asked one by one (see backfill)
+        self._jobs_to_ask: list[str] | None = None  # asked one by one (see backfill)
         self.snapshot: RunsSnapshot | None = None
         self._warned_no_date = False
         # Whether time went by unwatched before the next cycle: at start with a restored
@@ -102,8 +102,8 @@ class RunsCollector:
                 break
             if self._start_to is None:
                 self._start_to = window[1]
-            per_job = self._missing_jobs is not None
-            if per_job and not self._missing_jobs:
+            per_job = self._jobs_to_ask is not None
+            if per_job and not self._jobs_to_ask:
                 with self.lock:
                     self.ledger.apply_history([], None)  # every job asked: done
                 break
@@ -113,8 +113,8 @@ class RunsCollector:
                 "start_time_from": window[0],
                 "start_time_to": window[1],
             }
-            if self._missing_jobs:
-                params["job_id"] = self._missing_jobs[-1]
+            if self._jobs_to_ask:
+                params["job_id"] = self._jobs_to_ask[-1]
             page = self._history_page(params)
             requests += 1
             if page is None:
@@ -122,8 +122,8 @@ class RunsCollector:
             raws, more, date_ms = page
             with self.lock:
                 runs = self._parse(raws, date_ms or self._local_time())
-                if self._missing_jobs:
-                    self._missing_jobs.pop()
+                if self._jobs_to_ask:
+                    self._jobs_to_ask.pop()
                     self.ledger.apply_history(runs, window[1])
                     continue
                 starts = [r.start_ms for r in runs if r.start_ms > 0]
@@ -189,7 +189,7 @@ class RunsCollector:
                 len(job_ids),
                 pages_left,
             )
-            self._missing_jobs = job_ids
+            self._jobs_to_ask = job_ids
         return listing
 
     def _cycle(self) -> int:
