@@ -6,6 +6,7 @@ import gc
 import json
 import multiprocessing
 import os
+import socket
 import statistics
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -140,3 +141,50 @@ def simulator_process(config: SimConfig, start: float = START) -> Iterator[Remot
         proc.join(10)
         if proc.is_alive():
             proc.kill()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a child process to listen on)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SimFleet:
+    """Simulated workspaces on the real clock, all served by one other process."""
+
+    servers: list[tuple[str, str]]  # (url, token) of each, in the order of the configs
+    pid: int
+
+
+def _serve_fleet(configs: Sequence[SimConfig], conn: Connection) -> None:
+    servers = [SimServer(SimWorkspace(config)).start() for config in configs]
+    try:
+        conn.send([(server.url, server.token) for server in servers])
+        with suppress(EOFError):
+            conn.recv()  # until the parent says stop (or dies)
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@contextmanager
+def simulator_fleet(configs: Sequence[SimConfig]) -> Iterator[SimFleet]:
+    """One child process serving a SimServer per config on loopback, on the real clock, so an
+    exporter process pointed at them spends only its own CPU and memory."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve_fleet, args=(list(configs), child), daemon=True)
+    proc.start()
+    try:
+        servers = parent.recv()
+        assert proc.pid is not None
+        yield SimFleet(servers, proc.pid)
+    finally:
+        with suppress(OSError):
+            parent.send("stop")
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()

@@ -27,6 +27,7 @@ FIGURES = (
     "memory.py",
     "catch_up.py",
     "detection.py",
+    "workspaces.py",
 )
 
 

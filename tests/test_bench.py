@@ -51,3 +51,25 @@ def test_quick_benchmarks_run_and_report_exact_counts(tmp_path):
     pools = figures["renders_and_pools"]["pool_integral"]
     assert len(pools) == 6 and all(row["max_pool_error"] < 0.01 for row in pools)
     assert [row["unobserved"] > 0 for row in pools] == [False] * 3 + [True] * 3
+    many = figures["workspaces"]
+    assert many["interval"] == 5
+    rows = many["sizes"]
+    assert [(row["workspaces"], row["mix"]) for row in rows] == [
+        (1, "quiet"),
+        (3, "quiet"),
+        (3, "busy"),
+    ]
+    for row in rows:
+        n = row["workspaces"]
+        # Ready, every workspace's collectors report a start delay at every scrape, and every
+        # scrape is answered; SIGTERM stops the process cleanly.
+        assert row["ready_s"] > 0 and row["scrapes"] > 0 and row["scrape_failures"] == 0
+        assert row["workspaces_with_delay"] == n
+        assert row["delay_samples"] == 2 * n * row["scrapes"]
+        assert row["collections_seen"] >= 2 * n
+        assert row["exit_code"] == 0
+        assert row["cpu_per_interval_s"] >= 0 and row["max_start_delay_s"] >= 0
+        assert 0 < row["peak_rss_mb"] < 512
+    # Threads are bounded: workers for two collections per workspace, not one per request.
+    assert all(row["max_threads"] < 60 for row in rows)
+    assert rows[1]["max_threads"] - rows[0]["max_threads"] <= 3 * 2
