@@ -20,8 +20,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# make demo PORT=9999 LISTEN=0.0.0.0 to serve elsewhere than 127.0.0.1:9180.
+PORT ?= 9180
+LISTEN ?= 127.0.0.1
 demo: $(VENV)/.installed
-	$(BIN)/databricks-exporter --simulate --listen-address 127.0.0.1 --port 9180 --interval 15
+	$(BIN)/databricks-exporter --simulate --listen-address $(LISTEN) --port $(PORT) --interval 15
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check exporter airflow_callbacks tests bench mixin docs
