@@ -76,8 +76,7 @@ def open_state_file(settings: Settings) -> StateFile | None:
     if settings.state_file is None:
         return None
     max_bytes = MAX_STATE_BYTES_PER_WORKSPACE * len(settings.workspaces)
-    state = StateFile(settings.state_file, max_bytes=max_bytes)
-    state.acquire()
+    state = StateFile(settings.state_file, max_bytes=max_bytes, owned=True)
     state.keep_only({ws.name: state_key(ws, settings) for ws in settings.workspaces})
     return state
 

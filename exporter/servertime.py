@@ -52,6 +52,7 @@ class ServerClock:
         self.confirm_ms = confirm_ms
         self._lock = threading.Lock()
         self._anchor: tuple[int, float] | None = None  # (trusted Date ms, elapsed s then)
+        self._provisional: tuple[int, float] | None = None  # a first Date not yet confirmed
         self._candidate: tuple[int, float] | None = None  # (offset ms, elapsed s first seen)
         self.distrusted = 0  # answers whose Date was not trusted
 
@@ -71,8 +72,20 @@ class ServerClock:
                 )
                 return self._expected(now)
             if self._anchor is None:
-                if date_ms is not None:
-                    self._anchor = (date_ms, now)
+                # The first Date is trusted when this host's clock agrees, or when the next
+                # answer agrees with it; until then it times its own answer only.
+                if date_ms is None:
+                    return None
+                provisional = self._provisional
+                agrees = (
+                    provisional is not None
+                    and abs(date_ms - provisional[0] - int((now - provisional[1]) * 1000))
+                    <= self.tolerance_ms
+                )
+                if agrees or abs(date_ms - self._wall() * 1000) <= self.tolerance_ms:
+                    self._anchor, self._provisional = (date_ms, now), None
+                else:
+                    self._provisional = (date_ms, now)
                 return date_ms
             expected = self._expected(now)
             assert expected is not None
@@ -95,6 +108,14 @@ class ServerClock:
                 date_ms, f"{(date_ms - expected) / 1000:+.0f} s off the time kept since the last"
             )
             return expected
+
+    def elapsed_now(self) -> float:
+        return self._elapsed()
+
+    def time_at(self, elapsed: float) -> int | None:
+        """Databricks' time at an earlier ``elapsed_now()``, once a Date is trusted; else None."""
+        with self._lock:
+            return self._expected(elapsed)
 
     def _expected(self, now: float) -> int | None:
         if self._anchor is None:

@@ -75,6 +75,7 @@ REACH_BACK_MS = 30 * 60 * 1000
 # least this far: a run repaired and finished meanwhile is only seen again by re-listing it.
 AFTER_GAP_MS = 5 * 60 * 1000
 RUNS_PER_PAGE = 25  # runs/list's largest page
+MAX_PENDING_MS = 6 * 3600 * 1000  # a cut listing not read within 6 hours is given up
 SERIES_PER_JOB = 40
 SERIES_PER_TASK_KEY = 3
 SERIES_PER_ONE_TIME_NAME = 24
@@ -124,6 +125,9 @@ class Run:
     reopened: bool = False  # counted before and active again: being repaired
     inherited: bool = False  # already active when a fresh ledger started: maybe a repair
     paused: bool = False  # its times show a pause (or cannot show one): perhaps repaired
+    # Seen active, never counted, started inside a listing still to be read (or read while it
+    # ran): its original attempt, if it ended before this watermark, was not counted either.
+    uncounted_since: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -458,11 +462,53 @@ class RunLedger:
         horizon = self.watermark_ms - max(self.overlap_ms, REACH_BACK_MS)
         return min([horizon, *(start for start, _, _ in self.pending)])
 
+    def tag_uncounted(self, run: Run) -> Run:
+        """An active run never counted that started inside a listing still to be read: its
+        original attempt may have ended there, uncounted (see ``uncounted_since``). Called
+        before the pending listings move on, since reading one removes it."""
+        if run.run_id in self.seen or run.uncounted_since:
+            return run
+        for from_ms, to_ms, since in self.pending:
+            if from_ms <= run.start_ms <= to_ms:
+                return replace(run, uncounted_since=since)
+        return run
+
     def defer(self, from_ms: int, to_ms: int, since_ms: int) -> None:
         """A completed-runs listing of the cycle after ``since_ms`` was cut after reading the
-        runs that started down to ``to_ms``: the rest, [from_ms, to_ms], is read later."""
-        if to_ms >= from_ms:
-            self.pending.insert(0, (from_ms, to_ms, since_ms))
+        runs that started down to ``to_ms``: the rest, [from_ms, to_ms], is read later.
+
+        Windows that overlap or touch are merged (a listing that keeps failing at one page
+        makes one growing window, not one per cycle), with the earlier ``since``; a window
+        older than MAX_PENDING_MS is given up with a warning, so ``seen`` (kept back to the
+        oldest window) stays bounded."""
+        if to_ms < from_ms:
+            return
+        window = (from_ms, to_ms, since_ms)
+        kept = []
+        for other in self.pending:
+            if other[0] <= window[1] + 1 and window[0] <= other[1] + 1:
+                window = (
+                    min(window[0], other[0]),
+                    max(window[1], other[1]),
+                    min(window[2], other[2]),
+                )
+            else:
+                kept.append(other)
+        self.pending = sorted([window, *kept], key=lambda w: w[1], reverse=True)
+        oldest_allowed = self.watermark_ms - MAX_PENDING_MS
+        kept = []
+        for start, end, since in self.pending:
+            if start < oldest_allowed:
+                log.warning(
+                    "the runs that started from %d to %d could not be listed for %d hours; "
+                    "given up (those runs are not counted)",
+                    start,
+                    min(end, oldest_allowed),
+                    MAX_PENDING_MS // 3_600_000,
+                )
+            if end >= oldest_allowed:
+                kept.append((max(start, oldest_allowed), end, since))
+        self.pending = kept
 
     def pending_done(self, window: tuple[int, int, int], read_to_ms: int | None) -> None:
         """A pending listing was read down to ``read_to_ms`` (None: to its end)."""
@@ -509,7 +555,9 @@ class RunLedger:
         if run.run_id in self.seen or run.end_ms <= self.baseline_ms or run.repairs:
             return False
         tracked = self.active.get(run.run_id)
-        unwatched = run.start_ms < self.baseline_ms or (tracked is not None and tracked.inherited)
+        unwatched = run.start_ms < self.baseline_ms or (
+            tracked is not None and (tracked.inherited or tracked.uncounted_since > 0)
+        )
         return run.more_tasks or (unwatched and run.paused)
 
     def apply(
@@ -532,11 +580,15 @@ class RunLedger:
             counted += self._observe_terminal(run, watermark_before)
         still_active: dict[int | str, Run] = {}
         for run in map(self._keyed, active):
+            tracked = self.active.get(run.run_id, run)
             if run.run_id in self.seen:
                 # Counted once already and running again: a repair (it keeps its run_id).
                 run = replace(run, reopened=True)
-            elif self.fresh or self.active.get(run.run_id, run).inherited:
+            elif self.fresh or tracked.inherited:
                 run = replace(run, inherited=True)
+            since = run.uncounted_since or tracked.uncounted_since
+            if since and run.run_id not in self.seen:
+                run = replace(run, uncounted_since=since)
             still_active[run.run_id] = run
         self.fresh = False
         for run_id in vanished:
@@ -635,6 +687,8 @@ class RunLedger:
             return 0
         self.seen[run.run_id] = (run.start_ms, reported_end)
         counted_by = max(watermark_before, self.baseline_ms)
+        if tracked is not None and tracked.uncounted_since:
+            counted_by = max(min(counted_by, tracked.uncounted_since), self.baseline_ms)
         if run.original is not None and run.repairs and run.original.end_ms <= counted_by:
             # A repaired run whose original attempt ended before the last cycle: counted then
             # (or before the baseline), forgotten since. Only its new repairs count now.

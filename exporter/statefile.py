@@ -98,6 +98,7 @@ _RUN_TYPES: dict[str, Any] = {
     "run_type": _str,
     "trigger": _str,
     "queue_ms": _int,
+    "uncounted_since": _int,
 }
 _RUN_FLAGS = ("end_reported", "more_tasks", "reopened", "inherited", "paused")
 
@@ -166,7 +167,7 @@ def _run(data: Any) -> Run:
     for key, check in _RUN_TYPES.items():
         if key in data:
             fields[key] = check(data[key], key)
-        elif key not in ("run_type", "trigger", "queue_ms"):  # v1 runs lack those
+        elif key not in ("run_type", "trigger", "queue_ms", "uncounted_since"):  # older files
             raise ValueError(f"a saved run lacks {key}")
     for flag in _RUN_FLAGS:
         if flag in data:
@@ -271,7 +272,11 @@ class StateFileInUse(Exception):
 class StateFile:
     """Loads once at startup; ``save`` rewrites the whole file (temp + fsync + rename)."""
 
-    def __init__(self, path: Path, max_bytes: int = MAX_STATE_BYTES_PER_WORKSPACE) -> None:
+    def __init__(
+        self, path: Path, max_bytes: int = MAX_STATE_BYTES_PER_WORKSPACE, owned: bool = False
+    ) -> None:
+        """``owned``: take the lock first (``acquire``), so a second exporter on the same file
+        exits before it reads (let alone renames or copies) the first one's file."""
         self.path = path
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
@@ -286,6 +291,8 @@ class StateFile:
         self._writer: threading.Thread | None = None
         self.last_write_seconds = 0.0
         self._stale = False  # the last write failed and the file was set aside as .stale
+        if owned:
+            self.acquire()
         self._loaded = self._load()
 
     @property
@@ -460,7 +467,7 @@ class StateFile:
     def restore(self, workspace: str, host: str) -> RunLedger | None:
         """The persisted ledger of a workspace, or None (with a warning when it is unusable)."""
         entry = self._entry(workspace, host)
-        if entry is None:
+        if entry is None or "ledger" not in entry:  # pools only: runs off, or not saved yet
             return None
         try:
             ledger = ledger_from_dict(dict(entry["ledger"]))

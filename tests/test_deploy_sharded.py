@@ -62,6 +62,7 @@ def test_each_pod_takes_its_shard_from_its_name_and_the_config_from_the_configma
     for ordinal in range(replicas):
         pod = f"{sts['metadata']['name']}-{ordinal}"
         settings = load_settings(["--config", str(config), f"--shard={pod}"], {})
+        assert settings.workspaces, f"{pod} would serve no workspace: a poor example"
         served.extend(w.name for w in settings.workspaces)
     names = [w["name"] for w in yaml.safe_load(text)["workspaces"]]
     assert sorted(served) == sorted(names)  # every workspace on exactly one pod

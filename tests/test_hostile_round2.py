@@ -319,9 +319,9 @@ def test_redaction_covers_the_escaped_forms_of_a_secret():
 def test_hosts_that_would_send_requests_elsewhere_are_refused(host: str):
     with pytest.raises(ConfigError) as info:
         load_settings([], {"DATABRICKS_HOST": host})
-    assert "DATABRICKS_HOST" in str(info.value)
-    assert "pw" not in str(info.value).split("DATABRICKS_HOST")[1].replace("pw@", "")
-    assert "evil" not in str(info.value) or "\\" in str(info.value)
+    message = str(info.value)
+    assert message.startswith("DATABRICKS_HOST: ")
+    assert "user:pw" not in message  # what precedes an '@' is never echoed
 
 
 def test_a_password_in_a_host_is_not_echoed():

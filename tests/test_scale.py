@@ -51,6 +51,18 @@ def test_a_large_lookback_is_ready_and_counting_in_one_interval_and_fills_last_r
     )
     last = select(proc.samples(), "databricks_job_last_run_end_timestamp_seconds")
     assert len(last) == 200
+    # Far fewer requests than the ~7,600 pages of the history: jobs/list, then one page a job.
+    listed = sum(
+        v
+        for k, v in select(proc.samples(), "databricks_exporter_api_requests_total").items()
+        if dict(k)["endpoint"].endswith(("runs/list", "jobs/list"))
+    )
+    assert listed < 1_000, listed
+    wait_for(
+        lambda: sum(select(proc.samples(), "databricks_job_runs_total").values()) >= 10,
+        30,
+        "ten counted runs",
+    )
     drain(server)
     assert_counts_match_truth(proc, server)  # the history counted nothing
     assert ready_after < 60

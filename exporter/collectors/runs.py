@@ -195,17 +195,30 @@ class RunsCollector:
     def _cycle(self) -> int:
         # Active first, then completed: a run that ends between the two calls is in the second.
         dates: list[int | None] = []
+        server_clock = getattr(self.client, "server_clock", None)
+        sent = server_clock.elapsed_now() if server_clock is not None else 0.0
         raw_active = list(self.client.iter_runs(active_only=True, dates=dates))
         # The cycle's time is Databricks' (the Date of the first answer), so an exporter clock
         # that is minutes off neither loses runs nor widens the listings to cover for it.
         cycle_start = dates[0] if dates and dates[0] is not None else self._local_time()
-        self.ledger.rebase(cycle_start)  # a fresh ledger counts from Databricks' clock too
+        fresh = self.ledger.fresh
+        if fresh:
+            # A fresh ledger's baseline is Databricks' time too, but its first Date is not
+            # trusted yet (one an hour ahead, from a proxy, would lose an hour of runs): the
+            # first listing starts from the earlier of it and this host's clock, and the
+            # baseline moves to the first answer's time once a later answer confirms it.
+            cycle_start = min(cycle_start, self.clock_ms())
+            self.ledger.rebase(cycle_start)
         active = self._parse(raw_active, cycle_start)
         del raw_active
         listed_active = {r.run_id for r in active}
         left = [r.start_ms for r in self.ledger.active.values() if r.run_id not in listed_active]
         list_from = self.ledger.completed_list_from(left, self._after_gap)
         completed, cut_at = self._completed(cycle_start, list_from)
+        confirmed = server_clock.time_at(sent) if fresh and server_clock is not None else None
+        if confirmed is not None:
+            self.ledger.rebase(confirmed)
+            cycle_start = confirmed
         # A listing cut earlier goes on: a page budget per cycle, newest part first.
         window = self.ledger.pending[0] if self.ledger.pending else None
         backlog: list[Run] = []
@@ -215,7 +228,7 @@ class RunsCollector:
         completed += [r for r in backlog if not r.terminal]
         terminal = [r for r in completed if r.terminal] + [r for r in active if r.terminal]
         backlog = [r for r in backlog if r.terminal]
-        ended = {r.run_id for r in terminal}
+        ended = {r.run_id for r in [*terminal, *backlog]}
         still_active = [
             r for r in [*active, *completed] if not r.terminal and r.run_id not in ended
         ]
@@ -239,6 +252,7 @@ class RunsCollector:
         # Listings carry at most 100 tasks per run and no repair history: runs/get has both.
         terminal = [self._detailed(run, cycle_start) for run in terminal]
         backlog = [self._detailed(run, cycle_start) for run in backlog]
+        still_active = [self.ledger.tag_uncounted(run) for run in still_active]
         # Before apply: its pruning must keep what the listings still to read may list again.
         if window is not None:
             self.ledger.pending_done(window, backlog_to)
