@@ -38,32 +38,43 @@ def configure_logging(level: str, secrets: Sequence[str] = ()) -> None:
         logging.getLogger("azure").setLevel(logging.WARNING)
 
 
+DEMO_FAULT_RATE = 0.01
+
+
 def start_simulator(settings: Settings) -> tuple[Settings, object]:
     """Serve the simulated workspace on loopback and point the settings at it."""
-    from exporter.simulator import SimConfig, SimServer, SimWorkspace
+    from exporter.simulator import FaultRule, SimConfig, SimServer, SimWorkspace
 
     # The demo shows the Jobs API's awkward cases too: one-time runs (runs/submit, ADF), a
-    # continuous job, a job of 130 tasks, status-only runs, repairs, queues, pool start errors.
+    # continuous job, a job of 130 tasks, status-only runs, repairs (a minute after a failure,
+    # lasting a minute: the first within minutes), queues, pool start errors, an unpriced pool,
+    # and an API that answers its first pools listing and 1% of requests with 429 or 5xx
+    # (retried: databricks_exporter_api_retries_total).
     demo = SimConfig(
         jobs=24,
         period_seconds=(60, 600),
         duration_seconds=(10, 300),
+        fail_rate=0.15,
         one_time_jobs=3,
         continuous_jobs=1,
         wide_jobs=1,
         status_only_rate=0.2,
         repair_rate=0.5,
-        repair_delay_seconds=300,
+        repair_delay_seconds=60,
+        repair_seconds=60,
         pool_error_rate=0.2,
         align_origin_seconds=86_400,  # restarts within a UTC day replay the same runs
     )
     sim = SimServer(SimWorkspace(demo)).start()
+    sim.fault_rate = DEMO_FAULT_RATE
+    sim.add_faults(FaultRule(path_prefix="/api/2.0/instance-pools/list", status=503))
     ws = replace(settings.workspaces[0], host=sim.url, token=sim.token)
     log.info("simulated workspace at %s (%d jobs)", sim.url, len(sim.model.jobs))
     # Idle cost in the demo: the simulated pools' node types, priced unless a table is given.
+    # Standard_F4s_v2 is left out on purpose: its pool shows as unpriced.
     prices = settings.prices or PriceTable(
         "USD",
-        {"Standard_DS3_v2": 0.293, "Standard_E8ds_v5": 0.576, "Standard_F4s_v2": 0.169},
+        {"Standard_DS3_v2": 0.293, "Standard_E8ds_v5": 0.576},
         source="demo prices (see deploy/azure-vm-prices.example.yml)",
     )
     # The demo's own simulator: its look-back is read in seconds, not at a real workspace's pace.
