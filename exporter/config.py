@@ -204,6 +204,21 @@ def _number(
     return value
 
 
+_DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d|w))+$")
+_DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def _duration(raw: Any, unit_seconds: float) -> Any:
+    """A duration as Prometheus users write it ("90s", "1m", "1h30m", "7d") in the setting's
+    unit (``unit_seconds``: 1 for a setting in seconds, 3600 for one in hours); anything
+    else unchanged, for _number to check (a plain number keeps the setting's unit)."""
+    if not isinstance(raw, str) or not _DURATION_RE.match(raw.strip()):
+        return raw
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART_RE.findall(raw.strip()))
+    return seconds / unit_seconds
+
+
 def _patterns(raw: Any) -> tuple[str, ...]:
     """run_name_patterns: a list of regular expressions, each checked here."""
     if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
@@ -617,6 +632,10 @@ def load_settings(
     def pick(flag: Any, key: str, default: Any) -> Any:
         return flag if flag is not None else doc.get(key, default)
 
+    def named(flag_name: str, flag: Any, key: str) -> str:
+        """How an error names a setting: the flag when given there, else the YAML key."""
+        return key if flag is None and key in doc else flag_name
+
     # Collectors: the YAML's top level, then the command line, then each workspace's own.
     flags = {
         name: value
@@ -641,7 +660,11 @@ def load_settings(
             f"--log-level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
         )
     total_shards = _number(
-        "--total-shards", pick(args.total_shards, "total_shards", 1), int, 0, maximum=10_000
+        named("--total-shards", args.total_shards, "total_shards"),
+        pick(args.total_shards, "total_shards", 1),
+        int,
+        0,
+        maximum=10_000,
     )
     shard = _shard(pick(args.shard, "shard", 0))
     if shard >= total_shards:
@@ -651,9 +674,10 @@ def load_settings(
         )
     if not args.simulate:
         workspaces = [w for w in workspaces if shard_of(w.name, total_shards) == shard]
-    port = _number("--port", pick(args.port, "port", DEFAULT_PORT), int, 0, strict=False)
+    port_name = named("--port", args.port, "port")
+    port = _number(port_name, pick(args.port, "port", DEFAULT_PORT), int, 0, strict=False)
     if port > 65535:
-        raise ConfigError(f"--port: must be <= 65535, got {port}")
+        raise ConfigError(f"{port_name}: must be <= 65535, got {port}")
     state_file = _text("--state-file", pick(args.state_file, "state_file", None))
     if state_file:
         _check_state_file(Path(state_file))
@@ -664,15 +688,15 @@ def load_settings(
         ),
         port=port,
         interval=_number(
-            "--interval",
-            pick(args.interval, "interval", DEFAULT_INTERVAL),
+            named("--interval", args.interval, "interval"),
+            _duration(pick(args.interval, "interval", DEFAULT_INTERVAL), 1.0),
             float,
             0,
             maximum=MAX_INTERVAL,
         ),
         lookback_hours=_number(
-            "--lookback-hours",
-            pick(args.lookback_hours, "lookback_hours", DEFAULT_LOOKBACK_HOURS),
+            named("--lookback-hours", args.lookback_hours, "lookback_hours"),
+            _duration(pick(args.lookback_hours, "lookback_hours", DEFAULT_LOOKBACK_HOURS), 3600.0),
             float,
             0,
             False,
@@ -680,7 +704,7 @@ def load_settings(
         ),
         overlap_seconds=_number(
             "overlap_seconds",
-            doc.get("overlap_seconds", DEFAULT_OVERLAP_SECONDS),
+            _duration(doc.get("overlap_seconds", DEFAULT_OVERLAP_SECONDS), 1.0),
             float,
             0,
             False,
@@ -688,7 +712,7 @@ def load_settings(
         ),
         timeout_seconds=_number(
             "timeout_seconds",
-            doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS),
+            _duration(doc.get("timeout_seconds", DEFAULT_TIMEOUT_SECONDS), 1.0),
             float,
             0,
             maximum=MAX_SECONDS,
@@ -704,7 +728,9 @@ def load_settings(
             1023,
         ),
         max_requests_per_second=_number(
-            "--max-requests-per-second",
+            named(
+                "--max-requests-per-second", args.max_requests_per_second, "max_requests_per_second"
+            ),
             pick(
                 args.max_requests_per_second,
                 "max_requests_per_second",
@@ -727,7 +753,7 @@ def load_settings(
         prices=_prices("prices", doc.get("prices")),
         max_pool_gap_seconds=_number(
             "max_pool_gap_seconds",
-            doc.get("max_pool_gap_seconds", 0),
+            _duration(doc.get("max_pool_gap_seconds", 0), 1.0),
             float,
             0,
             False,
@@ -735,7 +761,7 @@ def load_settings(
         ),
         date_tolerance_seconds=_number(
             "date_tolerance_seconds",
-            doc.get("date_tolerance_seconds", DEFAULT_DATE_TOLERANCE_SECONDS),
+            _duration(doc.get("date_tolerance_seconds", DEFAULT_DATE_TOLERANCE_SECONDS), 1.0),
             float,
             0,
             False,

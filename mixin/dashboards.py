@@ -618,7 +618,7 @@ def pools(s: Settings) -> Dashboard:
         12,
         8,
     )
-    pool_cost(lay, wm)
+    pool_cost(lay, wm, s.thresholds.idle_cost_per_day)
     return dashboard(
         "databricks-pools",
         "Databricks instance pools",
@@ -633,8 +633,9 @@ def pools(s: Settings) -> Dashboard:
     )
 
 
-def pool_cost(lay: Layout, wm: str) -> None:
-    """Idle instance-hours and cost over the range, from the exporter's integrated counters."""
+def pool_cost(lay: Layout, wm: str, per_day: float) -> None:
+    """Idle instance-hours and cost over the range, from the exporter's integrated counters,
+    and the last 24 h's cost against the budget of DatabricksPoolIdleCostHigh."""
     seconds = "increase(databricks_instance_pool_{}_instance_seconds_total{{" + wm + "}}[$__range])"
     price = _price(wm)
     cost = f"increase(databricks_instance_pool_idle_cost_total{{{wm}}}[$__range])"
@@ -661,6 +662,26 @@ def pool_cost(lay: Layout, wm: str) -> None:
             "short",
             [(f"sum by (workspace, pool_name, currency) ({cost})", "{{pool_name}} ({{currency}})")],
             instant=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Idle cost, last 24 h",
+            f"VM cost of idle instances per pool over the last 24 hours. Red from {per_day:g} "
+            "(in the price table's currency), the budget of DatabricksPoolIdleCostHigh.",
+            "short",
+            [
+                (
+                    "sum by (workspace, pool_name, currency) "
+                    f"(increase(databricks_instance_pool_idle_cost_total{{{wm}}}[24h]))",
+                    "{{pool_name}} ({{currency}})",
+                )
+            ],
+            instant=True,
+            defaults={"thresholds": thresholds((None, "green"), (per_day, "red"))},
         ),
         12,
         8,
@@ -765,7 +786,8 @@ def exporter(s: Settings) -> Dashboard:
         panel(
             "stat",
             "Data age",
-            "Time since the last successful collection.",
+            "Time since the last successful collection. Red from "
+            f"{s.thresholds.data_stale_minutes:g} min, the threshold of DatabricksExporterDataStale.",
             "s",
             [
                 (
@@ -774,6 +796,11 @@ def exporter(s: Settings) -> Dashboard:
                 )
             ],
             instant=True,
+            defaults={
+                "thresholds": thresholds(
+                    (None, "green"), (s.thresholds.data_stale_minutes * 60, "red")
+                )
+            },
         ),
         12,
         5,

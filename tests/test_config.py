@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,8 +197,8 @@ def yaml_file(tmp_path: Path, text: str | bytes, name: str = "ws.yaml") -> str:
         (lambda p: ["--lookback-hours=-inf"], "--lookback-hours"),
         (lambda p: ["--config", "/dev/zero"], "larger than 1 MiB"),
         (lambda p: ["--config", yaml_file(p, b"\xff\xfe\x00binary")], "not UTF-8 text"),
-        (lambda p: ["--config", yaml_file(p, WS + "interval: .nan\n")], "--interval"),
-        (lambda p: ["--config", yaml_file(p, WS + "port: [1]\n")], "--port"),
+        (lambda p: ["--config", yaml_file(p, WS + "interval: .nan\n")], "interval:"),
+        (lambda p: ["--config", yaml_file(p, WS + "port: [1]\n")], "port:"),
         (lambda p: ["--config", yaml_file(p, WS + "state_file: 5\n")], "--state-file"),
         (lambda p: ["--config", yaml_file(p, WS + "log_level: {a: 1}\n")], "log_level"),
         (
@@ -301,3 +302,42 @@ def test_the_shard_can_come_from_a_statefulset_pod_name(tmp_path: Path):
     assert by_name.shard == 1 and by_name.workspaces == by_number.workspaces
     with pytest.raises(ConfigError, match="StatefulSet pod name"):
         load_settings(["--config", str(config), "--shard", "exporter"], {"T": "x"})
+
+
+def _readme_keys(header: str) -> set[str]:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index(header) :].split("\n\n")[0].splitlines()[2:]
+    keys: set[str] = set()
+    for row in table:
+        first = row.split("|")[1]
+        keys |= set(re.findall(r"`([a-z_]+)`", first))
+    return keys
+
+
+def test_the_readme_configuration_tables_are_every_key_the_loader_accepts():
+    from exporter import config
+
+    assert _readme_keys("| top-level key |") == config._YAML_TOP_KEYS
+    assert _readme_keys("| workspace key |") == config._YAML_WORKSPACE_KEYS
+
+
+def test_durations_are_accepted_where_a_setting_is_a_time(tmp_path: Path):
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        'interval: "1m"\nlookback_hours: 2d\ntimeout_seconds: 1m30s\n'
+        f"workspaces:\n  - {{name: a, host: '{HOST}', token_env: T}}\n"
+    )
+    settings = load_settings(["--config", str(config)], {"T": "x"})
+    assert (settings.interval, settings.lookback_hours, settings.timeout_seconds) == (60, 48, 90)
+    assert load_settings(["--interval", "90s"], {"DATABRICKS_HOST": HOST}).interval == 90
+
+
+def test_an_error_names_the_yaml_key_when_the_value_came_from_the_file(tmp_path: Path):
+    config = tmp_path / "ws.yaml"
+    config.write_text(
+        f"interval: soon\nworkspaces:\n  - {{name: a, host: '{HOST}', token_env: T}}\n"
+    )
+    with pytest.raises(ConfigError, match=r"^interval: expected a number"):
+        load_settings(["--config", str(config)], {"T": "x"})
+    with pytest.raises(ConfigError, match=r"^--interval: expected a number"):
+        load_settings(["--config", str(config), "--interval", "later"], {"T": "x"})
