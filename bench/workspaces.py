@@ -140,6 +140,7 @@ def measure(
     indices: list[int],
     interval: float,
     intervals: int,
+    scrape_every: float,
     lookback_hours: float,
     workdir: Path,
     label: str,
@@ -187,9 +188,10 @@ def measure(
             delays: list[float] = []  # every sample of every scrape
             cpu_ticks: list[tuple[float, float]] = [(t0, cpu0)]
             lookback_done: float | None = None
+            lookback_left = n  # workspaces whose look-back is not read yet, at the last scrape
             tick = t0
             while True:
-                tick += 1.0
+                tick += scrape_every
                 if tick > t0 + window:
                     break
                 time.sleep(max(0.0, tick - time.monotonic()))
@@ -214,8 +216,9 @@ def measure(
                 for key, value in parse_gauges(DELAY, body).items():
                     delays.append(value)
                     readings.setdefault(key, set()).add(value)
-                progress = parse_gauges(PROGRESS, body).values()
-                if lookback_done is None and len(progress) == n and min(progress) >= 1.0:
+                progress = list(parse_gauges(PROGRESS, body).values())
+                lookback_left = n - sum(1 for v in progress if v >= 1.0)
+                if lookback_done is None and lookback_left == 0:
                     lookback_done = time.monotonic()
             t1 = time.monotonic()
             cpu = cpu_seconds(proc) - cpu0
@@ -264,6 +267,7 @@ def measure(
         "max_start_delay_below_interval_s": max((v for v in distinct if v < interval), default=0.0),
         "ready_s": ready_s,
         "lookback_done_s": None if lookback_done is None else lookback_done - t0,
+        "lookback_left": lookback_left,
         "window_s": elapsed,
         "stop_s": stop_s,
         "exit_code": popen.returncode,
@@ -314,6 +318,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--interval", type=float, default=15)
     p.add_argument("--intervals", type=int, default=4, help="measured after /readyz")
+    p.add_argument("--scrape-every", type=float, default=1.0, help="seconds between scrapes")
     p.add_argument("--lookback-hours", type=float, default=0.1)
     p.add_argument("--sizes", type=int, nargs="*", help="workspaces per quiet row")
     p.add_argument("--busy-sizes", type=int, nargs="*", help="workspaces per busy-mix row")
@@ -341,7 +346,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, simulator_fleet(configs) as fleet:
         for label, indices in runs:
             row = measure(
-                fleet, indices, args.interval, args.intervals, args.lookback_hours, Path(tmp), label
+                fleet,
+                indices,
+                args.interval,
+                args.intervals,
+                args.scrape_every,
+                args.lookback_hours,
+                Path(tmp),
+                label,
             )
             row["busy"] = sum(1 for i in indices if i >= quiet_count)
             row["mix"] = "busy" if row["busy"] else "quiet"
@@ -360,8 +372,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) ->
         "process. Quiet: a run per job every 3-6 min (small_workspace); busy mix: "
         f"{BUSY_SHARE:.0%} of the workspaces have a run per job every 30-60 s. Measured over "
         f"{args.intervals} intervals from /readyz 200: CPU (user + system of the exporter "
-        "process), scrapes of /metrics once a second (Prometheus's headers; wall time of the "
-        "whole response) and databricks_exporter_collection_start_delay_seconds read from "
+        f"process, scrapes included), scrapes of /metrics every {args.scrape_every:g} s "
+        "(Prometheus's headers; wall time of the whole response) and "
+        "databricks_exporter_collection_start_delay_seconds read from "
         "each; RSS and threads sampled every second from the start. Baseline: the "
         f"1-workspace row. {wall:.0f} s of wall time.\n"
     )
@@ -374,7 +387,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) ->
         lookback = (
             f"{r['lookback_done_s']:.0f} s after ready"
             if r["lookback_done_s"] is not None
-            else "not within the window"
+            else f"{r['lookback_left']} not within the window"
         )
         steady = r["cpu_per_interval_after_lookback_s"]
         print(
@@ -423,15 +436,18 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) ->
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         n = r["workspaces"]
-        r["cpu_per_workspace_ratio"] = r["cpu_per_interval_s"] / n / base["cpu_per_interval_s"]
-        r["rss_per_workspace_ratio"] = r["peak_rss_mb"] / n / base["peak_rss_mb"]
+        b = base["workspaces"]
+        r["cpu_per_workspace_ratio"] = (
+            r["cpu_per_interval_s"] / n / (base["cpu_per_interval_s"] / b)
+        )
+        r["rss_per_workspace_ratio"] = r["peak_rss_mb"] / n / (base["peak_rss_mb"] / b)
         extra = (
-            f"{(r['peak_rss_mb'] - base['peak_rss_mb']) / (n - 1):.2f} MB"
-            if n > 1
+            f"{(r['peak_rss_mb'] - base['peak_rss_mb']) / (n - b):.2f} MB"
+            if n > b
             else "(baseline)"
         )
         threads = (
-            f"{(r['max_threads'] - base['max_threads']) / (n - 1):.2f}" if n > 1 else "(baseline)"
+            f"{(r['max_threads'] - base['max_threads']) / (n - b):.2f}" if n > b else "(baseline)"
         )
         r["meets_cpu"] = r["cpu_share_of_core"] < TARGET_CORE_SHARE
         r["meets_rss"] = r["peak_rss_mb"] < TARGET_RSS_MB
@@ -450,7 +466,15 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, wall: float) ->
         "workspace reported a start delay: "
         f"{'yes' if all(r['workspaces_with_delay'] == r['workspaces'] for r in rows) else 'NO'}."
     )
-    figures({"sizes": rows, "interval": interval, "intervals": args.intervals})
+    figures(
+        {
+            "sizes": rows,
+            "interval": interval,
+            "intervals": args.intervals,
+            "scrape_every": args.scrape_every,
+            "lookback_hours": args.lookback_hours,
+        }
+    )
 
 
 def ms(value: float | None) -> str:
