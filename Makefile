@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint unit install clean bench bench-quick profile mixin docs-image
+.PHONY: demo stack test lint unit install clean bench bench-quick profile mixin docs-image
 AIRFLOW2 := .venv-airflow2
 
 $(BIN)/python:
@@ -25,6 +25,12 @@ PORT ?= 9180
 LISTEN ?= 127.0.0.1
 demo: $(VENV)/.installed
 	$(BIN)/databricks-exporter --simulate --listen-address $(LISTEN) --port $(PORT) --interval 15
+
+# The demo exporter, Prometheus with alerts/databricks.rules.yml, Alertmanager and a Slack stand-in
+# that prints what it receives, all on 127.0.0.1 (Debian: apt-get install prometheus
+# prometheus-alertmanager); Ctrl-C stops them. make stack STACK_ARGS="--failing --port-base 9180"
+stack: $(VENV)/.installed
+	$(BIN)/python tools/stack.py $(STACK_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check exporter airflow_callbacks tests bench mixin docs
