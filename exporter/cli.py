@@ -15,7 +15,7 @@ from exporter import __version__
 from exporter.config import ConfigError, PriceTable, Settings, load_settings
 from exporter.exposition import Exposition
 from exporter.redact import RedactingFilter
-from exporter.scheduling import ClockStepWatch, schedule
+from exporter.scheduling import ClockStepWatch, Renderer, schedule
 from exporter.server import MetricsServer, make_app
 from exporter.statefile import MAX_STATE_BYTES_PER_WORKSPACE, StateFile, StateFileInUse
 from exporter.workspace import Workspace, state_key
@@ -132,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    scheduler = schedule(workspaces, settings.interval, exposition)
+    renderer = Renderer(exposition).start()
+    scheduler = schedule(workspaces, settings.interval, renderer)
     if state is not None:
         state.start_writer()
     server.start()
@@ -157,6 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     stop.wait()
     watch.stop()
+    renderer.stop()
     scheduler.shutdown(wait=False)
     server.shutdown()
     for ws in workspaces:

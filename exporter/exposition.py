@@ -78,6 +78,9 @@ class Exposition:
         self._lock = threading.Lock()
         self._rendering: set[tuple[str, bool]] = set()
         self.renders: Counter[str] = Counter()  # parts formatted, by collector (benchmarks)
+        # A render for new snapshots is on its way (exporter.scheduling.Renderer): scrapes are
+        # served the previous one meanwhile rather than render it themselves.
+        self.pending = False
 
     def render(self, accept: str | None = None, gzip: bool = False) -> tuple[bytes, str]:
         """The body and content type for a scrape with this Accept header."""
@@ -97,7 +100,9 @@ class Exposition:
     def _cached(self, content_type: str, gzip: bool, encoder: Callable[..., bytes]) -> _Rendered:
         key = (content_type, gzip)
         hit = self._cache.get(key)
-        if hit is not None and (_same(hit.parts, self._snapshot.parts()) or key in self._rendering):
+        if hit is not None and (
+            self.pending or key in self._rendering or _same(hit.parts, self._snapshot.parts())
+        ):
             return hit  # current, or being re-rendered: the previous render is served meanwhile
         with self._lock:  # one render at a time; a scrape that waited here reuses it
             parts = self._snapshot.parts()

@@ -5,7 +5,7 @@ APScheduler's interval jobs are timed on the wall clock: after the clock steps b
 (a VM restored, NTP correcting a clock that ran ahead), the next run is an hour away and nothing
 is collected meanwhile, silently. ``ClockStepWatch`` compares the wall clock with the monotonic
 clock every second; when they disagree by more than a few seconds it logs the step and moves
-every job's next run to now, so collection goes on at its interval from the new time.
+every job's next run by the step, so collection goes on at its interval, each job at its phase.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -33,50 +32,94 @@ STEP_SECONDS = 5.0  # a wall clock that gains or loses more than this in a secon
 # past it collections wait for a free worker (IO-bound: each mostly waits on the API).
 MAX_WORKERS = 64
 LOOKBACK_WORKERS = 4  # the look-back of at most this many workspaces is read at once
+RENDER_PAUSE_SECONDS = 0.25  # a render waits this long for the rest of a burst of collections
 
 
-class StartTimes:
-    """When each job was due (APScheduler's submitted event), so a collection knows how late it
-    started: the figure that says whether one process is enough for its workspaces."""
+class Due:
+    """When a job's next run is due, kept by the job itself: a collection knows how late it
+    started (APScheduler's events arrive after the job may have started), and a clock step
+    moves it with the job (ClockStepWatch)."""
 
-    def __init__(self) -> None:
-        self._due: dict[str, datetime] = {}
+    def __init__(self, first: datetime, interval: float) -> None:
+        self.next = first
+        self.interval = timedelta(seconds=interval)
         self._lock = threading.Lock()
 
-    def submitted(self, event: JobSubmissionEvent) -> None:
-        if event.scheduled_run_times:
-            with self._lock:
-                self._due[event.job_id] = event.scheduled_run_times[-1]
-
-    def delay(self, job_id: str) -> float:
+    def started(self, now: datetime) -> float:
+        """Seconds late against the due time; the next due time is the first after now."""
         with self._lock:
-            due = self._due.get(job_id)
-        if due is None:
-            return 0.0
-        return max((datetime.now(timezone.utc) - due).total_seconds(), 0.0)
+            late = (now - self.next).total_seconds()
+            if self.interval > timedelta(0):
+                while self.next <= now:
+                    self.next += self.interval
+            return max(late, 0.0)
+
+    def move(self, when: datetime) -> None:
+        with self._lock:
+            self.next = when
 
 
 def collect_and_render(
-    ws: Workspace, name: str, exposition: Exposition, starts: StartTimes | None = None
+    ws: Workspace, name: str, renderer: Renderer, due: Due | None = None
 ) -> None:
-    if starts is not None:
-        ws.health.record_start_delay(name, starts.delay(f"{ws.name}:{name}"))
+    if due is not None:
+        ws.health.record_start_delay(name, due.started(datetime.now(timezone.utc)))
     if ws.collect(name):
-        exposition.refresh()
+        renderer.changed()
 
 
-def backfill_and_render(ws: Workspace, budget_seconds: float, exposition: Exposition) -> None:
+def backfill_and_render(ws: Workspace, budget_seconds: float, renderer: Renderer) -> None:
     if ws.backfill(budget_seconds):
-        exposition.refresh()
+        renderer.changed()
+
+
+class Renderer:
+    """Renders /metrics after collections, once for a burst of them: each collection says a
+    snapshot changed, and one thread renders a moment later what changed meanwhile (a hundred
+    workspaces' collections make a few renders, not two hundred), while scrapes are served the
+    previous render instead of rendering themselves."""
+
+    def __init__(self, exposition: Exposition, pause: float = RENDER_PAUSE_SECONDS) -> None:
+        self.exposition = exposition
+        self.pause = pause
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="render", daemon=True)
+
+    def start(self) -> Renderer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def changed(self) -> None:
+        self.exposition.pending = True  # scrapes keep the last render until this one is done
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            if self._stop.wait(self.pause):  # let the burst's other collections finish
+                break
+            self._wake.clear()
+            try:
+                self.exposition.refresh()
+            except Exception:  # the next change renders again; scrapes still get a page
+                log.exception("rendering /metrics failed")
+            finally:
+                self.exposition.pending = self._wake.is_set()
 
 
 def schedule(
-    workspaces: Sequence[Workspace], interval: float, exposition: Exposition
+    workspaces: Sequence[Workspace], interval: float, renderer: Renderer
 ) -> BackgroundScheduler:
     """One job per workspace and collector; never overlapping, late runs coalesced.
 
-    After each collection the exposition is rendered for the new snapshot, so scrapes find it
-    ready instead of paying for it."""
+    Every collection runs once at the start (so /readyz turns 200 after one cycle), then at its
+    interval from an offset of its own, spread over the interval: a hundred workspaces' two
+    hundred collections do not fall due in the same second and queue for the workers."""
     scheduler = BackgroundScheduler(
         executors={
             "default": ThreadPoolExecutor(
@@ -87,23 +130,34 @@ def schedule(
         },
         timezone=timezone.utc,
     )
-    starts = StartTimes()
-    scheduler.add_listener(starts.submitted, EVENT_JOB_SUBMITTED)
     now = datetime.now(timezone.utc)
+    jobs = [(ws, name) for ws in workspaces for name in ws.collectors]
+    for i, (ws, name) in enumerate(jobs):
+        job_id = f"{ws.name}:{name}"
+        # The first collection now; then from an offset in (0, interval], one per job.
+        scheduler.add_job(
+            collect_and_render,
+            "date",
+            run_date=now,
+            args=[ws, name, renderer, Due(now, 0)],
+            id=f"{job_id}:first",
+            name=f"{job_id}:first",
+            misfire_grace_time=None,
+        )
+        first = now + timedelta(seconds=interval * (i + 1) / len(jobs))
+        scheduler.add_job(
+            collect_and_render,
+            "interval",
+            seconds=interval,
+            start_date=first,
+            args=[ws, name, renderer, Due(first, interval)],
+            id=job_id,
+            name=job_id,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=None,
+        )
     for ws in workspaces:
-        for name in ws.collectors:
-            scheduler.add_job(
-                collect_and_render,
-                "interval",
-                seconds=interval,
-                args=[ws, name, exposition, starts],
-                id=f"{ws.name}:{name}",
-                name=f"{ws.name}:{name}",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-                next_run_time=now,
-            )
         if "runs" in ws.collectors:
             # The look-back, between cycles, at half the request rate: each call reads until a
             # cycle starts or its period ends (RunsCollector.backfill), then the state is saved
@@ -116,7 +170,7 @@ def schedule(
                 backfill_and_render,
                 "interval",
                 seconds=period,
-                args=[ws, 0.9 * period * share, exposition],
+                args=[ws, 0.9 * period * share, renderer],
                 executor="lookback",
                 id=f"{ws.name}:runs:lookback",
                 name=f"{ws.name}:runs:lookback",
@@ -166,14 +220,24 @@ class ClockStepWatch:
     def _rescheduled(self, step: float) -> None:
         self.steps += 1
         log.warning(
-            "the host's wall clock stepped %+.0f s; every collection is rescheduled from now",
+            "the host's wall clock stepped %+.0f s; every collection is rescheduled by it",
             step,
         )
         now = datetime.now(timezone.utc)
+        before = now - timedelta(seconds=step)  # what the wall clock would say without the step
         jobs: list[Any] = self.scheduler.get_jobs()
         for job in jobs:
             try:
-                job.modify(next_run_time=now)
+                # Each job keeps its phase: due as long after now as it was after "before".
+                remaining = (job.next_run_time - before).total_seconds()
+                interval = getattr(job.trigger, "interval", None)
+                if interval is not None and interval.total_seconds() > 0:
+                    remaining %= interval.total_seconds()
+                when = now + timedelta(seconds=max(remaining, 0.0))
+                job.modify(next_run_time=when)
+                for arg in job.args:
+                    if isinstance(arg, Due):
+                        arg.move(when)
             except Exception:  # a job removed meanwhile (shutdown)
                 log.debug("cannot reschedule %s", job.id, exc_info=True)
         self.scheduler.wakeup()

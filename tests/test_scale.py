@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 from conftest import assert_counts_match_truth, drain, select, sim_env, wait_for
@@ -143,3 +144,32 @@ def test_a_lookback_past_max_pages_no_longer_wedges_counting(make_sim, exporter,
     )
     # Even a cycle's own listing past 5 pages is kept and its rest read next cycles.
     assert "listed in the next cycles" in proc.output()
+
+
+def test_collections_run_once_at_start_then_spread_over_the_interval():
+    from datetime import datetime, timedelta, timezone
+
+    from exporter.scheduling import Due, schedule
+
+    class Ws:
+        def __init__(self, i: int) -> None:
+            self.name = f"ws-{i}"
+            self.collectors = {"runs": None, "pools": None}
+
+    workspaces = [Ws(i) for i in range(50)]
+    scheduler = schedule(workspaces, 60.0, renderer=None)  # type: ignore[arg-type]
+    now = datetime.now(timezone.utc)
+    jobs = scheduler.get_jobs()  # not started: next run times as scheduled
+    first = [j for j in jobs if j.id.endswith(":first")]
+    interval = [j for j in jobs if j.id.count(":") == 1]
+    assert len(first) == len(interval) == 100
+    assert all(abs((j.trigger.run_date - now).total_seconds()) < 5 for j in first)
+    offsets = sorted((j.trigger.start_date - now).total_seconds() for j in interval)
+    assert 0 < offsets[0] < 2 and 58 < offsets[-1] <= 61  # spread over the whole interval
+    assert max(b - a for a, b in itertools.pairwise(offsets)) < 2  # evenly: 0.6 s apart
+    # A collection knows how late it started, whatever APScheduler's events say.
+    due = Due(now, 60)
+    assert due.started(now + timedelta(seconds=3)) == 3.0
+    assert due.next == now + timedelta(seconds=60)
+    assert due.started(now + timedelta(seconds=200)) == 140.0  # coalesced: late by 140 s
+    assert due.next == now + timedelta(seconds=240)
