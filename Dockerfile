@@ -1,9 +1,8 @@
 # Multi-stage: build a wheel with the build tools, install it into a clean slim image.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
-COPY airflow_callbacks ./airflow_callbacks
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim

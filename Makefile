@@ -4,8 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo stack test lint unit install clean bench bench-quick profile mixin docs-image
+.PHONY: demo stack test lint unit install clean bench bench-quick profile mixin docs-image dist
 AIRFLOW2 := .venv-airflow2
+# pip 25.1 reads pyproject.toml's [dependency-groups] (--group): the tests' and docs' pins.
+NEW_PIP := 'pip>=25.1'
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +16,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install -e .
 	touch $@
 
+# The exporter (editable) and the test tools. The Airflow callbacks are not installed here:
+# tests/test_packaging.py installs their wheel into this venv and into $(AIRFLOW2).
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[test]'
-	touch $@ $(VENV)/.installed $(VENV)/.installed-mixin  # [test] has [mixin]'s pins
+	$(PIP) install $(NEW_PIP)
+	$(PIP) install -e . --group test
+	touch $@ $(VENV)/.installed $(VENV)/.installed-mixin  # the test group has [mixin]'s pins
 
 install: $(VENV)/.installed
 
@@ -33,14 +38,17 @@ stack: $(VENV)/.installed
 	$(BIN)/python tools/stack.py $(STACK_ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check exporter airflow_callbacks tests bench mixin docs
-	$(BIN)/ruff format --check exporter airflow_callbacks tests bench mixin docs
+	$(BIN)/ruff check exporter airflow_callbacks packaging tests bench mixin docs
+	$(BIN)/ruff format --check exporter airflow_callbacks packaging tests bench mixin docs
 	$(BIN)/mypy
 
 # tests/test_airflow_dag.py runs its DAG under this venv's Airflow 3 and under Airflow 2.10 here.
+# Airflow 2.10 and its providers only: neither the exporter nor the callbacks (their wheel comes
+# from the tests).
 $(AIRFLOW2)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(AIRFLOW2)
-	$(AIRFLOW2)/bin/python -m pip --disable-pip-version-check -q install -e '.[test-airflow2]'
+	$(PYTHON) -m venv --clear $(AIRFLOW2)
+	$(AIRFLOW2)/bin/python -m pip --disable-pip-version-check -q install $(NEW_PIP)
+	$(AIRFLOW2)/bin/python -m pip --disable-pip-version-check -q install --group airflow2
 	touch $@
 
 unit: $(VENV)/.installed-test $(AIRFLOW2)/.installed
@@ -60,11 +68,17 @@ mixin: $(VENV)/.installed-mixin
 
 # Redraws docs/slack-message.png from the message the callbacks build.
 docs-image: $(VENV)/.installed-test
-	$(PIP) install -e '.[docs]'
+	$(PIP) install --group docs
 	$(BIN)/python docs/render_slack_message.py
 
+# The two wheels, into dist/: databricks_jobs_exporter-*.whl (the exporter, what the Dockerfile
+# installs) and airflow_provider_databricks_slack_callbacks-*.whl (the Airflow callbacks).
+dist: | $(BIN)/python
+	rm -rf dist
+	$(BIN)/python packaging/build_wheels.py dist
+
 clean:
-	rm -rf $(VENV) $(AIRFLOW2) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW2) dist .pytest_cache .mypy_cache .ruff_cache
 
 # Figures of README's performance section, written to bench/results.md and .json (about half an hour).
 bench: $(VENV)/.installed-test

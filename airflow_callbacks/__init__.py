@@ -1,5 +1,7 @@
 """Airflow callbacks that post Slack alerts with the Databricks run page URL.
 
+The distribution airflow-provider-databricks-slack-callbacks; it requires slack-sdk only.
+
     from airflow_callbacks import slack_failure_callback, DatabricksSlackNotifier
     default_args = {"on_failure_callback": slack_failure_callback}
     on_failure_callback=DatabricksSlackNotifier(slack_conn_id="slack_alerts", channel="#oncall")
@@ -26,6 +28,8 @@ from airflow_callbacks.deadline import Deadline
 from airflow_callbacks.delivery import DEFAULT_BUDGET_SECONDS, Slack, resolve_target
 from airflow_callbacks.enrich import TIMEOUT_SECONDS, RunDetails, run_details
 from airflow_callbacks.message import build
+
+__version__ = "0.1.0"
 
 __all__ = [
     "DatabricksSlackNotifier",

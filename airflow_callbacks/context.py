@@ -1,4 +1,4 @@
-"""What a callback needs from the Airflow context, read defensively (Airflow 2.6+ and 3.x)."""
+"""What a callback needs from the Airflow context, read defensively (Airflow 2.10+ and 3.x)."""
 
 from __future__ import annotations
 

@@ -16,8 +16,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.handler import RetryHandler
 
 from airflow_callbacks.deadline import Deadline, Expired, call_within
-from airflow_callbacks.redact import Redactor
-from exporter.redact import RedactingFilter
+from airflow_callbacks.redact import Redactor, filter_of, mask_in_airflow
 
 log = logging.getLogger("airflow_callbacks")
 
@@ -200,15 +199,9 @@ def _handlers(deadline: Deadline) -> list[RetryHandler]:
 def _sdk_logger(target: SlackTarget) -> logging.Logger:
     """slack-sdk logs the webhook URL and bodies at DEBUG: give it a logger that redacts them."""
     logger = logging.getLogger("airflow_callbacks.slack_sdk")
-    redactor = next((f for f in logger.filters if isinstance(f, RedactingFilter)), None)
-    if redactor is None:
-        redactor = RedactingFilter()
-        logger.addFilter(redactor)
-    redactor.add(*target.secrets)
-    own = next((f for f in log.filters if isinstance(f, RedactingFilter)), None)
-    if own is None:
-        log.addFilter(RedactingFilter.instance())
-    RedactingFilter.instance(target.secrets)
+    filter_of(logger).add(*target.secrets)
+    filter_of(log).add(*target.secrets)
+    mask_in_airflow(target.secrets)
     return logger
 
 
@@ -293,7 +286,7 @@ class Slack:
     def _failed(self, exc: Exception) -> None:
         reason = getattr(getattr(exc, "response", None), "data", None)
         detail = reason.get("error") if isinstance(reason, dict) else type(exc).__name__
-        text = RedactingFilter.instance(self.target.secrets).redact(f"{detail}")
+        text = self.redact(f"{detail}")
         log.warning("Slack alert not delivered (%s): %s", self.target.source, text)
 
     def post(
@@ -347,7 +340,7 @@ class Slack:
             response.status_code,
             # Redact before cutting: a cut secret no longer matches, and proxies echo the
             # webhook's secret path in their error pages.
-            RedactingFilter.instance(self.target.secrets).redact(body)[:200],
+            self.redact(body)[:200],
         )
         return Posted(False)
 

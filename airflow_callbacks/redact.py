@@ -7,7 +7,11 @@ secret no longer matches) and the whole payload once more just before it is sent
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import logging
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -76,3 +80,80 @@ class Redactor:
         if isinstance(value, list | tuple):
             return [self.payload(v) for v in value]
         return value
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that rewrites each record's message through a ``Redactor`` holding every
+    secret given to ``add`` (slack-sdk logs the webhook URL and request bodies at DEBUG)."""
+
+    _shared: RedactingFilter | None = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self.redactor = Redactor()
+
+    @classmethod
+    def shared(cls) -> RedactingFilter:
+        """The process-wide filter of the ``airflow_callbacks`` logger."""
+        with cls._lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def add(self, *secrets: str) -> None:
+        new = {s for s in secrets if s} - self._secrets
+        if new:
+            with self._lock:
+                self._secrets |= new
+                self.redactor = Redactor(self._secrets)
+
+    def redact(self, text: str) -> str:
+        return self.redactor(text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's bad format string must not kill logging
+            return True
+        clean = self.redactor(message)
+        if record.exc_info and record.exc_info[1] is not None:
+            clean += "\n" + self.redactor(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+            record.exc_text = None
+        record.msg, record.args = clean, None
+        return True
+
+
+def filter_of(logger: logging.Logger) -> RedactingFilter:
+    """The ``RedactingFilter`` on ``logger``, added the first time."""
+    for existing in logger.filters:
+        if isinstance(existing, RedactingFilter):
+            return existing
+    added = RedactingFilter.shared() if logger.name == "airflow_callbacks" else RedactingFilter()
+    logger.addFilter(added)
+    return added
+
+
+def mask_in_airflow(secrets: Iterable[str]) -> None:
+    """Hand the secrets to Airflow's own secrets masker, where there is one (task logs, the
+    supervisor's log in Airflow 3), so that no log line Airflow writes shows them either."""
+    values = [s for s in secrets if s and len(s) >= MIN_SECRET]
+    if not values:
+        return
+    for module in (
+        "airflow.sdk.log",  # Airflow 3.1+
+        "airflow.sdk.execution_time.secrets_masker",  # Airflow 3.0
+        "airflow.utils.log.secrets_masker",  # Airflow 2
+    ):
+        try:
+            mask_secret = getattr(importlib.import_module(module), "mask_secret", None)
+        except Exception:
+            continue
+        if mask_secret is None:
+            continue
+        for value in values:
+            with contextlib.suppress(Exception):
+                mask_secret(value)
+        return

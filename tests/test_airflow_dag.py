@@ -1,6 +1,7 @@
 """The callbacks inside real Airflow task runs (`dag.test()`): the Databricks provider's real
 operators against a fake Databricks reached through an Airflow connection, a fake Slack, under
-Airflow 3 (this environment) and Airflow 2.10 (the second environment `make test` builds)."""
+Airflow 3 (this environment) and Airflow 2.10 (the second environment `make test` builds), each
+with the callbacks' wheel installed (never the source tree: the DAG runs outside the repository)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from fake_databricks import STATE_MESSAGE, TASK_ERROR, TOKEN, FakeDatabricks
 from fake_slack import BOT_TOKEN, FakeSlack
+from packaging_support import install_callbacks
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW2 = ROOT / ".venv-airflow2" / "bin" / "python"
@@ -34,6 +36,7 @@ DAG_FILE = textwrap.dedent(
         DatabricksSubmitRunOperator,
     )
 
+    import airflow_callbacks
     from airflow_callbacks import (
         slack_dag_failure_callback,
         slack_failure_callback,
@@ -104,6 +107,7 @@ DAG_FILE = textwrap.dedent(
             state = dag.test(logical_date=when).state
         except TypeError:  # Airflow 2
             state = dag.test(execution_date=when).state
+        print("CALLBACKS_FROM", airflow_callbacks.__file__, flush=True)
         print("DAGRUN_STATE", state, flush=True)
     """
 )
@@ -114,6 +118,7 @@ if os.environ.get("AIRFLOW2_TESTS", "1") != "0":
 
 
 def run_dag(python: Path, tmp_path: Path, slack: FakeSlack, dbx: FakeDatabricks):
+    install_callbacks(python)  # the wheel, once per session and venv; pip check is clean
     home = tmp_path / "airflow"
     dags = home / "dags"
     dags.mkdir(parents=True, exist_ok=True)
@@ -129,7 +134,7 @@ def run_dag(python: Path, tmp_path: Path, slack: FakeSlack, dbx: FakeDatabricks)
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG",
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": "",  # the callbacks come from the installed wheel, not from ROOT
         # The Databricks operators' own connection; no DATABRICKS_* variables anywhere.
         "AIRFLOW_CONN_DATABRICKS_PROD": json.dumps(dbx.connection()),
         "AIRFLOW_CALLBACKS_SLACK_CONN_ID": "slack_alerts",
@@ -149,6 +154,7 @@ def run_dag(python: Path, tmp_path: Path, slack: FakeSlack, dbx: FakeDatabricks)
     run = subprocess.run(
         [str(python), str(dag_path)],
         env=env,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=900,
@@ -168,6 +174,12 @@ def test_real_databricks_operators_threads_recovery_and_dag_summary(python: Path
     with FakeSlack() as slack, FakeDatabricks() as dbx:
         output, logs = run_dag(python, tmp_path, slack, dbx)
         assert "DAGRUN_STATE failed" in output, output[-4000:]
+        (source,) = [
+            line.split("CALLBACKS_FROM ", 1)[1]
+            for line in output.splitlines()
+            if "CALLBACKS_FROM " in line
+        ]
+        assert source.startswith(str(python.parent.parent)) and "site-packages" in source, source
         messages, updates = slack.messages, slack.updates
     by_task: dict[str, list[dict]] = {}
     for m in messages:
