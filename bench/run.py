@@ -28,6 +28,7 @@ FIGURES = (
     "catch_up.py",
     "detection.py",
     "workspaces.py",
+    "time_to_ready.py",
 )
 
 

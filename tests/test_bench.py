@@ -73,3 +73,14 @@ def test_quick_benchmarks_run_and_report_exact_counts(tmp_path):
     # Threads are bounded: workers for two collections per workspace, not one per request.
     assert all(row["max_threads"] < 60 for row in rows)
     assert rows[1]["max_threads"] - rows[0]["max_threads"] <= 3 * 2
+    ready = figures["time_to_ready"]
+    rows = ready["sizes"]
+    assert [row["runs"] for row in rows] == [1_000, 10_000]
+    for row in rows:
+        # Ready after the first cycle's few requests; before, after the whole look-back.
+        assert row["counting_after_first_cycle"] and row["lookback_done"]
+        assert row["first_requests"] < 20 < row["before_requests"]
+        assert row["jobs_with_last_run"] == 70
+    demo = ready["demo"]["demo"]
+    assert demo["first_job_series_s"] == demo["first_job_series_s"]  # measured (not NaN)
+    assert demo["every_last_run_s"] == demo["every_last_run_s"]
