@@ -1,5 +1,6 @@
-"""What a run's end means: the one definition of outcomes used by the exporter, the alert rules,
-the dashboards (generated from it) and the Airflow callbacks.
+"""What a run's end means: the one definition of outcomes used by the exporter, the alert rules
+and the dashboards (generated from it). The Airflow callbacks, a distribution of their own, keep
+a copy (airflow_callbacks/outcomes.py) that tests/test_packaging.py keeps equal to this one.
 
 Jobs API 2.2 deprecates ``state`` (``life_cycle_state`` + ``result_state``) in favour of
 ``status`` (``state`` + ``termination_details.code/type``). We read ``status`` first and fall
