@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from exporter import __version__
 from exporter.config import ConfigError, PriceTable, Settings, load_settings
@@ -19,6 +20,9 @@ from exporter.scheduling import ClockStepWatch, Renderer, schedule
 from exporter.server import MetricsServer, make_app
 from exporter.statefile import MAX_STATE_BYTES_PER_WORKSPACE, StateFile, StateFileInUse
 from exporter.workspace import Workspace, state_key
+
+if TYPE_CHECKING:
+    from exporter.simulator import SimConfig
 
 log = logging.getLogger("exporter")
 
@@ -41,16 +45,16 @@ def configure_logging(level: str, secrets: Sequence[str] = ()) -> None:
 DEMO_FAULT_RATE = 0.01
 
 
-def start_simulator(settings: Settings) -> tuple[Settings, object]:
-    """Serve the simulated workspace on loopback and point the settings at it."""
-    from exporter.simulator import FaultRule, SimConfig, SimServer, SimWorkspace
+def demo_config() -> SimConfig:
+    """The demo's simulated workspace (a SimConfig; `make stack --failing` varies it)."""
+    from exporter.simulator import SimConfig
 
     # The demo shows the Jobs API's awkward cases too: one-time runs (runs/submit, ADF), a
     # continuous job, a job of 130 tasks, status-only runs, repairs (a minute after a failure,
     # lasting a minute: the first within minutes), queues, pool start errors, an unpriced pool,
     # and an API that answers its first pools listing and 1% of requests with 429 or 5xx
     # (retried: databricks_exporter_api_retries_total).
-    demo = SimConfig(
+    return SimConfig(
         jobs=24,
         period_seconds=(60, 600),
         duration_seconds=(10, 300),
@@ -65,7 +69,13 @@ def start_simulator(settings: Settings) -> tuple[Settings, object]:
         pool_error_rate=0.2,
         align_origin_seconds=86_400,  # restarts within a UTC day replay the same runs
     )
-    sim = SimServer(SimWorkspace(demo)).start()
+
+
+def start_simulator(settings: Settings) -> tuple[Settings, object]:
+    """Serve the simulated workspace on loopback and point the settings at it."""
+    from exporter.simulator import FaultRule, SimServer, SimWorkspace
+
+    sim = SimServer(SimWorkspace(demo_config())).start()
     sim.fault_rate = DEMO_FAULT_RATE
     sim.add_faults(FaultRule(path_prefix="/api/2.0/instance-pools/list", status=503))
     ws = replace(settings.workspaces[0], host=sim.url, token=sim.token)

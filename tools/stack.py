@@ -228,28 +228,17 @@ def alertmanager_config(webhook_url: str) -> dict[str, Any]:
 
 
 def failing_simulator() -> Any:
-    """The demo's simulated workspace (exporter/cli.py's start_simulator) with half the runs not
-    succeeding instead of 8%: some job's last run has failed for over a minute at any time of
+    """The demo's simulated workspace (exporter.cli.demo_config) with half the runs not
+    succeeding instead of 15%: some job's last run has failed for over a minute at any time of
     day, so DatabricksJobRunFailed reaches the stand-in within about two minutes."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))  # run from a checkout without the package installed
-    from exporter.simulator import SimConfig, SimServer, SimWorkspace
+    from dataclasses import replace
 
-    config = SimConfig(
-        jobs=24,
-        period_seconds=(60, 600),
-        duration_seconds=(10, 300),
-        fail_rate=0.5,
-        one_time_jobs=3,
-        continuous_jobs=1,
-        wide_jobs=1,
-        status_only_rate=0.2,
-        repair_rate=0.5,
-        repair_delay_seconds=300,
-        pool_error_rate=0.2,
-        align_origin_seconds=86_400,
-    )
-    return SimServer(SimWorkspace(config)).start()
+    from exporter.cli import demo_config
+    from exporter.simulator import SimServer, SimWorkspace
+
+    return SimServer(SimWorkspace(replace(demo_config(), fail_rate=0.5))).start()
 
 
 # --- processes --------------------------------------------------------------------------------
