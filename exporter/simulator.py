@@ -852,6 +852,17 @@ def _bool(params: dict[str, str], name: str) -> bool:
     return value == "true"
 
 
+def _page_limit(params: dict[str, str], most: int, zero_means: int) -> int:
+    """A listing's ``limit`` (default 20) as the API checks it: 400 past ``most``."""
+    limit = _int_param(params, "limit", 20)
+    assert limit is not None
+    if limit < 0 or limit > most:
+        raise ApiFailure(
+            400, "INVALID_PARAMETER_VALUE", f"The limit field must be between 1 and {most}."
+        )
+    return limit or zero_means
+
+
 def _int_param(params: dict[str, str], name: str, default: int | None = None) -> int | None:
     if name not in params:
         return default
@@ -1023,13 +1034,7 @@ class SimServer:
     def _jobs_list(self, params: dict[str, str]) -> dict[str, Any]:
         """Jobs that exist (a runs/submit run's job is not listed), 100 a page at most."""
         m = self.model
-        limit = _int_param(params, "limit", 20)
-        assert limit is not None
-        if limit < 0 or limit > 100:
-            raise ApiFailure(
-                400, "INVALID_PARAMETER_VALUE", "The limit field must be between 1 and 100."
-            )
-        limit = limit or 20
+        limit = _page_limit(params, most=100, zero_means=20)
         offset = _decode_offset(params["page_token"]) if params.get("page_token") else 0
         listed = [
             j for j in m.jobs if j.kind in ("job", "continuous") and j.index not in m.deleted_jobs
@@ -1053,13 +1058,7 @@ class SimServer:
 
     def _runs_list(self, params: dict[str, str], now: int) -> dict[str, Any]:
         m = self.model
-        limit = _int_param(params, "limit", 20)
-        assert limit is not None
-        if limit < 0 or limit > 25:
-            raise ApiFailure(
-                400, "INVALID_PARAMETER_VALUE", "The limit field must be between 1 and 25."
-            )
-        limit = limit or 25
+        limit = _page_limit(params, most=25, zero_means=25)
         active_only = _bool(params, "active_only")
         completed_only = _bool(params, "completed_only")
         if active_only and completed_only:
