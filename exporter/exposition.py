@@ -93,15 +93,27 @@ class Exposition:
         return rendered.head + compressor.compress(live) + compressor.flush(), content_type
 
     def refresh(self) -> None:
-        """Render every format scraped so far for the current snapshots (after a collection)."""
-        for (content_type, gzip), rendered in list(self._cache.items()):
-            self._cached(content_type, gzip, rendered.encoder)
+        """Render every format scraped so far for the current snapshots (after a collection).
 
-    def _cached(self, content_type: str, gzip: bool, encoder: Callable[..., bytes]) -> _Rendered:
+        This is the render that ``pending`` waits for, so it renders whatever ``pending`` says:
+        with collections finishing faster than renders (many workspaces, a short interval),
+        ``pending`` is set again before each render ends and would otherwise never clear."""
+        for (content_type, gzip), rendered in list(self._cache.items()):
+            self._cached(content_type, gzip, rendered.encoder, refreshing=True)
+
+    def _cached(
+        self,
+        content_type: str,
+        gzip: bool,
+        encoder: Callable[..., bytes],
+        refreshing: bool = False,
+    ) -> _Rendered:
         key = (content_type, gzip)
         hit = self._cache.get(key)
         if hit is not None and (
-            self.pending or key in self._rendering or _same(hit.parts, self._snapshot.parts())
+            (self.pending and not refreshing)
+            or key in self._rendering
+            or _same(hit.parts, self._snapshot.parts())
         ):
             return hit  # current, or being re-rendered: the previous render is served meanwhile
         with self._lock:  # one render at a time; a scrape that waited here reuses it

@@ -280,3 +280,21 @@ def test_a_toy_collector_is_a_protocol_a_families_function_and_one_registration(
         frozenset({("workspace", "cache"), ("collector", "warehouses")}),
     )
     assert samples[ok] == 1
+
+
+def test_a_refresh_renders_while_more_collections_keep_arriving(setup, renders):
+    # Collections finishing faster than renders keep `pending` set (Renderer sets it again for
+    # each one): the refresh it waits for must still render, or /metrics freezes for good.
+    ws, clock = setup
+    exposition = Exposition([ws], clock.time)
+    exposition.render(None)
+    for _ in range(3):
+        clock.advance(600)
+        assert ws.collect("runs")
+        exposition.pending = True  # another collection said "changed" during the last render
+        before = len(renders)
+        exposition.refresh()
+        assert len(renders) == before + 1
+        served = exposition.render(None)[0].decode()  # still pending: the refreshed render
+        assert len(renders) == before + 1
+        assert served == generate_latest(build_registry([ws], clock.time)).decode()

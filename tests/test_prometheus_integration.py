@@ -184,11 +184,23 @@ def test_every_panel_returns_data_and_the_failed_job_alert_reaches_slack(stack):
     wait_until(
         lambda: query(prom, "databricks_exporter_api_retries_total"), 30, "retries in Prometheus"
     )
-    time.sleep(8)  # enough samples for rate() and increase()
-    empty = [
-        (board, title, expr) for board, title, expr in panel_queries() if not query(prom, expr)
-    ]
-    assert empty == [], "panels without data:\n" + "\n".join(map(str, empty))
+    # Counting starts at zero when the exporter starts, and a series that Prometheus has seen
+    # once has no increase() yet: panels such as "Top failing jobs" fill as the runs end, after
+    # a few cycles. Wait for that (bounded) instead of sleeping for a guess.
+    deadline = time.monotonic() + 90
+    while True:
+        empty = [
+            (board, title, expr) for board, title, expr in panel_queries() if not query(prom, expr)
+        ]
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert empty == [], (
+        "panels without data after 90 s:\n"
+        + "\n".join(map(str, empty))
+        + f"\nruns counted: {query(prom, 'sum by (result_state) (databricks_job_runs_total)')}"
+        + f"\nexporter log (tail):\n{stack['exporter'].output()[-4000:]}"
+    )
     for board, title, expr in panel_queries():
         assert not re.search(r"\$\w+", expr), (board, title, expr)
 
