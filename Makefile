@@ -29,7 +29,7 @@ install: $(VENV)/.installed
 PORT ?= 9180
 LISTEN ?= 127.0.0.1
 demo: $(VENV)/.installed
-	$(BIN)/databricks-exporter --simulate --listen-address $(LISTEN) --port $(PORT) --interval 15
+	$(BIN)/databricks-exporter --simulate --web.listen-address $(LISTEN):$(PORT) --interval 15
 
 # The demo exporter, Prometheus with alerts/databricks.rules.yml, Alertmanager and a Slack stand-in
 # that prints what it receives, all on 127.0.0.1 (Debian: apt-get install prometheus

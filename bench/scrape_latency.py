@@ -136,7 +136,7 @@ def floor_registry(jobs: int) -> CollectorRegistry:
 
 
 def scrapes(app: Callable[..., object], count: int) -> tuple[list[float], int]:
-    server = MetricsServer(app, "127.0.0.1", 0)  # type: ignore[arg-type]
+    server = MetricsServer(app, ["127.0.0.1:0"])  # type: ignore[arg-type]
     server.start()
     url = f"http://127.0.0.1:{server.port}/metrics"
     samples, size = [], 0

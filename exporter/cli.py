@@ -15,31 +15,18 @@ from typing import TYPE_CHECKING
 from exporter import __version__
 from exporter.config import ConfigError, PriceTable, Settings, load_settings
 from exporter.exposition import Exposition
+from exporter.logsetup import configure_logging
 from exporter.redact import RedactingFilter
 from exporter.scheduling import ClockStepWatch, Renderer, schedule
 from exporter.server import MetricsServer, make_app
 from exporter.statefile import MAX_STATE_BYTES_PER_WORKSPACE, StateFile, StateFileInUse
+from exporter.webconfig import WebConfigError, WebConfigWatch
 from exporter.workspace import Workspace, state_key
 
 if TYPE_CHECKING:
     from exporter.simulator import SimConfig
 
 log = logging.getLogger("exporter")
-
-
-def configure_logging(level: str, secrets: Sequence[str] = ()) -> None:
-    """Log to stderr, with every known secret redacted from every record (of any logger, for
-    any handler: records are rewritten where they are made)."""
-    RedactingFilter.instance(secrets).rewrite_every_record()
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    if level != "DEBUG":
-        # APScheduler logs every job execution at INFO; that is noise at our default level.
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        logging.getLogger("azure").setLevel(logging.WARNING)
 
 
 DEMO_FAULT_RATE = 0.01
@@ -108,7 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"databricks-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.secrets())
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    web = None
+    if settings.web_config_file is not None:
+        try:
+            web = WebConfigWatch(settings.web_config_file)
+        except WebConfigError as exc:
+            print(f"databricks-exporter: configuration error: {exc}", file=sys.stderr)
+            return 2
     sim = None
     if settings.simulate:
         settings, sim = start_simulator(settings)
@@ -123,14 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # e.g. azure-identity refusing its arguments
         print(f"databricks-exporter: configuration error: {exc}", file=sys.stderr)
         return 2
-    exposition = Exposition(workspaces)
-    app = make_app(exposition, lambda: all(ws.ready for ws in workspaces))
+    exposition = Exposition(workspaces, web=web, process=True)
+    app = make_app(
+        exposition, lambda: all(ws.ready for ws in workspaces), settings.telemetry_path, web
+    )
     try:
-        server = MetricsServer(app, settings.listen_address, settings.port)
+        server = MetricsServer(app, settings.listen, web)
     except OSError as exc:
         print(
-            f"databricks-exporter: configuration error: --listen-address/--port: cannot listen on "
-            f"{settings.listen_address}:{settings.port}: {exc.strerror or exc}",
+            f"databricks-exporter: configuration error: --web.listen-address: cannot listen on "
+            f"{' '.join(settings.listen)}: {exc.strerror or exc}",
             file=sys.stderr,
         )
         return 2
@@ -150,10 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scheduler.start()
     watch = ClockStepWatch(scheduler).start()
     log.info(
-        "databricks-exporter %s serving http://%s:%d/metrics for %d workspace(s)%s, every %gs",
+        "databricks-exporter %s serving %s for %d workspace(s)%s, every %gs",
         __version__,
-        settings.listen_address,
-        server.port,
+        " ".join(url + settings.telemetry_path for url in server.urls),
         len(workspaces),
         f" (shard {settings.shard} of 0-{settings.total_shards - 1})"
         if settings.total_shards > 1

@@ -29,6 +29,7 @@ from urllib3.util.retry import Retry
 
 from exporter.auth import AuthError, DatabricksAuth
 from exporter.health import WorkspaceHealth
+from exporter.logsetup import log_context
 from exporter.redact import redact
 from exporter.servertime import ServerClock
 from exporter.state import RUNS_PER_PAGE, normalise_run_id
@@ -51,6 +52,8 @@ _DOES_NOT_EXIST = re.compile(r"Run .* does not exist|Run: .* in job: .* doesn't 
 
 class ApiError(Exception):
     """A Databricks API call failed; the message carries workspace, endpoint, status and body."""
+
+    endpoint: str | None = None  # the path that failed (a log line's endpoint field)
 
     def __init__(self, message: str, status: int | None = None, error_code: str | None = None):
         super().__init__(message)
@@ -333,11 +336,16 @@ class DatabricksClient:
     ) -> tuple[dict[str, Any], int | None]:
         """``get``, and when Databricks answered by its own clock (ms): the ``Date`` header as
         checked by ``server_clock``; None with no Date yet trusted."""
-        response = self._send(path, params)
-        if response.status_code == 401 and self._auth is not None:
-            self._auth.invalidate()
-            response = self._send(path, params)
-        body = self._parse(path, response)
+        with log_context(endpoint=path):
+            try:
+                response = self._send(path, params)
+                if response.status_code == 401 and self._auth is not None:
+                    self._auth.invalidate()
+                    response = self._send(path, params)
+                body = self._parse(path, response)
+            except ApiError as exc:
+                exc.endpoint = exc.endpoint or path
+                raise
         return body, self.server_clock.read(_date_ms(response.headers.get("Date")))
 
     def _send(self, path: str, params: dict[str, Any] | None) -> requests.Response:

@@ -10,6 +10,7 @@ import argparse
 import ipaddress
 import math
 import os
+import platform
 import re
 import reprlib
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from exporter import __version__
 from exporter.collectors import COLLECTOR_NAMES
+from exporter.logsetup import LOG_FORMATS
 
 DEFAULT_PORT = 9180
 DEFAULT_INTERVAL = 60.0
@@ -99,8 +102,9 @@ class Settings:
     """Everything the exporter needs to run, after validation."""
 
     workspaces: tuple[WorkspaceConfig, ...]
-    listen_address: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
+    listen: tuple[str, ...] = (f":{DEFAULT_PORT}",)  # --web.listen-address, each host:port
+    telemetry_path: str = "/metrics"
+    web_config_file: Path | None = None
     interval: float = DEFAULT_INTERVAL
     lookback_hours: float = DEFAULT_LOOKBACK_HOURS
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS
@@ -120,6 +124,7 @@ class Settings:
     date_tolerance_seconds: float = DEFAULT_DATE_TOLERANCE_SECONDS  # 0: trust every Date
     simulate: bool = False
     log_level: str = "INFO"
+    log_format: str = "logfmt"
     shard: int = 0  # this process collects the workspaces whose shard_of(name) is this
     total_shards: int = 1
 
@@ -133,8 +138,28 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prometheus exporter for Azure Databricks job runs and instance pools.",
     )
     p.add_argument("--config", metavar="FILE", help="YAML file with a 'workspaces:' list")
-    p.add_argument("--listen-address", metavar="ADDR", help="address to serve on (0.0.0.0)")
-    p.add_argument("--port", metavar="N", help=f"port to serve on ({DEFAULT_PORT})")
+    p.add_argument(
+        "--web.listen-address",
+        dest="web_listen_address",
+        metavar="ADDR",
+        action="append",
+        help=f"address to serve on, repeatable: :{DEFAULT_PORT} (every interface), "
+        f"127.0.0.1:{DEFAULT_PORT}, [::1]:{DEFAULT_PORT} (:{DEFAULT_PORT})",
+    )
+    p.add_argument(
+        "--web.telemetry-path",
+        dest="web_telemetry_path",
+        metavar="PATH",
+        help="path of the metrics (/metrics)",
+    )
+    p.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        help="exporter-toolkit web config: TLS, client certificates, basic auth, headers",
+    )
+    p.add_argument("--listen-address", metavar="ADDR", help=argparse.SUPPRESS)  # aliases of
+    p.add_argument("--port", metavar="N", help=argparse.SUPPRESS)  # --web.listen-address
     p.add_argument(
         "--interval", metavar="SECONDS", help=f"seconds between collections ({DEFAULT_INTERVAL:g})"
     )
@@ -153,7 +178,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--simulate", action="store_true", help="serve a simulated workspace on loopback and use it"
     )
-    p.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING or ERROR (INFO)")
+    p.add_argument(
+        "--log.level",
+        "--log-level",
+        dest="log_level",
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING, ERROR or CRITICAL (INFO)",
+    )
+    p.add_argument(
+        "--log.format",
+        dest="log_format",
+        metavar="FORMAT",
+        help="logfmt or json (logfmt)",
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"databricks-exporter, version {__version__} "
+        f"(python {platform.python_version()}, {platform.python_implementation()})",
+    )
     p.add_argument(
         "--shard",
         metavar="N",
@@ -410,6 +453,9 @@ _YAML_TOP_KEYS = {
     "prices",
     "max_pool_gap_seconds",
     "date_tolerance_seconds",
+    "web_listen_address",
+    "web_telemetry_path",
+    "web_config_file",
     "listen_address",
     "port",
     "interval",
@@ -426,6 +472,7 @@ _YAML_TOP_KEYS = {
     "run_name_patterns",
     "state_file",
     "log_level",
+    "log_format",
     "shard",
     "total_shards",
 }
@@ -621,6 +668,66 @@ def _workspaces_from_yaml(
     return result
 
 
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``:port`` (every interface) -> (host, port); ValueError."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected host:port, [::1]:port or :port, got {_shown(address)}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"an IPv6 address goes in brackets ([::1]:9180), got {_shown(address)}")
+    return host, int(port)
+
+
+def _listen(args: argparse.Namespace, doc: Mapping[str, Any]) -> tuple[str, ...]:
+    """--web.listen-address (repeatable; YAML web_listen_address: one or a list), or the old
+    --listen-address/--port pair (and YAML listen_address/port) as one address."""
+    new = args.web_listen_address
+    name = "--web.listen-address"
+    if new is None and "web_listen_address" in doc:
+        new, name = doc["web_listen_address"], "web_listen_address"
+        new = [new] if isinstance(new, str) else new
+        if not isinstance(new, list) or not new or not all(isinstance(a, str) for a in new):
+            raise ConfigError(f"{name}: expected host:port or a list of them")
+    old_host = args.listen_address if args.listen_address is not None else doc.get("listen_address")
+    old_port = args.port if args.port is not None else doc.get("port")
+    if new is not None and (old_host is not None or old_port is not None):
+        raise ConfigError(
+            f"{name}: give it alone; --listen-address and --port (listen_address, port) are "
+            "its old spelling"
+        )
+    if new is None:
+        if old_host is None and old_port is None:
+            return (f":{DEFAULT_PORT}",)
+        port_name = "--port" if args.port is not None else "port"
+        port = _number(
+            port_name, DEFAULT_PORT if old_port is None else old_port, int, 0, strict=False
+        )
+        if port > 65535:
+            raise ConfigError(f"{port_name}: must be <= 65535, got {port}")
+        host = str(_text("--listen-address", old_host) or "0.0.0.0")
+        new, name = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"], "--listen-address"
+    for address in new:
+        try:
+            split_address(address)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return tuple(dict.fromkeys(new))
+
+
+def _telemetry_path(name: str, raw: Any) -> str:
+    path = _text(name, raw) or ""
+    if not path.startswith("/") or path in ("/", "/healthz", "/readyz") or not path.isprintable():
+        raise ConfigError(
+            f"{name}: expected a path such as /metrics (not /, /healthz or /readyz), "
+            f"got {_shown(raw)}"
+        )
+    if any(c.isspace() for c in path) or "?" in path or "#" in path:
+        raise ConfigError(f"{name}: a path has no spaces, '?' or '#', got {_shown(raw)}")
+    return path
+
+
 def load_settings(
     argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -657,7 +764,14 @@ def load_settings(
     ).upper()
     if log_level not in _LOG_LEVELS:
         raise ConfigError(
-            f"--log-level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
+            f"--log.level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"
+        )
+    log_format = str(
+        _text("log_format", pick(args.log_format, "log_format", env.get("LOG_FORMAT", "logfmt")))
+    ).lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(
+            f"--log.format: expected one of {', '.join(LOG_FORMATS)}, got {log_format!r}"
         )
     total_shards = _number(
         named("--total-shards", args.total_shards, "total_shards"),
@@ -674,19 +788,23 @@ def load_settings(
         )
     if not args.simulate:
         workspaces = [w for w in workspaces if shard_of(w.name, total_shards) == shard]
-    port_name = named("--port", args.port, "port")
-    port = _number(port_name, pick(args.port, "port", DEFAULT_PORT), int, 0, strict=False)
-    if port > 65535:
-        raise ConfigError(f"{port_name}: must be <= 65535, got {port}")
+    listen = _listen(args, doc)
+    telemetry_path = _telemetry_path(
+        named("--web.telemetry-path", args.web_telemetry_path, "web_telemetry_path"),
+        pick(args.web_telemetry_path, "web_telemetry_path", "/metrics"),
+    )
+    web_config_file = _text(
+        named("--web.config.file", args.web_config_file, "web_config_file"),
+        pick(args.web_config_file, "web_config_file", None),
+    )
     state_file = _text("--state-file", pick(args.state_file, "state_file", None))
     if state_file:
         _check_state_file(Path(state_file))
     return Settings(
         workspaces=tuple(workspaces),
-        listen_address=str(
-            _text("--listen-address", pick(args.listen_address, "listen_address", "0.0.0.0"))
-        ),
-        port=port,
+        listen=listen,
+        telemetry_path=telemetry_path,
+        web_config_file=Path(web_config_file) if web_config_file else None,
         interval=_number(
             named("--interval", args.interval, "interval"),
             _duration(pick(args.interval, "interval", DEFAULT_INTERVAL), 1.0),
@@ -769,6 +887,7 @@ def load_settings(
         ),
         simulate=bool(args.simulate),
         log_level=log_level,
+        log_format=log_format,
         shard=shard,
         total_shards=total_shards,
     )

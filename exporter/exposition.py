@@ -28,6 +28,8 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.metrics import FAMILIES, LiveCollector, Part, SnapshotCollector
+from exporter.selfmetrics import register_self
+from exporter.webconfig import WebConfigWatch
 from exporter.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -70,9 +72,17 @@ class _PartText:
 class Exposition:
     """Renders /metrics for the workspaces; ``render`` is safe to call from many threads."""
 
-    def __init__(self, workspaces: Sequence[Workspace], clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        workspaces: Sequence[Workspace],
+        clock: Callable[[], float] = time.time,
+        web: WebConfigWatch | None = None,
+        process: bool = False,
+    ):
         self._snapshot = SnapshotCollector(workspaces)
         self._live = _registry(LiveCollector(workspaces, clock))
+        if process:  # build info, process_* and python_info: the process's, not the data's
+            register_self(self._live, web)
         self._cache: dict[tuple[str, bool], _Rendered] = {}
         self._parts: dict[tuple[str, str, str], _PartText] = {}  # (format, workspace, collector)
         self._lock = threading.Lock()

@@ -21,6 +21,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from exporter.exposition import Exposition
+from exporter.logsetup import log_context
 from exporter.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,16 @@ def collect_and_render(
 ) -> None:
     if due is not None:
         ws.health.record_start_delay(name, due.started(datetime.now(timezone.utc)))
-    if ws.collect(name):
+    with log_context(workspace=ws.name, collector=name):
+        changed = ws.collect(name)
+    if changed:
         renderer.changed()
 
 
 def backfill_and_render(ws: Workspace, budget_seconds: float, renderer: Renderer) -> None:
-    if ws.backfill(budget_seconds):
+    with log_context(workspace=ws.name, collector="runs"):
+        changed = ws.backfill(budget_seconds)
+    if changed:
         renderer.changed()
 
 

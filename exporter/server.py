@@ -3,21 +3,33 @@
 waitress reads requests in one event loop and runs the app on a fixed pool of threads, so idle
 or slow (slowloris) connections cost a socket, never a thread; a scrape waits only for a free
 worker. Content negotiation honours q-values: ``gzip;q=0`` is a refusal.
+
+With ``--web.config.file`` (exporter-toolkit's format) the app answers with its headers,
+rate limit and basic auth; with ``tls_server_config``, ``exporter.tlsfront`` serves the listen
+addresses and waitress listens on a private Unix socket behind it. /healthz and /readyz stay
+open without credentials (they say "ok" or "ready", nothing else), so Kubernetes probes need
+no password in the pod spec.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import os
+import socket
+import tempfile
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.request import parse_http_list
 
 import waitress
 
 from exporter import __version__
+from exporter.config import split_address
 from exporter.exposition import Exposition
+from exporter.webconfig import BasicAuth, WebConfigWatch
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +76,16 @@ def negotiable_accept(accept: str) -> str:
     )
 
 
-def make_app(exposition: Exposition, ready: Callable[[], bool]) -> Callable[..., Iterable[bytes]]:
-    """The WSGI application of the exporter."""
+OPEN_PATHS = ("/healthz", "/readyz")  # answered without credentials (probes)
+
+
+def make_app(
+    exposition: Exposition,
+    ready: Callable[[], bool],
+    telemetry_path: str = "/metrics",
+    web: WebConfigWatch | None = None,
+) -> Callable[..., Iterable[bytes]]:
+    """The WSGI application of the exporter (behind ``web``'s headers, limit and auth)."""
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
@@ -75,7 +95,7 @@ def make_app(exposition: Exposition, ready: Callable[[], bool]) -> Callable[...,
 
     def route(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
+        if path == telemetry_path:
             return _metrics(exposition, environ, start_response)
         if path == "/healthz":
             return _text(start_response, "200 OK", "ok\n")
@@ -86,10 +106,64 @@ def make_app(exposition: Exposition, ready: Callable[[], bool]) -> Callable[...,
                 start_response, "503 Service Unavailable", "not ready: first collection pending\n"
             )
         if path == "/":
-            return _landing(start_response)
+            return _landing(start_response, telemetry_path)
         return _text(start_response, "404 Not Found", "not found\n")
 
-    return app
+    return app if web is None else _secured(app, web)
+
+
+def _secured(app: Callable[..., Iterable[bytes]], web: WebConfigWatch) -> Callable[..., Any]:
+    """exporter-toolkit's handler: its headers on every answer, then its rate limit (429),
+    then basic auth (401 with ``WWW-Authenticate: Basic``, never saying why)."""
+    auth = BasicAuth()
+    bucket = _Bucket()
+
+    def secured(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        config, _ = web.current()
+
+        def respond(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            names = {name.lower() for name, _ in headers}
+            extra = [(k, v) for k, v in config.headers if k.lower() not in names]
+            return start_response(status, headers + extra, *exc)
+
+        if config.rate_limit is not None and not bucket.take(config.rate_limit):
+            return _text(respond, "429 Too Many Requests", "Too Many Requests\n")
+        if (
+            config.users
+            and environ.get("PATH_INFO", "/") not in OPEN_PATHS
+            and not auth.check(config.users, environ.get("HTTP_AUTHORIZATION", ""))
+        ):
+
+            def challenge(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+                return respond(status, [*headers, ("WWW-Authenticate", "Basic")], *exc)
+
+            return _text(challenge, "401 Unauthorized", "Unauthorized\n")
+        return app(environ, respond)
+
+    return secured
+
+
+class _Bucket:
+    """A token bucket: ``burst`` requests at once, then one per ``interval_seconds``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens = -1.0
+        self._at = time.monotonic()
+
+    def take(self, limit: Any) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if self._tokens < 0:
+                self._tokens = float(limit.burst)
+            self._tokens = min(
+                float(limit.burst), self._tokens + (now - self._at) / limit.interval_seconds
+            )
+            self._at = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return True
+            return False
 
 
 def _metrics(
@@ -118,11 +192,12 @@ def _text(start_response: StartResponse, status: str, body: str) -> list[bytes]:
     return [data]
 
 
-def _landing(start_response: StartResponse) -> list[bytes]:
+def _landing(start_response: StartResponse, telemetry_path: str = "/metrics") -> list[bytes]:
+    metrics = html.escape(telemetry_path)
     body = (
         "<html><head><title>Databricks jobs exporter</title></head><body>"
         f"<h1>Databricks jobs exporter</h1><p>version {html.escape(__version__)}</p><ul>"
-        '<li><a href="/metrics">/metrics</a></li><li><a href="/healthz">/healthz</a></li>'
+        f'<li><a href="{metrics}">{metrics}</a></li><li><a href="/healthz">/healthz</a></li>'
         '<li><a href="/readyz">/readyz</a></li></ul></body></html>'
     ).encode()
     start_response(
@@ -131,14 +206,56 @@ def _landing(start_response: StartResponse) -> list[bytes]:
     return [body]
 
 
-class MetricsServer:
-    """Serves the app on a background thread until ``shutdown``."""
+def bind(address: str) -> socket.socket:
+    """A listening socket for a --web.listen-address; ``:port`` is IPv6 and IPv4 where the host
+    has IPv6, else IPv4 (as Go's net.Listen does). OSError names nothing: the caller does."""
+    host, port = split_address(address)
+    if not host:
+        try:
+            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            candidates: list[tuple[socket.socket, Any]] = [(sock, ("::", port))]
+        except OSError:
+            candidates = [(socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("0.0.0.0", port))]
+    else:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, where = infos[0]
+        candidates = [(socket.socket(family, kind, proto), where)]
+    sock, where = candidates[0]
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], address: str, port: int) -> None:
-        self.httpd: Any = waitress.create_server(
-            app,
-            host=address,
-            port=port,
+
+class MetricsServer:
+    """Serves the app on background threads until ``shutdown``: waitress on the listen
+    addresses, or, with TLS, the TLS front on them and waitress on a private Unix socket."""
+
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        addresses: Sequence[str] = ("127.0.0.1:0",),
+        web: WebConfigWatch | None = None,
+    ) -> None:
+        self.sockets: list[socket.socket] = []
+        try:
+            for address in addresses:
+                self.sockets.append(bind(address))
+        except OSError:
+            for sock in self.sockets:
+                sock.close()
+            raise
+        self.tls = web is not None and web.context is not None
+        self.port = int(self.sockets[0].getsockname()[1])
+        self.urls = [_url(sock, self.tls) for sock in self.sockets]
+        self._front: Any = None
+        self._folder: str | None = None
+        options = dict(
             threads=THREADS,
             connection_limit=CONNECTION_LIMIT,
             backlog=BACKLOG,
@@ -151,12 +268,37 @@ class MetricsServer:
             expose_tracebacks=False,
             asyncore_use_poll=True,  # select() stops at 1,024 descriptors
         )
-        self.port = int(self.httpd.effective_port)
+        if self.tls:
+            from exporter.tlsfront import TLSFront
+
+            assert web is not None
+            self._folder = tempfile.mkdtemp(prefix="databricks-exporter-")  # mode 0700
+            upstream = os.path.join(self._folder, "http.sock")
+            self.httpd: Any = waitress.create_server(
+                app, unix_socket=upstream, unix_socket_perms="600", **options
+            )
+            self._front = TLSFront(self.sockets, upstream, web, CONNECTION_LIMIT)
+        else:
+            self.httpd = waitress.create_server(app, sockets=self.sockets, **options)
         self._thread = threading.Thread(target=self.httpd.run, name="http", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+        if self._front is not None:
+            self._front.start()
 
     def shutdown(self) -> None:
+        if self._front is not None:
+            self._front.shutdown()
         self.httpd.task_dispatcher.shutdown(timeout=2)
         self.httpd.close()
+        if self._folder is not None:
+            for name in os.listdir(self._folder):
+                os.unlink(os.path.join(self._folder, name))
+            os.rmdir(self._folder)
+
+
+def _url(sock: socket.socket, tls: bool) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}"

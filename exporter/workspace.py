@@ -129,7 +129,7 @@ class Workspace:
                 self._save_state(collector)
             log.debug("workspace %s: %s collection ok (%d)", self.name, name, count)
         except ApiError as exc:
-            log.error("%s (collector %s)", exc, name)
+            log.error("%s (collector %s)", exc, name, extra={"endpoint": exc.endpoint})
         except Exception:  # the process must outlive any bug in one collection
             log.exception("workspace %s: %s collection failed unexpectedly", self.name, name)
         duration = time.monotonic() - started

@@ -77,10 +77,8 @@ class ExporterProcess:
                 sys.executable,
                 "-m",
                 "exporter",
-                "--listen-address",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
+                "--web.listen-address",
+                f"127.0.0.1:{self.port}",
                 # Loopback is fast; the client-side limit itself is unit-tested (test_faults).
                 *(
                     []

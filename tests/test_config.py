@@ -32,7 +32,19 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["--interval", "0"], {"DATABRICKS_HOST": HOST}, "--interval"),
         (["--interval", "soon"], {"DATABRICKS_HOST": HOST}, "--interval"),
         (["--port", "70000"], {"DATABRICKS_HOST": HOST}, "--port"),
-        (["--log-level", "LOUD"], {"DATABRICKS_HOST": HOST}, "--log-level"),
+        (["--log-level", "LOUD"], {"DATABRICKS_HOST": HOST}, "--log.level"),
+        (["--log.format", "xml"], {"DATABRICKS_HOST": HOST}, "--log.format"),
+        (["--web.listen-address", "9180"], {"DATABRICKS_HOST": HOST}, "--web.listen-address"),
+        (["--web.listen-address", "::1:9180"], {"DATABRICKS_HOST": HOST}, "in brackets"),
+        (["--web.listen-address", ":99999"], {"DATABRICKS_HOST": HOST}, "--web.listen-address"),
+        (
+            ["--web.listen-address", ":9180", "--port", "9181"],
+            {"DATABRICKS_HOST": HOST},
+            "old spelling",
+        ),
+        (["--web.telemetry-path", "metrics"], {"DATABRICKS_HOST": HOST}, "--web.telemetry-path"),
+        (["--web.telemetry-path", "/readyz"], {"DATABRICKS_HOST": HOST}, "--web.telemetry-path"),
+        (["--web.config.file", "/nonexistent/web.yml"], {"DATABRICKS_HOST": HOST}, "web.yml"),
         (["--config", "/nonexistent/workspaces.yaml"], {}, "--config"),
     ],
 )
@@ -61,10 +73,58 @@ def test_http_is_allowed_for_loopback_hosts():
 
 def test_defaults_follow_the_contract():
     settings = load_settings([], {"DATABRICKS_HOST": HOST + "/"})
-    assert (settings.listen_address, settings.port, settings.interval) == ("0.0.0.0", 9180, 60.0)
+    assert (settings.listen, settings.telemetry_path, settings.interval) == (
+        (":9180",),
+        "/metrics",
+        60.0,
+    )
+    assert (settings.log_level, settings.log_format, settings.web_config_file) == (
+        "INFO",
+        "logfmt",
+        None,
+    )
     ws = settings.workspaces[0]
     assert ws.host == HOST
     assert ws.name == "adb-1234567890123456"
+
+
+@pytest.mark.parametrize(
+    ("args", "yaml_text", "listen"),
+    [
+        (
+            ["--web.listen-address", "127.0.0.1:1", "--web.listen-address", "[::1]:1"],
+            "",
+            ("127.0.0.1:1", "[::1]:1"),
+        ),
+        (["--listen-address", "127.0.0.1", "--port", "9999"], "", ("127.0.0.1:9999",)),
+        (["--port", "9999"], "", ("0.0.0.0:9999",)),
+        (["--listen-address", "::1"], "", ("[::1]:9180",)),
+        ([], "web_listen_address: ':9100'\n", (":9100",)),
+        ([], "web_listen_address: ['127.0.0.1:1', '[::1]:2']\n", ("127.0.0.1:1", "[::1]:2")),
+        ([], "listen_address: 127.0.0.1\nport: 9101\n", ("127.0.0.1:9101",)),
+        (["--web.listen-address", ":9102"], "web_listen_address: ':9100'\n", (":9102",)),
+    ],
+)
+def test_listen_addresses_and_their_old_spelling(tmp_path: Path, args, yaml_text, listen):
+    config = tmp_path / "ws.yaml"
+    config.write_text(f"workspaces:\n  - name: a\n    host: {HOST}\n{yaml_text}")
+    assert load_settings(["--config", str(config), *args], {}).listen == listen
+
+
+def test_version_is_one_line_and_log_names_have_their_old_spelling():
+    result = run_cli("--version", env={})
+    assert result.returncode == 0
+    (line,) = result.stdout.strip().splitlines()
+    assert line.startswith("databricks-exporter, version ") and "python 3." in line
+    settings = load_settings(
+        ["--log-level", "debug", "--log.format", "JSON"], {"DATABRICKS_HOST": HOST}
+    )
+    assert (settings.log_level, settings.log_format) == ("DEBUG", "json")
+    env = {"DATABRICKS_HOST": HOST, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
+    assert (load_settings([], env).log_level, load_settings([], env).log_format) == (
+        "WARNING",
+        "json",
+    )
 
 
 def test_yaml_lists_several_workspaces_with_secrets_from_env(tmp_path: Path):

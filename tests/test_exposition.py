@@ -222,3 +222,19 @@ def test_every_exposed_family_is_in_the_readme_metrics_table():
     assert "databricks_instance_pool_idle_cost_total" in families
     missing = [name for name in families if f"| `{name}` |" not in table]
     assert missing == []
+
+
+def test_the_process_families_are_in_the_readme_metrics_table():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from exporter.exposition import Exposition
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme[readme.index("## Metrics") : readme.index("### Counting rules")]
+    body, _ = Exposition([], process=True).render()
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    ours = {n for n in names if n.startswith("databricks_")}
+    assert "databricks_exporter_build_info" in ours and "process_resident_memory_bytes" in names
+    listed = [n for n in ours if f"| `{n}` |" in table or f"| `{n}_total` |" in table]
+    assert sorted(ours - set(listed)) == []
+    assert "`process_*`" in table and "`python_info`" in table

@@ -176,7 +176,7 @@ def _lines(body: bytes, prefix: str) -> list[str]:
 
 def test_http_scrape_negotiates_openmetrics_and_gzip_like_prometheus(setup):
     ws, clock = setup
-    server = MetricsServer(make_app(Exposition([ws], clock.time), lambda: True), "127.0.0.1", 0)
+    server = MetricsServer(make_app(Exposition([ws], clock.time), lambda: True), ["127.0.0.1:0"])
     server.start()
     url = f"http://127.0.0.1:{server.port}/metrics"
     try:

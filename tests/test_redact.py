@@ -40,8 +40,8 @@ def library_handler() -> Iterator[Keep]:
 
 
 def test_a_libraries_own_handler_never_sees_a_secret(library_handler: Keep):
-    configure_logging("DEBUG", [SECRET])
-    configure_logging("DEBUG", [SECRET])  # twice: one rewrite, not a chain
+    configure_logging("DEBUG", secrets=[SECRET])
+    configure_logging("DEBUG", secrets=[SECRET])  # twice: one rewrite, not a chain
     RedactingFilter.instance().add(LATER)  # a token acquired at run time
     lib = logging.getLogger("urllib3.connectionpool")
     lib.debug("GET /api?token=%s Authorization: Bearer %s", SECRET, LATER)

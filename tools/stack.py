@@ -406,10 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.executable,
             "-m",
             "exporter",
-            "--listen-address",
-            "127.0.0.1",
-            "--port",
-            str(exporter_port),
+            f"--web.listen-address=127.0.0.1:{exporter_port}",
             "--interval",
             "15",
         ]

@@ -1,0 +1,414 @@
+"""exporter-toolkit's flags and web config on the real process: basic auth, TLS, mTLS, a rotated
+certificate, headers, the telemetry path, several listen addresses, JSON logs, build info."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+from conftest import free_port, sim_env
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from exporter.simulator import FaultRule
+
+PASSWORD = "s3cret-scrape-password"
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def make_ca(folder: Path, name: str = "ca") -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(f"test {name}"))
+        .issuer_name(_name(f"test {name}"))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert, key
+
+
+def make_cert(
+    folder: Path,
+    name: str,
+    ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey],
+    sans: list[x509.GeneralName],
+    client: bool = False,
+) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(name))
+        .issuer_name(ca[0].subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .sign(ca[1], hashes.SHA256())
+    )
+    (folder / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / f"{name}.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert
+
+
+LOOPBACK = [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    ca = make_ca(tmp_path)
+    make_cert(tmp_path, "server", ca, LOOPBACK)
+    make_cert(tmp_path, "client", ca, [x509.DNSName("prometheus.monitoring.svc")], client=True)
+    make_cert(tmp_path, "stranger", ca, [x509.DNSName("someone.else")], client=True)
+    other = make_ca(tmp_path, "other-ca")
+    make_cert(tmp_path, "forged", other, [x509.DNSName("prometheus.monitoring.svc")], client=True)
+    return tmp_path
+
+
+def web_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    return path
+
+
+def hashed(password: str = PASSWORD) -> str:
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "DATABRICKS_HOST": "https://adb-1.azuredatabricks.net"},
+    )
+
+
+def test_basic_auth_401_without_or_with_wrong_credentials_and_probes_stay_open(
+    sim, exporter, tmp_path
+):
+    config = web_config(
+        tmp_path,
+        f"basic_auth_users:\n  prometheus: '{hashed()}'\n"
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
+        "    X-Frame-Options: deny\n",
+    )
+    proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    proc.wait_ready()  # /readyz without credentials: the probes' way in
+    assert requests.get(proc.url + "/healthz", timeout=5).status_code == 200
+    for auth in (None, ("prometheus", "wrong"), ("nobody", PASSWORD)):
+        denied = requests.get(proc.url + "/metrics", auth=auth, timeout=5)
+        assert denied.status_code == 401 and denied.headers["WWW-Authenticate"] == "Basic"
+        assert denied.text == "Unauthorized\n"  # never says which part was wrong
+        assert denied.headers["X-Frame-Options"] == "deny"
+    assert requests.get(proc.url + "/", timeout=5).status_code == 401
+    ok = requests.get(proc.url + "/metrics", auth=("prometheus", PASSWORD), timeout=5)
+    assert ok.status_code == 200 and "databricks_job_runs_total" in ok.text
+    assert ok.headers["X-Content-Type-Options"] == "nosniff"
+    assert "databricks_exporter_web_config_last_reload_successful 1.0" in ok.text
+    assert PASSWORD not in proc.output()
+
+
+def test_tls_with_a_private_ca_and_plain_http_refused(sim, exporter, pki):
+    config = web_config(
+        pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    )  # relative paths: from the web config's folder, as exporter-toolkit reads them
+    proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    url = f"https://127.0.0.1:{proc.port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            response = requests.get(url + "/readyz", verify=str(pki / "ca.pem"), timeout=5)
+            if response.status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.2)
+    scrape = requests.get(url + "/metrics", verify=str(pki / "ca.pem"), timeout=5)
+    assert scrape.status_code == 200 and "databricks_exporter_build_info" in scrape.text
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(url + "/metrics", timeout=5)  # a CA it does not know
+    with pytest.raises(requests.ConnectionError):
+        requests.get(proc.url + "/metrics", timeout=5)  # plain HTTP on the TLS port
+    assert "https://127.0.0.1:" in proc.output()
+
+
+def test_a_silent_client_does_not_hold_up_the_next_handshake(sim, exporter, pki):
+    config = web_config(
+        pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    )
+    proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    url = f"https://127.0.0.1:{proc.port}"
+    ca = str(pki / "ca.pem")
+    _wait_https(url, ca, proc)
+    silent = [socket.create_connection(("127.0.0.1", proc.port)) for _ in range(20)]
+    try:  # 20 connections that never send a ClientHello; the scrape is served meanwhile
+        assert requests.get(url + "/metrics", verify=ca, timeout=5).status_code == 200
+    finally:
+        for s in silent:
+            s.close()
+
+
+def _wait_https(url: str, ca: str, proc, cert: tuple[str, str] | None = None) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if requests.get(url + "/healthz", verify=ca, cert=cert, timeout=5).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.2)
+
+
+def test_mtls_requires_a_certificate_from_the_client_ca_with_an_allowed_san(sim, exporter, pki):
+    config = web_config(
+        pki,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.pem\n"
+        "  client_allowed_sans: [prometheus.monitoring.svc]\n  min_version: TLS13\n",
+    )
+    proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    url, ca = f"https://127.0.0.1:{proc.port}", str(pki / "ca.pem")
+    client = (str(pki / "client.crt"), str(pki / "client.key"))
+    _wait_https(url, ca, proc, client)
+    assert requests.get(url + "/metrics", verify=ca, cert=client, timeout=5).status_code == 200
+    for who in ("forged", None, "stranger"):  # another CA's, none, a SAN not allowed
+        cert = (str(pki / f"{who}.crt"), str(pki / f"{who}.key")) if who else None
+        with pytest.raises(requests.exceptions.RequestException):
+            requests.get(url + "/metrics", verify=ca, cert=cert, timeout=5)
+    tls12 = ssl.create_default_context(cafile=ca)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    tls12.load_cert_chain(*client)
+    with pytest.raises(ssl.SSLError), socket.create_connection(("127.0.0.1", proc.port)) as raw:
+        tls12.wrap_socket(raw, server_hostname="127.0.0.1")  # below min_version
+
+
+def _served_serial(port: int, ca: str) -> int:
+    context = ssl.create_default_context(cafile=ca)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def test_a_rotated_certificate_is_served_without_a_restart(sim, exporter, pki):
+    config = web_config(
+        pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    )
+    proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    url, ca = f"https://127.0.0.1:{proc.port}", str(pki / "ca.pem")
+    _wait_https(url, ca, proc)
+    first = _served_serial(proc.port, ca)
+    # cert-manager's way: new files in place (here a rename each, as a Secret volume swaps).
+    staging = pki / "next"
+    staging.mkdir()
+    new_ca = make_ca(staging, "ca")  # a new CA too: the old CA must not verify the new cert
+    rotated = make_cert(staging, "server", new_ca, LOOPBACK)
+    (staging / "server.key").replace(pki / "server.key")
+    (staging / "server.crt").replace(pki / "server.crt")
+    new_ca_file = str(staging / "ca.pem")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if _served_serial(proc.port, new_ca_file) == rotated.serial_number:
+                break
+        except ssl.SSLError:
+            pass  # still the old certificate
+        assert time.monotonic() < deadline, f"still serving {first}\n{proc.output()}"
+        time.sleep(0.3)
+    assert proc.proc.poll() is None
+    assert requests.get(url + "/metrics", verify=new_ca_file, timeout=5).status_code == 200
+    assert "reloaded" in proc.output()
+
+
+def test_a_change_that_does_not_load_keeps_the_last_valid_config(sim, exporter, tmp_path):
+    config = web_config(tmp_path, f"basic_auth_users:\n  prometheus: '{hashed()}'\n")
+    proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    proc.wait_ready()
+    config.write_text("basic_auth_users:\n  prometheus: not-a-hash\n")
+    deadline = time.monotonic() + 20
+    while "web config not reloaded" not in proc.output():  # read again as requests come
+        assert time.monotonic() < deadline, proc.output()
+        requests.get(proc.url + "/healthz", timeout=5)
+        time.sleep(0.3)
+    body = requests.get(proc.url + "/metrics", auth=("prometheus", PASSWORD), timeout=5).text
+    assert "databricks_exporter_web_config_last_reload_successful 0.0" in body
+    assert requests.get(proc.url + "/metrics", timeout=5).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("basic_auth_users:\n  prometheus: plaintext\n", "basic_auth_users.prometheus"),
+        ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", "missing.crt"),
+        ("tls_server_config:\n  cert_file: a.crt\n", "key_file"),
+        ("tls_config:\n  cert_file: a.crt\n", "tls_config"),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n"
+            "  client_auth_type: RequireAnyClientCert\n",
+            "RequireAnyClientCert",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  client_ca_file: ca.pem\n",
+            "client_auth_type",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  min_version: TLS14\n",
+            "min_version",
+        ),
+        (
+            "tls_server_config:\n  cert_file: a\n  key_file: b\n  curve_preferences: [X25519]\n",
+            "curve_preferences",
+        ),
+        ("http_server_config:\n  headers:\n    Server: me\n", "Server"),
+        ("http_server_config:\n  headers:\n    X-Frame-Options: allow\n", "X-Frame-Options"),
+        ("basic_auth_users: [a, b]\n", "basic_auth_users"),
+        ("rate_limit:\n  interval: soon\n", "rate_limit.interval"),
+        ("{", "not valid YAML"),
+    ],
+)
+def test_a_bad_web_config_exits_2_with_one_line_naming_it(tmp_path, text, named):
+    result = run_cli("--web.config.file", str(web_config(tmp_path, text)))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0] and "web.yml" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_rate_limit_answers_429_past_the_burst(sim, exporter, tmp_path):
+    config = web_config(tmp_path, "rate_limit:\n  interval: 1h\n  burst: 3\n")
+    proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    proc.wait_healthy()  # the probes count too, as exporter-toolkit's limiter counts every request
+    codes = [requests.get(proc.url + "/metrics", timeout=5).status_code for _ in range(5)]
+    assert codes[-1] == 429 and codes.count(429) >= 2
+
+
+def test_telemetry_path_and_several_listen_addresses(sim, tmp_path):
+    ports = [free_port(), free_port()]
+    addresses = [f"127.0.0.1:{ports[0]}"]
+    ipv6 = socket.has_ipv6
+    if ipv6:
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+            addresses.append(f"[::1]:{ports[1]}")
+        except OSError:
+            ipv6 = False
+    args = [a for address in addresses for a in ("--web.listen-address", address)]
+    log = (tmp_path / "exporter.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", *args, "--web.telemetry-path", "/custom/metrics"],
+        env={**sim_env(sim), "PATH": "/usr/bin:/bin"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        urls = [f"http://127.0.0.1:{ports[0]}"] + ([f"http://[::1]:{ports[1]}"] if ipv6 else [])
+        for url in urls:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if requests.get(url + "/healthz", timeout=2).ok:
+                        break
+                except requests.ConnectionError:
+                    pass
+                assert time.monotonic() < deadline, (tmp_path / "exporter.log").read_text()
+                time.sleep(0.2)
+            assert requests.get(url + "/custom/metrics", timeout=5).status_code == 200
+            assert requests.get(url + "/metrics", timeout=5).status_code == 404
+            assert 'href="/custom/metrics"' in requests.get(url + "/", timeout=5).text
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        log.close()
+
+
+def test_json_logs_carry_workspace_collector_and_endpoint_and_no_secret(make_sim, exporter):
+    server = make_sim()
+    # A 403 fails the cycle: its error line names the endpoint (retried 5xx are not logged).
+    server.add_faults(FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=403, count=3))
+    env = sim_env(server)
+    proc = exporter(["--interval", "1", "--log.format", "json"], env)
+    proc.wait_ready()
+    deadline = time.monotonic() + 30
+    while True:
+        lines = [json.loads(line) for line in proc.output().splitlines() if line.strip()]
+        with_endpoint = [r for r in lines if r.get("endpoint") == "/api/2.2/jobs/runs/list"]
+        if with_endpoint:
+            break
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.3)
+    for record in lines:
+        assert {"time", "level", "logger", "msg"} <= set(record), record
+        assert record["time"].endswith("Z") and record["level"] in (
+            "DEBUG",
+            "INFO",
+            "WARN",
+            "ERROR",
+        )
+    record = with_endpoint[0]
+    assert record["workspace"]  # the workspace's name, as the metrics' workspace label
+    assert record["collector"] == "runs" and record["level"] in ("WARN", "ERROR")
+    assert server.token not in proc.output()
+
+
+def test_logfmt_is_the_default_and_quotes_what_needs_quoting(sim, exporter):
+    proc = exporter(["--interval", "5"], sim_env(sim))
+    proc.wait_ready()
+    first = proc.output().splitlines()[0]
+    assert first.startswith("time=") and " level=" in first and ' msg="' in first
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian's prometheus)")
+def test_build_info_and_process_metrics_and_promtool_stays_clean(sim, exporter):
+    proc = exporter(["--interval", "5"], sim_env(sim))
+    proc.wait_ready()
+    text = proc.metrics_text()
+    (info,) = [
+        line for line in text.splitlines() if line.startswith("databricks_exporter_build_info{")
+    ]
+    assert 'version="' in info and 'python_version="3.' in info and info.endswith(" 1.0")
+    for family in ("process_resident_memory_bytes", "process_open_fds", "python_info"):
+        assert f"\n{family}" in text
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
