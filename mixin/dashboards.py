@@ -774,10 +774,12 @@ def exporter(s: Settings) -> Dashboard:
         panel(
             "stat",
             "Collection success",
-            "1 when the last collection succeeded.",
+            "1 when the last collection succeeded; red at 0 (DatabricksExporterCollectionFailing "
+            "fires after 15 min of it).",
             "bool_yes_no",
             [(f"databricks_exporter_collection_success{{{wm}}}", "{{workspace}} {{collector}}")],
             instant=True,
+            defaults={"thresholds": thresholds((None, "red"), (1, "green"))},
         ),
         12,
         5,

@@ -37,6 +37,7 @@ class Rule:
             "description": self.description,
             **self.extra,
             "dashboard": s.dashboard_link(self.dashboard),
+            "runbook_url": s.runbook_link(self.alert),
         }
 
     def to_dict(self, s: Settings) -> dict[str, object]:

@@ -32,6 +32,7 @@ class Settings:
     selector: str
     grafana_url: str
     thresholds: Thresholds
+    runbook_url: str = "README.md"  # each alert's runbook_url: this + "#" + its name, lower case
 
     def matchers(self, *more: str) -> str:
         """The selector and more label matchers, comma-separated (the selector is never empty)."""
@@ -43,6 +44,10 @@ class Settings:
 
     def dashboard_link(self, path: str) -> str:
         return self.grafana_url.rstrip("/") + path
+
+    def runbook_link(self, alert: str) -> str:
+        """The alert's section of the README's Runbooks (its heading is the alert's name)."""
+        return f"{self.runbook_url}#{alert.lower()}"
 
 
 class SettingsError(ValueError):
@@ -88,4 +93,9 @@ def _settings(doc: dict[str, Any], path: Path) -> Settings:
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise SettingsError(f"{path}: thresholds.{field.name} must be a number >= 0")
         values[field.name] = value
-    return Settings(selector, str(doc.get("grafana_url") or ""), Thresholds(**values))
+    runbook_url = str(doc.get("runbook_url") or "README.md").strip()
+    if "#" in runbook_url or any(c.isspace() for c in runbook_url):
+        raise SettingsError(
+            f"{path}: runbook_url is the README's URL without an anchor (each alert adds its own)"
+        )
+    return Settings(selector, str(doc.get("grafana_url") or ""), Thresholds(**values), runbook_url)

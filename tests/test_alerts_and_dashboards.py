@@ -198,3 +198,14 @@ def test_readme_outcome_tables_say_what_the_code_does():
     for code, result in outcomes.TERMINATION_CODES.items():
         row = next(line for line in table if f"`{code}`" in line.split(" | ")[0])
         assert row.rstrip().endswith(f"| `{result}` |"), (code, row)
+
+
+def test_every_alert_has_a_runbook_section_its_runbook_url_names():
+    readme = (ROOT / "README.md").read_text()
+    runbooks = readme[readme.index("### Runbooks") :]
+    headings = set(re.findall(r"^#### (\w+)$", runbooks, flags=re.M))
+    rules = yaml.safe_load((ROOT / "alerts" / "databricks.rules.yml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert set(alerts) == headings
+    for name, rule in alerts.items():
+        assert rule["annotations"]["runbook_url"] == f"README.md#{name.lower()}"

@@ -146,6 +146,8 @@ EXPECTED_KINDS = {
     "sharded.yaml": CORE | {"StatefulSet"} | OPERATOR,
     "kube-prometheus-stack.yaml": CORE | {"PersistentVolumeClaim", "Deployment"} | OPERATOR,
     "network-policy.yaml": CORE | {"PersistentVolumeClaim", "Deployment", "NetworkPolicy"},
+    "tls-basic-auth.yaml": CORE | {"PersistentVolumeClaim", "Deployment"} | OPERATOR,
+    "mtls.yaml": CORE | {"PersistentVolumeClaim", "Deployment"} | OPERATOR,
 }
 WITH_OPERATOR = sorted(name for name, kinds in EXPECTED_KINDS.items() if kinds >= OPERATOR)
 
@@ -495,6 +497,39 @@ def test_image_tag_defaults_to_app_version_and_a_digest_pins_it():
     )
 
 
+def test_web_config_comes_from_its_secret_and_probes_and_scrapes_speak_its_tls():
+    plain = by_kind(rendered("minimal.yaml"))
+    assert not any(a.startswith("--web.config.file") for a in container(plain)["args"])
+    assert (
+        by_kind(rendered("kube-prometheus-stack.yaml"))["ServiceMonitor"]["spec"]["endpoints"][0][
+            "scheme"
+        ]
+        == "http"
+    )
+    kinds = by_kind(rendered("tls-basic-auth.yaml"))
+    ours = container(kinds)
+    assert "--web.config.file=/etc/databricks-exporter/web/web-config.yml" in ours["args"]
+    (mount,) = [m for m in ours["volumeMounts"] if m["name"] == "web"]
+    assert mount == {"name": "web", "mountPath": "/etc/databricks-exporter/web", "readOnly": True}
+    (volume,) = [
+        v for v in workload(kinds)["spec"]["template"]["spec"]["volumes"] if v["name"] == "web"
+    ]
+    assert volume["secret"]["secretName"] == "databricks-exporter-web"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert ours[probe]["httpGet"]["scheme"] == "HTTPS"  # no credentials: README
+    endpoint = kinds["ServiceMonitor"]["spec"]["endpoints"][0]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"]["secret"]["key"] == "ca.crt"
+    assert endpoint["basicAuth"]["password"] == {
+        "name": "databricks-exporter-scrape",
+        "key": "password",
+    }
+    mtls = container(by_kind(rendered("mtls.yaml")))
+    assert "--web.config.file=/etc/databricks-exporter/web/web.yml" in mtls["args"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert "httpGet" not in mtls[probe] and mtls[probe]["tcpSocket"] == {"port": "metrics"}
+
+
 def test_extra_args_and_env_reach_the_container():
     values = values_of("minimal.yaml") | {
         "extraArgs": ["--lookback-hours=48"],
@@ -558,7 +593,17 @@ BAD_VALUES: dict[str, tuple[str, dict[str, Any]]] = {
         {"config": {"state_file": "/tmp/state.json"}},
     ),
     "a flag the chart owns": ("/extraArgs/0", {"extraArgs": ["--state-file=/tmp/state.json"]}),
+    "a web flag the chart owns": ("/extraArgs/0", {"extraArgs": ["--web.listen-address=:1"]}),
     "an interval of zero": ("/config/interval", {"config": {"interval": 0}}),
+    "a web config key the chart owns": (
+        "'web_config_file' not allowed",
+        {"config": {"web_config_file": "/tmp/web.yml"}},
+    ),
+    "a basic auth password in clear": (
+        "/serviceMonitor/basicAuth",
+        {"serviceMonitor": {"basicAuth": {"username": "prometheus", "password": "hunter2"}}},
+    ),
+    "an unknown web key": ("'tlsSecret' not allowed", {"web": {"tlsSecret": "x"}}),
     "every collector off": ("/collectors", {"collectors": {"runs": False, "pools": False}}),
     "an unknown collector": ("'clusters' not allowed", {"collectors": {"clusters": True}}),
     "workload identity without a client id": (
@@ -616,6 +661,9 @@ def test_the_schema_knows_every_value_and_the_exporters_keys():
         "collectors",
         "listen_address",
         "port",
+        "web_listen_address",
+        "web_telemetry_path",
+        "web_config_file",
     }
     assert set(s["properties"]["config"]["properties"]) | owned == exporter_config._YAML_TOP_KEYS
     assert set(s["definitions"]["collectors"]["properties"]) == set(COLLECTOR_NAMES)

@@ -113,6 +113,9 @@ spec:
         - --no-collector.{{ $name }}
         {{- end }}
         {{- end }}
+        {{- if .Values.web.existingSecret }}
+        - --web.config.file=/etc/databricks-exporter/web/{{ .Values.web.configKey }}
+        {{- end }}
         {{- range .Values.extraArgs }}
         - {{ . | quote }}
         {{- end }}
@@ -144,11 +147,11 @@ spec:
           protocol: TCP
       {{- with .Values.livenessProbe }}
       livenessProbe:
-        {{- toYaml . | nindent 8 }}
+        {{- include "databricks-exporter.probe" (dict "probe" . "web" $.Values.web) | nindent 8 }}
       {{- end }}
       {{- with .Values.readinessProbe }}
       readinessProbe:
-        {{- toYaml . | nindent 8 }}
+        {{- include "databricks-exporter.probe" (dict "probe" . "web" $.Values.web) | nindent 8 }}
       {{- end }}
       {{- with .Values.resources }}
       resources:
@@ -168,6 +171,11 @@ spec:
         {{- end }}
         - name: tmp
           mountPath: /tmp
+        {{- if .Values.web.existingSecret }}
+        - name: web
+          mountPath: /etc/databricks-exporter/web
+          readOnly: true
+        {{- end }}
         {{- with .Values.extraVolumeMounts }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -182,6 +190,11 @@ spec:
     {{- end }}
     - name: tmp
       emptyDir: {}
+    {{- if .Values.web.existingSecret }}
+    - name: web
+      secret:
+        secretName: {{ .Values.web.existingSecret }}
+    {{- end }}
     {{- with .Values.extraVolumes }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -212,4 +225,18 @@ storageClassName: ""
 storageClassName: {{ .Values.persistence.storageClass | quote }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* A probe of the values, as the web config lets the kubelet in: HTTPS with TLS (the kubelet
+does not check the certificate), a TCP connect when client certificates are required. */}}
+{{- define "databricks-exporter.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- if and .web.existingSecret .web.clientCertificates (hasKey $probe "httpGet") }}
+{{- $port := $probe.httpGet.port }}
+{{- $_ := unset $probe "httpGet" }}
+{{- $_ := set $probe "tcpSocket" (dict "port" $port) }}
+{{- else if and .web.existingSecret .web.tls (hasKey $probe "httpGet") }}
+{{- $_ := set $probe.httpGet "scheme" "HTTPS" }}
+{{- end }}
+{{- toYaml $probe }}
 {{- end }}
