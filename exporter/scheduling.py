@@ -61,12 +61,27 @@ class Due:
 
 
 def collect_and_render(
-    ws: Workspace, name: str, renderer: Renderer, due: Due | None = None
+    ws: Workspace,
+    name: str,
+    renderer: Renderer,
+    due: Due | None = None,
+    running: threading.Lock | None = None,
 ) -> None:
-    if due is not None:
-        ws.health.record_start_delay(name, due.started(datetime.now(timezone.utc)))
-    with log_context(workspace=ws.name, collector=name):
-        changed = ws.collect(name)
+    """One collection; with ``running`` (one lock per workspace and collector, shared by its
+    first run and its interval job), a run that finds the previous one still going returns at
+    once: the first collection of a large workspace outlasting the interval job's offset must
+    not run twice over (APScheduler's max_instances sees one job only)."""
+    if running is not None and not running.acquire(blocking=False):
+        log.debug("workspace %s: %s collection still running; this one skipped", ws.name, name)
+        return
+    try:
+        if due is not None:
+            ws.health.record_start_delay(name, due.started(datetime.now(timezone.utc)))
+        with log_context(workspace=ws.name, collector=name):
+            changed = ws.collect(name)
+    finally:
+        if running is not None:
+            running.release()
     if changed:
         renderer.changed()
 
@@ -144,12 +159,13 @@ def schedule(
     jobs = [(ws, name) for ws in workspaces for name in ws.collectors]
     for i, (ws, name) in enumerate(jobs):
         job_id = f"{ws.name}:{name}"
+        running = threading.Lock()
         # The first collection now; then from an offset in (0, interval], one per job.
         scheduler.add_job(
             collect_and_render,
             "date",
             run_date=now,
-            args=[ws, name, renderer, Due(now, 0)],
+            args=[ws, name, renderer, Due(now, 0), running],
             id=f"{job_id}:first",
             name=f"{job_id}:first",
             misfire_grace_time=None,
@@ -160,7 +176,7 @@ def schedule(
             "interval",
             seconds=interval,
             start_date=first,
-            args=[ws, name, renderer, Due(first, interval)],
+            args=[ws, name, renderer, Due(first, interval), running],
             id=job_id,
             name=job_id,
             max_instances=1,

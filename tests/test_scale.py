@@ -173,3 +173,36 @@ def test_collections_run_once_at_start_then_spread_over_the_interval():
     assert due.next == now + timedelta(seconds=60)
     assert due.started(now + timedelta(seconds=200)) == 140.0  # coalesced: late by 140 s
     assert due.next == now + timedelta(seconds=240)
+
+
+def test_a_first_collection_longer_than_the_offset_is_not_run_twice_over():
+    import threading
+
+    from exporter.scheduling import collect_and_render
+
+    calls, inside, release = [], threading.Event(), threading.Event()
+
+    class Health:
+        def record_start_delay(self, name: str, late: float) -> None:
+            pass
+
+    class Ws:
+        name = "slow"
+        health = Health()
+
+        def collect(self, name: str) -> bool:
+            calls.append(name)
+            inside.set()
+            assert release.wait(10)
+            return False
+
+    running = threading.Lock()
+    first = threading.Thread(target=collect_and_render, args=(Ws(), "runs", None, None, running))
+    first.start()
+    assert inside.wait(10)
+    collect_and_render(Ws(), "runs", None, None, running)  # type: ignore[arg-type]
+    release.set()
+    first.join(10)
+    assert calls == ["runs"]  # the interval job's run found the first still going
+    collect_and_render(Ws(), "runs", None, None, running)  # type: ignore[arg-type]
+    assert calls == ["runs", "runs"]

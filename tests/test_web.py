@@ -366,7 +366,8 @@ def test_json_logs_carry_workspace_collector_and_endpoint_and_no_secret(make_sim
     # A 403 fails the cycle: its error line names the endpoint (retried 5xx are not logged).
     server.add_faults(FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=403, count=3))
     env = sim_env(server)
-    proc = exporter(["--interval", "1", "--log.format", "json"], env)
+    # DEBUG: urllib3's and the exporter's own request logging too, every line still JSON
+    proc = exporter(["--interval", "1", "--log.format", "json", "--log.level", "DEBUG"], env)
     proc.wait_ready()
     deadline = time.monotonic() + 30
     while True:
