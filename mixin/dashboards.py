@@ -869,6 +869,27 @@ def exporter(s: Settings) -> Dashboard:
         12,
         8,
     )
+    lay.add(
+        panel(
+            "timeseries",
+            "Exporter memory (RSS)",
+            "Resident memory of the exporter processes that collect the chosen workspaces (one "
+            "per shard), against the pod's limit (the chart's default: 384 MiB); the legend "
+            "names each one's version (databricks_exporter_build_info).",
+            "bytes",
+            [
+                (
+                    f"process_resident_memory_bytes{{{s.selector}}} * on (instance) "
+                    f"group_left (version) databricks_exporter_build_info{{{s.selector}}} "
+                    f"and on (instance) count by (instance) "
+                    f"(databricks_exporter_collection_success{{{wm}}})",
+                    "{{instance}} {{version}}",
+                )
+            ],
+        ),
+        12,
+        8,
+    )
     return dashboard(
         "databricks-exporter",
         "Databricks exporter",
