@@ -13,7 +13,8 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001
 EXPOSE 9180
+# GET /healthz on 127.0.0.1:9180 (HEALTHCHECK_PORT), over HTTP or, with a TLS web config, HTTPS.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s \
-    CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9180/healthz', timeout=4).status != 200)"]
+    CMD ["python", "-m", "exporter.healthcheck"]
 ENTRYPOINT ["databricks-exporter"]
 CMD ["--state-file", "/var/lib/databricks-exporter/state.json"]

@@ -417,3 +417,18 @@ def test_build_info_and_process_metrics_and_promtool_stays_clean(sim, exporter):
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_images_healthcheck_passes_over_http_and_over_tls(sim, exporter, pki):
+    from exporter.healthcheck import healthy
+
+    plain = exporter(["--interval", "5"], sim_env(sim))
+    plain.wait_healthy()
+    assert healthy(plain.port)
+    config = web_config(
+        pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    )
+    tls = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    _wait_https(f"https://127.0.0.1:{tls.port}", str(pki / "ca.pem"), tls)
+    assert healthy(tls.port)
+    assert not healthy(free_port())  # nothing listens there
