@@ -762,6 +762,7 @@ def load_settings(
     log_level = str(
         _text("log_level", pick(args.log_level, "log_level", env.get("LOG_LEVEL", "INFO")))
     ).upper()
+    log_level = {"WARN": "WARNING"}.get(log_level, log_level)  # promslog's name of it
     if log_level not in _LOG_LEVELS:
         raise ConfigError(
             f"--log.level: expected one of {', '.join(_LOG_LEVELS)}, got {log_level!r}"

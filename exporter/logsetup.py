@@ -59,12 +59,23 @@ def _fields(record: logging.LogRecord) -> dict[str, str]:
     return out
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _logfmt_value(value: str) -> str:
-    if value and not any(c in value for c in ' ="\\') and value.isprintable():
+    """go-logfmt's rules: bare when it can be, else quoted, with backslash, quote, newline,
+    CR and tab escaped and other control characters (ESC, NUL, U+2028) as u-escapes."""
+    if value and value != "null" and value.isprintable() and not any(c in value for c in ' ="\\'):
         return value
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return f'"{escaped}"'
+    out = []
+    for c in value:
+        if c in _ESCAPES:
+            out.append(_ESCAPES[c])
+        elif not c.isprintable() or 0xD800 <= ord(c) <= 0xDFFF:
+            out.append(f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -78,7 +89,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line, the same fields as logfmt."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record), ensure_ascii=False)
+        return json.dumps(_fields(record))  # \\u escapes: valid UTF-8 whatever the text
 
 
 def configure_logging(level: str, fmt: str = "logfmt", secrets: Sequence[str] = ()) -> None:

@@ -126,11 +126,12 @@ def _secured(app: Callable[..., Iterable[bytes]], web: WebConfigWatch) -> Callab
             extra = [(k, v) for k, v in config.headers if k.lower() not in names]
             return start_response(status, headers + extra, *exc)
 
-        if config.rate_limit is not None and not bucket.take(config.rate_limit):
+        probe = environ.get("PATH_INFO", "/") in OPEN_PATHS  # never limited, never challenged
+        if not probe and config.rate_limit is not None and not bucket.take(config.rate_limit):
             return _text(respond, "429 Too Many Requests", "Too Many Requests\n")
         if (
             config.users
-            and environ.get("PATH_INFO", "/") not in OPEN_PATHS
+            and not probe
             and not auth.check(config.users, environ.get("HTTP_AUTHORIZATION", ""))
         ):
 
@@ -277,7 +278,7 @@ class MetricsServer:
             self.httpd: Any = waitress.create_server(
                 app, unix_socket=upstream, unix_socket_perms="600", **options
             )
-            self._front = TLSFront(self.sockets, upstream, web, CONNECTION_LIMIT)
+            self._front = TLSFront(self.sockets, upstream, web, CONNECTION_LIMIT, BACKLOG)
         else:
             self.httpd = waitress.create_server(app, sockets=self.sockets, **options)
         self._thread = threading.Thread(target=self.httpd.run, name="http", daemon=True)
@@ -290,6 +291,8 @@ class MetricsServer:
     def shutdown(self) -> None:
         if self._front is not None:
             self._front.shutdown()
+            for sock in self.sockets:  # the front listened on duplicates of them
+                sock.close()
         self.httpd.task_dispatcher.shutdown(timeout=2)
         self.httpd.close()
         if self._folder is not None:

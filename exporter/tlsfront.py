@@ -23,7 +23,9 @@ import logging
 import socket
 import ssl
 import threading
+from asyncio import FIRST_COMPLETED
 from collections.abc import Sequence
+from typing import Any
 
 from exporter.webconfig import WebConfigWatch, peer_allowed
 
@@ -42,15 +44,20 @@ class TLSFront:
         upstream: str,
         watch: WebConfigWatch,
         connection_limit: int,
+        backlog: int = 1024,
     ) -> None:
         self.sockets = list(sockets)
         self.upstream = upstream
         self.watch = watch
         self.connection_limit = connection_limit
+        self.backlog = backlog
         self.open = 0
         self._loop = asyncio.new_event_loop()
         self._servers: list[asyncio.AbstractServer] = []
         self._context: ssl.SSLContext | None = None
+        # Strong references: the event loop keeps only weak ones, and a connection's task must
+        # not be collected while it waits (asyncio's "Task was destroyed but it is pending").
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tls", daemon=True)
 
@@ -59,22 +66,36 @@ class TLSFront:
         self._ready.wait(10)
 
     def shutdown(self) -> None:
+        """Stop accepting, end every connection's tasks, then the loop (from another thread)."""
         if self._loop.is_running():
+            done = asyncio.run_coroutine_threadsafe(self._close(), self._loop)
+            with contextlib.suppress(Exception):
+                done.result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+
+    async def _close(self) -> None:
+        for server in self._servers:
+            server.close()
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(self._listen())
-        watcher = self._loop.create_task(self._watch())
+        self._track(self._loop.create_task(self._watch()))
         self._ready.set()
         try:
             self._loop.run_forever()
         finally:
-            watcher.cancel()
-            for server in self._servers:
-                server.close()
             self._loop.close()
+
+    def _track(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _listen(self) -> None:
         """(Re)open the listeners with the current context; the old ones stop accepting."""
@@ -88,6 +109,7 @@ class TLSFront:
                     sock=sock.dup(),
                     ssl=context,
                     ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+                    backlog=self.backlog,
                     limit=CHUNK,
                 )
             )
@@ -104,12 +126,17 @@ class TLSFront:
                 log.exception("TLS: re-opening the listeners with the new certificate failed")
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._track(task)
         if self.open >= self.connection_limit:
             writer.transport.abort()
             return
         self.open += 1
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            writer.transport.abort()  # shutting down
         finally:
             self.open -= 1
 
@@ -126,22 +153,28 @@ class TLSFront:
             log.error("TLS: cannot reach the HTTP server behind it: %s", exc)
             writer.transport.abort()
             return
-        to_server = asyncio.ensure_future(_pump(reader, up_writer, half_close=True))
+        to_server = self._track(asyncio.ensure_future(_pump(reader, up_writer, half_close=True)))
+        to_client = self._track(asyncio.ensure_future(_pump(up_reader, writer, half_close=False)))
         try:
-            await _pump(up_reader, writer, half_close=False)  # the server closed: so do we
+            done, _ = await asyncio.wait({to_server, to_client}, return_when=FIRST_COMPLETED)
+            if to_server in done and to_server.result() and not to_client.done():
+                await to_client  # the client sent all it will: its answer may still come
         finally:
-            to_server.cancel()
+            for task in (to_server, to_client):
+                task.cancel()
             for w in (up_writer, writer):
                 with contextlib.suppress(Exception):
                     w.close()
 
 
-async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, half_close: bool) -> None:
+async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, half_close: bool) -> bool:
+    """Copy until end of file (True) or an error on either side (False)."""
     try:
         while data := await src.read(CHUNK):
             dst.write(data)
             await dst.drain()
         if half_close and dst.can_write_eof():
             dst.write_eof()  # the client is done sending; its answer may still be on its way
+        return True
     except (OSError, ssl.SSLError, ConnectionError):
-        pass
+        return False

@@ -17,8 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import logging
 import os
+import re
 import ssl
 import tempfile
 import threading
@@ -55,7 +57,7 @@ CLIENT_AUTH = {
     "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
     "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
 }
-UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert")
+UNVERIFIED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
 # Go's names of the TLS 1.2 suites crypto/tls offers -> OpenSSL's (TLS 1.3 suites are fixed).
 CIPHER_SUITES = {
     "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
@@ -100,6 +102,8 @@ TLS_KEYS = {
     "curve_preferences",
 }
 MAX_FILE_BYTES = 1 << 20
+BCRYPT_HASH = re.compile(r"^\$2[abxy]?\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
+BCRYPT_MAX_BYTES = 72  # bcrypt reads this much of a password, as Go's does
 CHECK_EVERY_SECONDS = 1.0  # how often the files' modification times are looked at
 
 
@@ -167,8 +171,9 @@ def _strings(where: str, raw: Any) -> tuple[str, ...]:
 
 def _tls(where: str, raw: Any, folder: Path) -> TLSSettings | None:
     conf = _mapping(where, raw, TLS_KEYS)
-    if not conf:
-        return None
+    enabling = ("cert", "key", "client_ca", "cert_file", "key_file", "client_ca_file")
+    if not any(conf.get(k) for k in (*enabling, "client_auth_type")):
+        return None  # as exporter-toolkit: versions or suites alone do not turn TLS on
 
     def path(key: str) -> str | None:
         value = _string(f"{where}.{key}", conf.get(key))
@@ -247,15 +252,13 @@ def _users(where: str, raw: Any) -> dict[str, bytes]:
     for user, hashed in raw.items():
         if not isinstance(user, str) or not user or ":" in user:
             raise WebConfigError(f"{where}: user names are non-empty text without ':'")
-        if not isinstance(hashed, str):
-            raise WebConfigError(f"{where}.{user}: expected a bcrypt hash")
-        try:  # parses the hash (cost and salt); a wrong password is simply False
-            bcrypt.checkpw(b"", hashed.encode())
-        except ValueError:
+        # The hash's shape, as Go's bcrypt.Cost parses it; no bcrypt is run to load the file
+        # (a reload on the TLS front's thread must not stall handshakes for a second a user).
+        if not isinstance(hashed, str) or not BCRYPT_HASH.match(hashed):
             raise WebConfigError(
                 f"{where}.{user}: not a bcrypt hash (make one with: htpasswd -nBC 10 '' | "
                 "tr -d ':\\n')"
-            ) from None
+            )
         users[user] = hashed.encode()
     return users
 
@@ -375,12 +378,23 @@ def _load_inline_chain(context: ssl.SSLContext, cert: str, key: str) -> None:
         context.load_cert_chain(cert_path, key_path)
 
 
+def _same_name(value: str) -> str:
+    """An IP address in one spelling (OpenSSL writes 0:0:0:0:0:0:0:1, Go and people ::1)."""
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        return value
+
+
 def peer_allowed(peercert: Mapping[str, Any] | None, allowed: tuple[str, ...]) -> bool:
-    """Whether a verified client certificate has a SAN (DNS, IP, email, URI) in ``allowed``."""
-    if not allowed:
+    """Whether a verified client certificate has a SAN (DNS, IP, email, URI) in ``allowed``.
+    A client without a certificate passes here: the handshake already refused it when one is
+    required (RequireAndVerifyClientCert); with VerifyClientCertIfGiven it may come without."""
+    if not allowed or not peercert:
         return True
-    sans = [value for _kind, value in (peercert or {}).get("subjectAltName", ())]
-    return any(san in allowed for san in sans)
+    names = {_same_name(a) for a in allowed}
+    sans = [value for _kind, value in peercert.get("subjectAltName", ())]
+    return any(_same_name(san) in names for san in sans)
 
 
 # exporter-toolkit's hash of "fakepassword": an unknown user costs one bcrypt like a known one,
@@ -390,17 +404,21 @@ AUTH_CACHE_SIZE = 256
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` against bcrypt hashes, one bcrypt at a time (a flood of
-    wrong passwords costs one core, not all), remembering recent answers by a digest of
-    (user, hash, password) so that Prometheus' scrape every 15 s costs no bcrypt at all."""
+    """Checks ``Authorization: Basic`` against bcrypt hashes. Recent answers are remembered by a
+    digest of (user, hash, password), so Prometheus' scrape every 15 s costs no bcrypt, and a
+    remembered answer never waits. One bcrypt runs at a time; a check that finds one running
+    answers "no" at once (not remembered) instead of queueing: a flood of wrong passwords
+    costs one core and no server thread, while credentials seen before are still let in and
+    the probes (no credentials needed) are never held up."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._bcrypt = threading.Lock()
+        self._lock = threading.Lock()  # the cache only
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
 
     def check(self, users: Mapping[str, bytes], header: str) -> bool:
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic" or not encoded:
+        scheme, _, encoded = header.strip().partition(" ")
+        if scheme.lower() != "basic" or not encoded.strip():
             return False
         try:
             user, sep, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
@@ -415,17 +433,22 @@ class BasicAuth:
         key = hashlib.sha256(b"\0".join((user, hashed, password))).digest()
         with self._lock:
             cached = self._cache.get(key)
-            if cached is None:
-                try:
-                    cached = bcrypt.checkpw(password, hashed) and known
-                except ValueError:
-                    cached = False
-                self._cache[key] = cached
-                while len(self._cache) > AUTH_CACHE_SIZE:
-                    self._cache.popitem(last=False)
-            else:
+            if cached is not None:
                 self._cache.move_to_end(key)
-        return cached
+                return cached
+        if not self._bcrypt.acquire(blocking=False):
+            return False  # busy: refused now, not remembered; the client tries again
+        try:
+            answer = bcrypt.checkpw(password[:BCRYPT_MAX_BYTES], hashed) and known
+        except ValueError:
+            answer = False
+        finally:
+            self._bcrypt.release()
+        with self._lock:
+            self._cache[key] = answer
+            while len(self._cache) > AUTH_CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return answer
 
 
 class WebConfigWatch:
@@ -435,9 +458,10 @@ class WebConfigWatch:
         self.path = path
         self._clock = clock
         self._lock = threading.Lock()
-        self.config = load_web_config(path)
+        first = self._stamp(WebConfig())  # each stamp before its file is read: a write
+        self.config = load_web_config(path)  # meanwhile is seen as a change
+        self._stamps = first + self._stamp()[1:]
         self.context = self._context(self.config)
-        self._stamps = self._stamp()
         self._checked = clock()
         self.reload_ok = True
         self.reloads = 0  # successful reloads after the first load
@@ -445,15 +469,18 @@ class WebConfigWatch:
     def _context(self, config: WebConfig) -> ssl.SSLContext | None:
         return tls_context(config.tls, f"--web.config.file {self.path}") if config.tls else None
 
-    def _stamp(self) -> tuple[tuple[str, float, int], ...]:
-        files = (str(self.path), *(self.config.tls.files() if self.config.tls else ()))
+    def _stamp(self, config: WebConfig | None = None) -> tuple[tuple[str, int, int, int], ...]:
+        """(name, inode, mtime in ns, size) of the file and the certificate files it names: a
+        Secret volume's symlink swap changes the inode, ``cp -p`` the inode or the size."""
+        config = config or self.config
+        files = (str(self.path), *(config.tls.files() if config.tls else ()))
         out = []
         for name in files:
             try:
                 st = os.stat(name)
-                out.append((name, st.st_mtime, st.st_size))
+                out.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
             except OSError:
-                out.append((name, -1.0, -1))
+                out.append((name, -1, -1, -1))
         return tuple(out)
 
     def current(self) -> tuple[WebConfig, ssl.SSLContext | None]:
@@ -468,9 +495,11 @@ class WebConfigWatch:
                         self._reload(stamps)
         return self.config, self.context
 
-    def _reload(self, stamps: tuple[tuple[str, float, int], ...]) -> None:
+    def _reload(self, stamps: tuple[tuple[str, int, int, int], ...]) -> None:
         try:
             config = load_web_config(self.path)
+            # The certificate files' stamps before they are read, for the same reason.
+            stamps = stamps[:1] + self._stamp(config)[1:]
             if (config.tls is None) != (self.config.tls is None):
                 raise WebConfigError(
                     f"--web.config.file {self.path}: turning TLS on or off needs a restart"
@@ -483,7 +512,7 @@ class WebConfigWatch:
             self._stamps = stamps  # logged once per change, not once a second
             return
         self.config, self.context = config, context
-        self._stamps = self._stamp()
+        self._stamps = stamps
         self.reload_ok = True
         self.reloads += 1
         log.info("web config %s reloaded", self.path)

@@ -508,9 +508,9 @@ def test_web_config_comes_from_its_secret_and_probes_and_scrapes_speak_its_tls()
     )
     kinds = by_kind(rendered("tls-basic-auth.yaml"))
     ours = container(kinds)
-    assert "--web.config.file=/etc/databricks-exporter/web/web-config.yml" in ours["args"]
+    assert "--web.config.file=/etc/databricks-exporter-web/web-config.yml" in ours["args"]
     (mount,) = [m for m in ours["volumeMounts"] if m["name"] == "web"]
-    assert mount == {"name": "web", "mountPath": "/etc/databricks-exporter/web", "readOnly": True}
+    assert mount == {"name": "web", "mountPath": "/etc/databricks-exporter-web", "readOnly": True}
     (volume,) = [
         v for v in workload(kinds)["spec"]["template"]["spec"]["volumes"] if v["name"] == "web"
     ]
@@ -525,9 +525,16 @@ def test_web_config_comes_from_its_secret_and_probes_and_scrapes_speak_its_tls()
         "key": "password",
     }
     mtls = container(by_kind(rendered("mtls.yaml")))
-    assert "--web.config.file=/etc/databricks-exporter/web/web.yml" in mtls["args"]
+    assert "--web.config.file=/etc/databricks-exporter-web/web.yml" in mtls["args"]
     for probe in ("livenessProbe", "readinessProbe"):
         assert "httpGet" not in mtls[probe] and mtls[probe]["tcpSocket"] == {"port": "metrics"}
+
+
+def test_a_tls_servicemonitor_without_a_ca_is_refused_naming_tlsconfig():
+    values = values_of("tls-basic-auth.yaml")
+    del values["serviceMonitor"]["tlsConfig"]
+    with pytest.raises(Exception, match=r"serviceMonitor\.tlsConfig"):
+        render(values)
 
 
 def test_extra_args_and_env_reach_the_container():
@@ -604,6 +611,11 @@ BAD_VALUES: dict[str, tuple[str, dict[str, Any]]] = {
         {"serviceMonitor": {"basicAuth": {"username": "prometheus", "password": "hunter2"}}},
     ),
     "an unknown web key": ("'tlsSecret' not allowed", {"web": {"tlsSecret": "x"}}),
+    "TLS without the web config's Secret": ("/web/existingSecret", {"web": {"tls": True}}),
+    "client certificates without TLS": (
+        "/web/tls",
+        {"web": {"existingSecret": "w", "clientCertificates": True}},
+    ),
     "every collector off": ("/collectors", {"collectors": {"runs": False, "pools": False}}),
     "an unknown collector": ("'clusters' not allowed", {"collectors": {"clusters": True}}),
     "workload identity without a client id": (

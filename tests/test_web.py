@@ -211,6 +211,8 @@ def test_mtls_requires_a_certificate_from_the_client_ca_with_an_allowed_san(sim,
         cert = (str(pki / f"{who}.crt"), str(pki / f"{who}.key")) if who else None
         with pytest.raises(requests.exceptions.RequestException):
             requests.get(url + "/metrics", verify=ca, cert=cert, timeout=5)
+    assert proc.proc.poll() is None  # refused, not crashed: the good client still gets in
+    assert requests.get(url + "/metrics", verify=ca, cert=client, timeout=5).status_code == 200
     tls12 = ssl.create_default_context(cafile=ca)
     tls12.maximum_version = ssl.TLSVersion.TLSv1_2
     tls12.load_cert_chain(*client)
@@ -316,9 +318,13 @@ def test_a_bad_web_config_exits_2_with_one_line_naming_it(tmp_path, text, named)
 def test_rate_limit_answers_429_past_the_burst(sim, exporter, tmp_path):
     config = web_config(tmp_path, "rate_limit:\n  interval: 1h\n  burst: 3\n")
     proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
-    proc.wait_healthy()  # the probes count too, as exporter-toolkit's limiter counts every request
+    proc.wait_healthy()
     codes = [requests.get(proc.url + "/metrics", timeout=5).status_code for _ in range(5)]
     assert codes[-1] == 429 and codes.count(429) >= 2
+    # The probes are never limited: a busy scraper must not get the pod restarted.
+    assert [requests.get(proc.url + "/healthz", timeout=5).status_code for _ in range(5)] == [
+        200
+    ] * 5
 
 
 def test_telemetry_path_and_several_listen_addresses(sim, tmp_path):
@@ -432,3 +438,100 @@ def test_the_images_healthcheck_passes_over_http_and_over_tls(sim, exporter, pki
     _wait_https(f"https://127.0.0.1:{tls.port}", str(pki / "ca.pem"), tls)
     assert healthy(tls.port)
     assert not healthy(free_port())  # nothing listens there
+
+
+def test_a_secret_volumes_symlink_swap_and_new_users_are_picked_up(sim, exporter, pki):
+    # Kubernetes mounts a Secret as <dir>/..data -> ..<timestamp>/ with each key a symlink
+    # through ..data; an update writes a new timestamped folder and swaps ..data at once.
+    volume = pki / "volume"
+    first = volume / "..2026_12_01_00_00_00.1"
+    first.mkdir(parents=True)
+    for name in ("server.crt", "server.key"):
+        (first / name).write_bytes((pki / name).read_bytes())
+    (first / "web.yml").write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  old: '{hashed()}'\n"
+    )
+    (volume / "..data").symlink_to(first.name)
+    for name in ("server.crt", "server.key", "web.yml"):
+        (volume / name).symlink_to(f"..data/{name}")
+    proc = exporter(["--interval", "5", "--web.config.file", str(volume / "web.yml")], sim_env(sim))
+    url, ca = f"https://127.0.0.1:{proc.port}", str(pki / "ca.pem")
+    _wait_https(url, ca, proc)
+    assert requests.get(url + "/metrics", verify=ca, auth=("old", PASSWORD), timeout=5).ok
+    second = volume / "..2026_12_02_00_00_00.2"
+    second.mkdir()
+    new_ca = make_ca(second, "ca")
+    rotated = make_cert(second, "server", new_ca, LOOPBACK)
+    (second / "web.yml").write_text(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+        f"basic_auth_users:\n  new: '{hashed()}'\n"
+    )
+    (volume / "..data_tmp").symlink_to(second.name)
+    (volume / "..data_tmp").replace(volume / "..data")  # the atomic swap
+    new_ca_file = str(second / "ca.pem")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if _served_serial(proc.port, new_ca_file) == rotated.serial_number:
+                break
+        except ssl.SSLError:
+            pass
+        assert time.monotonic() < deadline, proc.output()
+        time.sleep(0.3)
+    assert requests.get(url + "/metrics", verify=new_ca_file, auth=("new", PASSWORD), timeout=5).ok
+    old = requests.get(url + "/metrics", verify=new_ca_file, auth=("old", PASSWORD), timeout=5)
+    assert old.status_code == 401  # a user taken out of the file is out at once
+
+
+def test_connections_reset_after_the_handshake_leave_nothing_behind(sim, exporter, pki):
+    import struct
+
+    import psutil
+
+    config = web_config(
+        pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    )
+    proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    url, ca = f"https://127.0.0.1:{proc.port}", str(pki / "ca.pem")
+    _wait_https(url, ca, proc)
+    process = psutil.Process(proc.proc.pid)
+    before = process.num_fds()
+    context = ssl.create_default_context(cafile=ca)
+    for _ in range(100):  # handshake, send half a request, then RST (SO_LINGER 0)
+        raw = socket.create_connection(("127.0.0.1", proc.port), timeout=5)
+        tls = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        tls.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        tls.close()
+    deadline = time.monotonic() + 10  # well under waitress's 15 s idle timeout
+    while process.num_fds() > before + 5:
+        assert time.monotonic() < deadline, f"{process.num_fds()} fds, {before} before"
+        time.sleep(0.2)
+    assert requests.get(url + "/metrics", verify=ca, timeout=5).status_code == 200
+    assert "Task was destroyed" not in proc.output() and "ERROR" not in proc.output()
+
+
+def test_sigterm_with_tls_connections_open_exits_cleanly_and_removes_its_socket_folder(
+    sim, exporter, pki
+):
+    import glob
+    import signal
+
+    config = web_config(
+        pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    )
+    before = set(glob.glob("/tmp/databricks-exporter-*"))
+    proc = exporter(["--interval", "5", "--web.config.file", str(config)], sim_env(sim))
+    url, ca = f"https://127.0.0.1:{proc.port}", str(pki / "ca.pem")
+    _wait_https(url, ca, proc)
+    ours = set(glob.glob("/tmp/databricks-exporter-*")) - before
+    assert len(ours) == 1 and oct(Path(next(iter(ours))).stat().st_mode)[-3:] == "700"
+    idle = [socket.create_connection(("127.0.0.1", proc.port)) for _ in range(5)]
+    try:
+        assert proc.stop(signal.SIGTERM) == 0
+    finally:
+        for s in idle:
+            s.close()
+    assert not any(Path(p).exists() for p in ours)
+    assert "Task was destroyed" not in proc.output()

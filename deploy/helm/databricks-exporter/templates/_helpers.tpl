@@ -114,7 +114,7 @@ spec:
         {{- end }}
         {{- end }}
         {{- if .Values.web.existingSecret }}
-        - --web.config.file=/etc/databricks-exporter/web/{{ .Values.web.configKey }}
+        - --web.config.file=/etc/databricks-exporter-web/{{ .Values.web.configKey }}
         {{- end }}
         {{- range .Values.extraArgs }}
         - {{ . | quote }}
@@ -173,7 +173,7 @@ spec:
           mountPath: /tmp
         {{- if .Values.web.existingSecret }}
         - name: web
-          mountPath: /etc/databricks-exporter/web
+          mountPath: /etc/databricks-exporter-web
           readOnly: true
         {{- end }}
         {{- with .Values.extraVolumeMounts }}
