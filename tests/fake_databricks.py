@@ -20,6 +20,30 @@ TOKEN = "dapi-fake-0123456789abcdef-SECRET"
 WORKSPACE_ID = 1234567890123456
 STATE_MESSAGE = "Task ingest failed with message: Workload failed, see run output for details."
 TASK_ERROR = "ZeroDivisionError: division by zero"
+LEAKED = "dapi0123456789abcdef0123456789abcdef"  # a token a notebook printed into its trace
+
+# runs/get-output answers as Databricks gives them (Jobs API 2.2 RunOutput; metadata cut short).
+# A notebook task that raised: IPython's coloured trace, as the notebook UI shows it.
+NOTEBOOK_ANSI = {
+    "error": TASK_ERROR,
+    "error_trace": (
+        "\x1b[0;31m---------------------------------------------------------------------------"
+        "\x1b[0m\n"
+        "\x1b[0;31mZeroDivisionError\x1b[0m                         Traceback (most recent call "
+        "last)\n"
+        "File \x1b[0;32m<command-3478194624461553>, line 7\x1b[0m\n"
+        "\x1b[1;32m      5\x1b[0m conf \x1b[38;5;241m=\x1b[39m {\x1b[38;5;124m'token'\x1b[39m: "
+        f"\x1b[38;5;124m'{LEAKED}'\x1b[39m}}\n"
+        "\x1b[1;32m      6\x1b[0m rows \x1b[38;5;241m=\x1b[39m spark\x1b[38;5;241m.\x1b[39m"
+        "table(\x1b[38;5;124m'raw.events'\x1b[39m)\x1b[38;5;241m.\x1b[39mcount()\n"
+        "\x1b[0;32m----> 7\x1b[0m ratio \x1b[38;5;241m=\x1b[39m rows \x1b[38;5;241m/\x1b[39m "
+        "\x1b[38;5;241m0\x1b[39m\n"
+        "\n"
+        "\x1b[0;31mZeroDivisionError\x1b[0m: division by zero"
+    ),
+    "notebook_output": {},
+    "metadata": {"run_id": 0, "task_key": "ingest"},
+}
 
 
 class FakeDatabricks(Loopback):
@@ -118,7 +142,12 @@ class FakeDatabricks(Loopback):
                 return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": message}
             return 200, self.runs[run_id]
         if method == "GET" and path == "/api/2.2/jobs/runs/get-output":
-            return 200, {"error": TASK_ERROR, "metadata": {"run_id": int(params["run_id"])}}
+            task_run = int(params.get("run_id", 0))
+            job_run = self.runs.get(task_run - 1)  # the failed task's run id is the run's + 1
+            if job_run is None or not job_run["tasks"]:
+                message = "Retrieving the output of runs with multiple tasks is not supported."
+                return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": message}
+            return 200, {**NOTEBOOK_ANSI, "metadata": {"run_id": task_run, "task_key": "ingest"}}
         return 404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for {path}"}
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
