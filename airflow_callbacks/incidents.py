@@ -38,6 +38,7 @@ class Incident:
     ts: str = ""
     opened: float = 0.0
     updates: int = 0
+    error: str = ""  # digest of the error the thread last showed (message.error_digest)
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}

@@ -94,7 +94,7 @@ def trace_lines(text: str) -> list[str]:
         picked = lines[-MAX_LINES:]
     else:
         at = anchors[-1]
-        after = []
+        after: list[str] = []
         for line in lines[at + 1 :]:
             if not _JVM_FRAME.match(line) or len(after) == FRAMES_AFTER:
                 break
