@@ -144,6 +144,8 @@ def build(
     when not given) first: an exception can quote a token, a URL can carry one."""
     redact = redact or Redactor()
     run = run or RunDetails()
+    if not facts.databricks_url and run.run_page_url:
+        facts = replace(facts, databricks_url=run.run_page_url)
     facts = redacted(facts, redact)
     details = [redact(d) for d in [*run.lines, *(details or [])]]
     icon, verb = KINDS.get(kind, KINDS["failure"])
