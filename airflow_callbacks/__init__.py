@@ -162,7 +162,8 @@ def notify(
         if incident is not None and incident.ts and incident.channel and slack.threads:
             new_error = line if digest and digest != incident.error else ""
             posted = slack.post(
-                reply(facts, kind, new_error, slack.redact, where.mention),
+                # The final failure mentions again; a retry or the recovery does not ping.
+                reply(facts, kind, new_error, slack.redact, where.mention * (kind == "failure")),
                 thread_ts=incident.ts,
                 channel=incident.channel,
             )
