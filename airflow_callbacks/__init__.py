@@ -49,6 +49,8 @@ __all__ = [
 
 log = logging.getLogger("airflow_callbacks")
 
+STORED_ERROR = 300  # characters of the last error kept in the incident record
+
 
 def _previous_run_failed(context: Mapping[str, Any], facts: TaskFacts) -> str | None:
     """The DAG run id of this task's previous run (same map index) if that one failed."""
@@ -77,6 +79,11 @@ def error_digest(line: str) -> str:
     line numbers) blanked."""
     normal = re.sub(r"\d+", "#", " ".join(line.split()))
     return hashlib.sha256(normal.encode()).hexdigest()[:16] if normal else ""
+
+
+def _stored(line: str) -> str:
+    """An error line as the incident record keeps it (a Variable: short, already redacted)."""
+    return line if len(line) <= STORED_ERROR else line[: STORED_ERROR - 1] + "…"
 
 
 def _links(settings: Settings, facts: TaskFacts, details: RunDetails) -> list[tuple[str, str]]:
@@ -169,12 +176,16 @@ def notify(
             )
             if posted.ok:
                 incident.updates += 1
-                incident.error = digest or incident.error
+                if digest:
+                    incident.error, incident.last_error = digest, _stored(slack.redact(line))
                 note = f"{incident.updates} update{'s' * (incident.updates > 1)} in the thread"
+                notes = [note]
+                if kind == "recovery" and incident.last_error:
+                    notes.insert(0, f"Failed before with: {incident.last_error}")
                 slack.update(
                     incident.channel,
                     incident.ts,
-                    build(facts, kind, [note], slack.redact, run=details, links=links),
+                    build(facts, kind, notes, slack.redact, run=details, links=links),
                 )
         else:
             metadata = incidents.metadata(facts, kind) if slack.threads else None
@@ -190,6 +201,7 @@ def notify(
                     ts=posted.ts,
                     opened=time.time(),
                     error=digest,
+                    last_error=_stored(slack.redact(line)),
                 )
         if not posted.ok:
             return False

@@ -97,7 +97,12 @@ def test_retry_retry_failure_recovery_replies_are_one_or_two_lines(bot, monkeypa
     assert "FileNotFoundError" in text_of(failed_update) and "2 updates in the thread" in text_of(
         failed_update
     )
-    assert "Recovered" in bot.updates[-1]["blocks"][0]["text"]["text"]
+    recovered = bot.updates[-1]
+    assert "Recovered" in recovered["blocks"][0]["text"]["text"]
+    # The recovered parent still says what failed (the record keeps the redacted line only).
+    assert "Failed before with: ingest: FileNotFoundError: /mnt/raw/2026-11-24" in text_of(
+        recovered
+    )
 
 
 def test_errors_that_differ_only_in_numbers_are_the_same_error():
