@@ -81,10 +81,11 @@ def test_the_failed_tasks_trace_is_in_the_alert_asked_with_the_tasks_run_id(
     [
         (400, {"error_code": "INVALID_PARAMETER_VALUE", "message": "Run output unavailable"}),
         (403, {"error_code": "PERMISSION_DENIED", "message": "no CAN VIEW on the job"}),
+        (500, {"error_code": "INTERNAL_ERROR", "message": "try again"}),
         (200, b"<html>a proxy's page, not JSON</html>"),
         (200, ["not", "an", "object"]),
     ],
-    ids=["400", "403", "not-json", "not-an-object"],
+    ids=["400", "403", "500", "not-json", "not-an-object"],
 )
 def test_a_get_output_that_fails_leaves_the_alert_as_it_was(
     dbx, slack, monkeypatch, via, status, answer
@@ -97,7 +98,7 @@ def test_a_get_output_that_fails_leaves_the_alert_as_it_was(
     assert "ratio = rows / 0" not in body and "*Failed task* `ingest`" not in body
     assert STATE_MESSAGE in body and "Failed task ingest (FAILED)" in body
     assert "*Repair* would re-run" in body
-    assert outputs_asked(dbx) == 1  # no retry of a 4xx
+    assert outputs_asked(dbx) == 1  # one try, whatever the answer
 
 
 @pytest.mark.parametrize("via", VIAS)
