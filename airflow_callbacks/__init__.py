@@ -142,6 +142,9 @@ def notify(
                 "or SLACK_BOT_TOKEN and SLACK_CHANNEL"
             )
             return False
+        if (early := route(config, Event(kind, facts.owner))).muted:
+            log.info("Slack alert not sent (%s)", early.muted)  # before asking Databricks
+            return False
         details = RunDetails()
         if kind != "recovery" and facts.databricks_run_id:
             details = run_details(

@@ -218,11 +218,20 @@ def test_notify_mutes_a_canceled_run_and_posts_nothing(bot, monkeypatch, caplog)
 
 
 def test_notify_with_last_retry_only_opens_the_incident_at_the_final_failure(bot, monkeypatch):
-    databricks_says(monkeypatch, result_state="FAILED", termination_type="CLIENT_ERROR")
+    import airflow_callbacks
+
+    asked: list[str] = []
+
+    def details(run_id, *args, **kwargs):
+        asked.append(run_id)
+        return RunDetails(result_state="FAILED", termination_type="CLIENT_ERROR")
+
+    monkeypatch.setattr(airflow_callbacks, "run_details", details)
     store, only_last = MemoryStore(), {"alert_on_last_retry_only": True}
     assert notify(ctx(1), "retry", store=store, settings=only_last) is False
     assert notify(ctx(2), "retry", store=store, settings=only_last) is False
     assert bot.messages == [] and store.records == {}
+    assert asked == []  # a muted retry does not even ask Databricks
     assert notify(ctx(3), "failure", store=store, settings=only_last) is True
     (parent,) = bot.messages
     assert (
