@@ -96,8 +96,11 @@ def link(url: str, label: str) -> str:
     return f"<{safe[:URL_LIMIT]}|{label}>"
 
 
-def task_error_section(error: TaskError, failed: FailedTask | None) -> dict[str, Any]:
-    """``*Failed task* `ingest` (FAILED) · task run`` with the error and its trace."""
+def task_error_section(
+    error: TaskError, failed: FailedTask | None, redact: Callable[[str], str]
+) -> dict[str, Any]:
+    """``*Failed task* `ingest` (FAILED) · task run`` with the error and its trace (and the
+    notebook's result), all within one section."""
     title = "*Failed task*"
     if error.task_key:
         title += f" `{escape(error.task_key)}`"
@@ -105,13 +108,16 @@ def task_error_section(error: TaskError, failed: FailedTask | None) -> dict[str,
         title += f" ({escape(failed.result_state)})"
         if failed.run_page_url.startswith(("http://", "https://")):
             title += " · " + link(failed.run_page_url, "task run")
-    parts = [title]
-    body = error.text()
+    parts = [truncate(title, 400)]
+    # Cut after escaping (an escaped "&" is five characters), so that the code fences stay whole.
+    result = truncate(escape(redact(error.result)), 1000)
+    body = escape(redact(error.text()))
     if body:
-        parts.append(_code(escape(truncate(body, ERROR_LIMIT))))
-    if error.result:
+        room = max(200, ERROR_LIMIT - len(parts[0]) - len(result))
+        parts.append(_code(truncate(body, room)))
+    if result:
         cut = " (truncated by Databricks)" if error.result_truncated else ""
-        parts.append(f"*Notebook result*{cut}\n" + _code(escape(error.result)))
+        parts.append(f"*Notebook result*{cut}\n" + _code(result))
     return _section("\n".join(parts))
 
 
@@ -179,7 +185,7 @@ def build(
         blocks.append(_section(f"*Error*\n{body}"))
     failed = {f.task_key: f for f in run.failed}
     for task_error in errors:
-        blocks.append(task_error_section(task_error, failed.get(task_error.task_key)))
+        blocks.append(task_error_section(task_error, failed.get(task_error.task_key), redact))
     shown = {e.task_key for e in errors}
     if kind != "recovery":
         for task in run.failed:

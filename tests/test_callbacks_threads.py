@@ -16,7 +16,7 @@ from airflow_callbacks import error_digest, notify, settings
 from airflow_callbacks.context import task_facts
 from airflow_callbacks.enrich import FailedTask, RunDetails
 from airflow_callbacks.incidents import MemoryStore
-from airflow_callbacks.message import AIRFLOW_ERROR_LIMIT, RUN_PAGE, build, reply
+from airflow_callbacks.message import AIRFLOW_ERROR_LIMIT, RUN_PAGE, SECTION_LIMIT, build, reply
 from airflow_callbacks.run_output import TaskError
 
 ERROR = TaskError(
@@ -155,3 +155,17 @@ def test_a_task_key_cannot_inject_mentions_into_the_repair_line_or_the_error_tit
     hostile = RunDetails(rerun=["<!channel>"], errors=[TaskError("<!here>", "E: x")], failed=[])
     body = text_of(build(facts, "failure", run=hostile))
     assert "<!channel>" not in body and "<!here>" not in body
+
+
+def test_a_task_error_section_keeps_its_code_fences_within_the_section_limit():
+    facts = task_facts(ctx(1))
+    worst = TaskError("k" * 300, "&" * 500, ["&" * 240] * 12, "&" * 500, True)
+    failed = [FailedTask("k" * 300, "FAILED", "https://x.example/" + "u" * 2000)]
+    message = build(facts, "failure", run=RunDetails(errors=[worst, worst], failed=failed))
+    sections = [
+        b["text"]["text"] for b in message["blocks"] if b["type"] == "section" and "text" in b
+    ]
+    task_sections = [t for t in sections if t.startswith("*Failed task*")]
+    assert len(task_sections) == 2
+    for text in task_sections:
+        assert len(text) <= SECTION_LIMIT and text.count("```") == 4, len(text)
