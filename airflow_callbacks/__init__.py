@@ -151,6 +151,7 @@ def notify(
                 facts.databricks_run_id,
                 facts.databricks_conn_id or None,
                 timeout=min(TIMEOUT_SECONDS, budget / 2),
+                outputs=config.error_tasks,
                 tags=config.wants_tags,
             )
         if not facts.databricks_url and details.run_page_url:

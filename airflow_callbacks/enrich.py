@@ -1,13 +1,17 @@
-"""Optional detail from Databricks itself: the run page URL, the state message, the failed tasks.
+"""Optional detail from Databricks itself: the run page URL, the state message, the failed tasks
+with their own errors, what a repair would re-run, and (for routing) the termination type and
+the job's tags.
 
-One runs/get, through the failed task's own Airflow connection (``databricks_conn_id``, read by
-the Databricks provider's ``DatabricksHook``: PAT, AAD service principal, managed identity,
-whatever the connection says) when the provider is installed; otherwise with the standard
-library's HTTP client when DATABRICKS_HOST and a token (DATABRICKS_TOKEN, or the AZURE_* settings
-with azure-identity installed) are in the environment. One try, a total deadline
-(token requests included: an Entra ID that accepts and never answers costs ``TIMEOUT_SECONDS``,
-no more), and silence on any error: an alert must never wait for, or fail because of, its
-decoration.
+One runs/get, then one runs/get-output per failed task (its own run id: a multi-task run has no
+output of its own; at most ``outputs``), and jobs/get only when a route needs the job's tags: all
+read-only, through the failed task's own Airflow connection (``databricks_conn_id``, read by the
+Databricks provider's ``DatabricksHook``: PAT, AAD service principal, managed identity, whatever
+the connection says) when the provider is installed; otherwise with the standard library's HTTP
+client when DATABRICKS_HOST and a token (DATABRICKS_TOKEN, or the AZURE_* settings with
+azure-identity installed) are in the environment. One try each, one total deadline for all of
+them (token requests included: an Entra ID that accepts and never answers costs
+``TIMEOUT_SECONDS``, no more), what was answered before an error or the deadline is kept, and
+silence on any error: an alert must never wait for, or fail because of, its decoration.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ TIMEOUT_SECONDS = 5  # for the whole lookup, and for each request in it
 MAX_TASKS = 5
 MAX_PAGES = 5  # runs/get sends 100 tasks a page
 MAX_RESPONSE_BYTES = 16 << 20
-MAX_OUTPUTS = 2  # runs/get-output for the first failed task and at most one more
+MAX_OUTPUTS = 2  # runs/get-output for the first failed task and one more (settings.error_tasks)
 RUNS_GET = "/api/2.2/jobs/runs/get"
 RUNS_GET_OUTPUT = "/api/2.2/jobs/runs/get-output"
 JOBS_GET = "/api/2.2/jobs/get"

@@ -18,7 +18,8 @@ backend), with keyword arguments of a callback (``functools.partial`` or
       "mute": ["skipped", "canceled"],
       "alert_on_last_retry_only": false,
       "dashboard_url": "https://grafana.example.com/d/databricks-jobs/databricks-jobs",
-      "runbook_url": "https://wiki.example.com/runbooks/databricks-jobs"
+      "runbook_url": "https://wiki.example.com/runbooks/databricks-jobs",
+      "error_tasks": 2
     }
 
 A value that is not what it should be is dropped with one WARNING naming the key (never its
@@ -41,6 +42,8 @@ MUTABLE = frozenset({"skipped", "canceled"})  # outcomes (outcomes.py) that "mut
 # What Slack turns into a notification: a user group, a user, @here / @channel.
 MENTION = re.compile(r"^<(?:!subteam\^[A-Z0-9]+|@[UW][A-Z0-9]+|!here|!channel)(?:\|[^<>|]*)?>$")
 OWNER = "owner"  # a rule's "mention": the owner's mention from "mentions"
+DEFAULT_ERROR_TASKS = 2  # the first failed task and one more
+MAX_ERROR_TASKS = 5
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Settings:
     last_retry_only: bool = False
     dashboard_url: str = ""
     runbook_url: str = ""
+    error_tasks: int = DEFAULT_ERROR_TASKS  # failed tasks whose runs/get-output is asked
 
     @property
     def wants_tags(self) -> bool:
@@ -137,6 +141,10 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     if not isinstance(last, bool):
         log.warning("Callback settings: alert_on_last_retry_only is not true or false")
         last = False
+    error_tasks = raw.get("error_tasks", DEFAULT_ERROR_TASKS)
+    if isinstance(error_tasks, bool) or not isinstance(error_tasks, int) or error_tasks < 0:
+        log.warning("Callback settings: error_tasks is not a whole number from 0 to 5")
+        error_tasks = DEFAULT_ERROR_TASKS
     return Settings(
         rules,
         {k: v for k, v in checked.items() if v and v != OWNER},
@@ -144,6 +152,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         last,
         _url(raw.get("dashboard_url"), "dashboard_url"),
         _url(raw.get("runbook_url"), "runbook_url"),
+        min(error_tasks, MAX_ERROR_TASKS),
     )
 
 

@@ -164,3 +164,10 @@ def test_a_1_mb_trace_stays_within_slacks_limits(dbx, slack, monkeypatch):
         if block["type"] == "section" and "text" in block:
             assert len(block["text"]["text"]) <= SECTION_LIMIT
     assert "RecursionError: maximum recursion depth exceeded" in text_of(message)
+
+
+def test_error_tasks_0_asks_no_get_output(dbx, slack, monkeypatch):
+    run = dbx.start()
+    ctx = task_context(dbx, monkeypatch, "environment", run["run_id"])
+    assert notify(ctx, store=MemoryStore(), settings={"error_tasks": 0})
+    assert outputs_asked(dbx) == 0 and STATE_MESSAGE in text_of(slack.messages[0])

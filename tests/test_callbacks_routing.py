@@ -251,3 +251,21 @@ def test_the_dashboard_and_runbook_links_are_buttons_with_the_job_filled_in(bot,
     urls = {e["text"]["text"]: e["url"] for e in actions["elements"]}
     assert urls["Dashboard"] == "https://grafana.example.com/d/databricks-jobs?var-job_id=1234"
     assert urls["Runbook"] == "https://wiki.example.com/runbooks/databricks_etl/run_job"
+
+
+def test_error_tasks_bounds_the_get_output_calls(caplog):
+    assert parse({}).error_tasks == 2 and parse({"error_tasks": 0}).error_tasks == 0
+    assert parse({"error_tasks": 50}).error_tasks == 5
+    for bad in (-1, "3", True, 1.5):
+        assert parse({"error_tasks": bad}).error_tasks == 2
+    assert "error_tasks is not a whole number" in caplog.text
+
+
+def test_the_notifier_takes_settings_too(bot, monkeypatch):
+    from airflow_callbacks import DatabricksSlackNotifier
+
+    databricks_says(monkeypatch, termination_type="INTERNAL_ERROR", result_state="INTERNAL_ERROR")
+    monkeypatch.setattr("airflow_callbacks.incidents.default_store", lambda: MemoryStore())
+    DatabricksSlackNotifier(settings=RULES).notify(ctx())
+    (message,) = bot.messages
+    assert message["channel"] == "#data-platform" and message["text"].startswith(PLATFORM)
