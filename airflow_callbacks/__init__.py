@@ -165,9 +165,6 @@ def notify(
             return False
         slack = Slack(target, deadline.left(), secrets=details.secrets)
         links = _links(config, facts, details)
-        parent = build(
-            facts, kind, None, slack.redact, run=details, mention=where.mention, links=links
-        )
         line = error_line(facts, details) if kind != "recovery" else ""
         digest = error_digest(slack.redact(line))
         if incident is not None and incident.ts and incident.channel and slack.threads:
@@ -186,12 +183,21 @@ def notify(
                 notes = [note]
                 if kind == "recovery" and incident.last_error:
                     notes.insert(0, f"Failed before with: {incident.last_error}")
-                slack.update(
-                    incident.channel,
-                    incident.ts,
-                    build(facts, kind, notes, slack.redact, run=details, links=links),
+                # An edit notifies nobody: the mention stays for who reads the channel.
+                current = build(
+                    facts,
+                    kind,
+                    notes,
+                    slack.redact,
+                    run=details,
+                    mention=where.mention,
+                    links=links,
                 )
+                slack.update(incident.channel, incident.ts, current)
         else:
+            parent = build(
+                facts, kind, None, slack.redact, run=details, mention=where.mention, links=links
+            )
             metadata = incidents.metadata(facts, kind) if slack.threads else None
             posted = slack.post(parent, metadata=metadata, channel=where.channel)
             if posted.ok and incident is None:
