@@ -44,7 +44,7 @@ NOTEBOOK_ANSI = {
         "\x1b[0;31mZeroDivisionError\x1b[0m: division by zero"
     ),
     "notebook_output": {},
-    "metadata": {"run_id": 0, "task_key": "ingest"},
+    "metadata": {"job_id": 11, "run_id": 0},
 }
 
 
@@ -161,7 +161,10 @@ class FakeDatabricks(Loopback):
             if job_run is None or not job_run["tasks"]:
                 message = "Retrieving the output of runs with multiple tasks is not supported."
                 return 400, {"error_code": "INVALID_PARAMETER_VALUE", "message": message}
-            return 200, {**NOTEBOOK_ANSI, "metadata": {"run_id": task_run, "task_key": "ingest"}}
+            return 200, {
+                **NOTEBOOK_ANSI,
+                "metadata": {"job_id": job_run["job_id"], "run_id": task_run},
+            }
         if method == "GET" and path == "/api/2.2/jobs/get":
             job_id = int(params.get("job_id", 0))
             if job_id not in JOB_TAGS:  # runs/submit's jobs have no settings to get

@@ -33,7 +33,7 @@ SPARK_PYTHON_LOGS = {
         "24/11/24 02:10:05 INFO ShutdownHookManager: Shutdown hook called\n"
     ),
     "logs_truncated": False,
-    "metadata": {"run_id": 88, "task_key": "load"},
+    "metadata": {"job_id": 7, "run_id": 88},
 }
 
 # A JAR task: a JVM trace whose root cause is the last "Caused by".
@@ -52,14 +52,14 @@ JVM = {
         "\tat scala.collection.AbstractIterator.foreach(Iterator.scala:1431)\n"
         "\t... 42 more\n"
     ),
-    "metadata": {"run_id": 89, "task_key": "aggregate"},
+    "metadata": {"job_id": 7, "run_id": 89},
 }
 
 # A notebook that exited with a value (dbutils.notebook.exit), failing the task afterwards.
 NOTEBOOK_RESULT = {
     "notebook_output": {"result": "REJECTED: 3 rows failed the schema check", "truncated": True},
     "error": "Notebook exited: REJECTED",
-    "metadata": {"run_id": 90, "task_key": "validate"},
+    "metadata": {"job_id": 7, "run_id": 90},
 }
 
 
@@ -134,3 +134,16 @@ def test_malformed_answers_give_an_empty_excerpt():
 def test_clean_strips_escapes_and_carriage_return_overwrites():
     assert clean("\x1b]8;;http://x\x07link\x1b]8;;\x07 \x1b[1mbold\x1b[0m") == "link bold"
     assert clean("progress 10%\rprogress 100%\nnext\x00") == "progress 100%\nnext"
+
+
+def test_the_recorded_shapes_are_the_real_run_output_model():
+    """Every field the excerpt reads survives databricks-sdk's own RunOutput model."""
+    import pytest
+
+    jobs = pytest.importorskip("databricks.sdk.service.jobs")
+    for shape in (NOTEBOOK_ANSI, SPARK_PYTHON_LOGS, JVM, NOTEBOOK_RESULT):
+        model = jobs.RunOutput.from_dict(shape).as_dict()
+        for key in ("error", "error_trace", "logs", "logs_truncated", "notebook_output"):
+            if shape.get(key):
+                assert model[key] == shape[key], key
+        assert model["metadata"] == shape["metadata"]
