@@ -269,3 +269,13 @@ def test_the_notifier_takes_settings_too(bot, monkeypatch):
     DatabricksSlackNotifier(settings=RULES).notify(ctx())
     (message,) = bot.messages
     assert message["channel"] == "#data-platform" and message["text"].startswith(PLATFORM)
+
+
+def test_the_variable_is_read_through_airflow_and_an_unreadable_one_means_the_defaults(
+    monkeypatch,
+):
+    pytest.importorskip("airflow")
+    monkeypatch.delenv("AIRFLOW_VAR_AIRFLOW_CALLBACKS_SETTINGS", raising=False)
+    assert load() == Settings()  # no Variable (and no task supervisor to ask): the defaults
+    monkeypatch.setenv("AIRFLOW_VAR_AIRFLOW_CALLBACKS_SETTINGS", json.dumps({"mute": ["canceled"]}))
+    assert load().mute == frozenset({"canceled"})  # Airflow's environment secrets backend
