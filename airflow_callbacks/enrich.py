@@ -346,8 +346,6 @@ def _details(
     redact = Redactor(secrets, env)
     errors = [e for key, answer in answers if (e := excerpt(answer, key, redact))]
     page = run.get("run_page_url")
-    details = _obj(_obj(run, "status"), "termination_details")
-    kind = details.get("type")
     return RunDetails(
         page if isinstance(page, str) else "",
         lines,
@@ -357,7 +355,16 @@ def _details(
         errors,
         rerun,
         result_state_of(run),
-        kind.strip().upper() if isinstance(kind, str) else "",
+        _termination_type(run, tasks),
         _id(run.get("job_id")),
         tags,
     )
+
+
+def _termination_type(run: Mapping[str, Any], tasks: list[dict[str, Any]]) -> str:
+    """status.termination_details.type of the run, else of its first failed task."""
+    for raw in [run, *(t for t in tasks if is_failure(result_state_of(t)))]:
+        kind = _obj(_obj(raw, "status"), "termination_details").get("type")
+        if isinstance(kind, str) and kind.strip():
+            return kind.strip().upper()
+    return ""

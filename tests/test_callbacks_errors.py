@@ -171,3 +171,15 @@ def test_error_tasks_0_asks_no_get_output(dbx, slack, monkeypatch):
     ctx = task_context(dbx, monkeypatch, "environment", run["run_id"])
     assert notify(ctx, store=MemoryStore(), settings={"error_tasks": 0})
     assert outputs_asked(dbx) == 0 and STATE_MESSAGE in text_of(slack.messages[0])
+
+
+def test_the_termination_type_is_the_runs_else_its_first_failed_tasks(dbx, slack):
+    env = {"DATABRICKS_HOST": dbx.url, "DATABRICKS_TOKEN": TOKEN}
+    run = dbx.start()
+    assert run_details(str(run["run_id"]), env=env).termination_type == "CLIENT_ERROR"
+    del run["status"]  # a legacy answer: state only
+    run["tasks"][0]["status"] = {
+        "state": "TERMINATED",
+        "termination_details": {"code": "CLOUD_FAILURE", "type": "cloud_failure"},
+    }
+    assert run_details(str(run["run_id"]), env=env).termination_type == "CLOUD_FAILURE"
