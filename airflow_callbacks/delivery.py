@@ -294,14 +294,17 @@ class Slack:
         message: Mapping[str, Any],
         thread_ts: str = "",
         metadata: Mapping[str, Any] | None = None,
+        channel: str = "",
     ) -> Posted:
-        """Post once (with bounded retries); a reply when ``thread_ts`` is given."""
+        """Post once (with bounded retries); a reply when ``thread_ts`` is given; to ``channel``
+        instead of the target's (Web API only: a webhook posts where it was made for)."""
         if self.client is None:
             return Posted(False)
         message = self.redact.payload(message)
         if self.target.kind == "webhook":
             return self._call(lambda: self._post_webhook(message), "posting") or Posted(False)
-        if not self.target.channel:
+        channel = channel or self.target.channel
+        if not channel:
             log.warning(
                 "Slack alert not delivered (%s): no channel (set SLACK_CHANNEL or the "
                 "connection's channel)",
@@ -315,7 +318,7 @@ class Slack:
             kwargs["metadata"] = self.redact.payload(metadata)
         response = self._call(
             lambda: self.client.chat_postMessage(
-                channel=self.target.channel,
+                channel=channel,
                 text=message.get("text", ""),
                 blocks=message.get("blocks"),
                 unfurl_links=False,

@@ -2,10 +2,11 @@
 
 The record lives in Airflow itself, as an Airflow Variable per task instance
 (``airflow_callbacks.incident.<hash>``, JSON: dag, task, map index, DAG run, state, Slack channel
-and thread ts), so it survives a worker restart between tries and is shared by every worker. It is
-written by the first failed try, updated by later tries, and deleted on recovery. A task instance
-that failed for good keeps its record until it recovers (cleared and re-run), so the recovery
-replies in the same thread; records older than ``MAX_AGE_DAYS`` count as closed.
+and thread ts, the last error's line, redacted), so it survives a worker restart between tries and
+is shared by every worker. It is written by the first failed try, updated by later tries, and
+deleted on recovery. A task instance that failed for good keeps its record until it recovers
+(cleared and re-run), so the recovery replies in the same thread; records older than
+``MAX_AGE_DAYS`` count as closed.
 
 Every operation is best effort: a store that cannot be reached answers ``None`` / ``False``, and
 the callbacks fall back to one plain message per event.
@@ -38,6 +39,8 @@ class Incident:
     ts: str = ""
     opened: float = 0.0
     updates: int = 0
+    error: str = ""  # digest of the error the thread last showed (error_digest)
+    last_error: str = ""  # that error's line, redacted and cut, for the recovered parent
 
 
 _TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (int, float)}

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_callbacks.context import TaskFacts, base_url_setting
+from airflow_callbacks.enrich import FailedTask, RunDetails
 from airflow_callbacks.redact import Redactor
+from airflow_callbacks.run_output import TaskError
 
 SECTION_LIMIT = 3000  # characters of a section's text
 FIELD_LIMIT = 2000  # characters of one section field
@@ -17,6 +19,11 @@ TEXT_LIMIT = 40_000  # characters of the top-level text
 MAX_BLOCKS = 50
 URL_LIMIT = 3000
 ERROR_LIMIT = 2500  # leaves room for the code fence and the title in one section
+AIRFLOW_ERROR_LIMIT = 600  # Airflow's exception when the task's own error is shown too
+REPLY_ERROR_LIMIT = 300  # the error line of a thread reply
+MAX_RERUN = 20  # task keys named in the repair line
+ACTIONS_LIMIT = 25  # elements of an actions block
+RUN_PAGE = "Open the Databricks run"  # the run page link, in the Alertmanager template too
 
 KINDS = {
     "failure": (":red_circle:", "Failed"),
@@ -72,30 +79,93 @@ def redacted(facts: TaskFacts, redact: Callable[[str], str]) -> TaskFacts:
     return replace(facts, **texts)
 
 
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": truncate(text, SECTION_LIMIT)}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": truncate(text, SECTION_LIMIT)}],
+    }
+
+
+def link(url: str, label: str) -> str:
+    """A mrkdwn link whose URL cannot break out of it."""
+    safe = url.replace("&", "&amp;").replace("<", "%3C").replace(">", "%3E").replace("|", "%7C")
+    return f"<{safe[:URL_LIMIT]}|{label}>"
+
+
+def task_error_section(
+    error: TaskError, failed: FailedTask | None, redact: Callable[[str], str]
+) -> dict[str, Any]:
+    """``*Failed task* `ingest` (FAILED) · task run`` with the error and its trace (and the
+    notebook's result), all within one section."""
+    title = "*Failed task*"
+    if error.task_key:
+        title += f" `{escape(error.task_key)}`"
+    if failed is not None:
+        title += f" ({escape(failed.result_state)})"
+        if failed.run_page_url.startswith(("http://", "https://")):
+            title += " · " + link(failed.run_page_url, "task run")
+    parts = [truncate(title, 400)]
+    # Cut after escaping (an escaped "&" is five characters), so that the code fences stay whole.
+    result = truncate(escape(redact(error.result)), 1000)
+    body = escape(redact(error.text()))
+    if body:
+        room = max(200, ERROR_LIMIT - len(parts[0]) - len(result))
+        parts.append(_code(truncate(body, room)))
+    if result:
+        cut = " (truncated by Databricks)" if error.result_truncated else ""
+        parts.append(f"*Notebook result*{cut}\n" + _code(result))
+    return _section("\n".join(parts))
+
+
+def rerun_line(details: RunDetails, run_url: str) -> str:
+    """What a repair of the run would re-run, beside the run page where it is repaired."""
+    names = ", ".join(f"`{escape(name)}`" for name in details.rerun[:MAX_RERUN])
+    if len(details.rerun) > MAX_RERUN:
+        names += f" and {len(details.rerun) - MAX_RERUN} more"
+    where = f" · {link(run_url, RUN_PAGE)}" if run_url else ""
+    return f":wrench: *Repair* would re-run {names}{where}"
+
+
 def build(
     facts: TaskFacts,
     kind: str = "failure",
     details: list[str] | None = None,
     redact: Callable[[str], str] | None = None,
+    *,
+    run: RunDetails | None = None,
+    mention: str = "",
+    links: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """``{"text": ..., "blocks": [...]}`` for chat.postMessage or an incoming webhook.
+    """``{"text": ..., "blocks": [...]}`` for chat.postMessage or an incoming webhook: the
+    incident's facts (the parent message of a thread).
 
+    ``run``: what Databricks said (failed tasks with their errors, what a repair re-runs);
+    ``mention``: a Slack mention from the settings (the only text not escaped); ``links``:
+    (label, URL) buttons after the Airflow log and the run page (Dashboard, Runbook).
     Every text from the task and from Databricks goes through ``redact`` (known secret shapes
     when not given) first: an exception can quote a token, a URL can carry one."""
     redact = redact or Redactor()
+    run = run or RunDetails()
+    if not facts.databricks_url and run.run_page_url:
+        facts = replace(facts, databricks_url=run.run_page_url)
     facts = redacted(facts, redact)
-    details = [redact(d) for d in details or []]
+    details = [redact(d) for d in [*run.lines, *(details or [])]]
     icon, verb = KINDS.get(kind, KINDS["failure"])
     title = f"{verb}: {facts.dag_id} · {facts.task_id}"
     if facts.map_index >= 0:
         title += f"[{facts.map_index}]"
     blocks: list[dict[str, Any]] = [header_block(f"{icon} {title}")]
+    if mention:
+        blocks.append(_context(f"cc {mention}"))
     fields = [("DAG", facts.dag_id), ("Task", facts.task_id)]
     if facts.map_index >= 0:
         fields.append(("Map index", str(facts.map_index)))
     if facts.try_number is not None:
-        of = f" of {facts.max_tries + 1}" if facts.max_tries is not None else ""
-        fields.append(("Try", f"{facts.try_number}{of}"))
+        fields.append(("Try", try_of(facts)))
     if facts.logical_date:
         fields.append(("Logical date", facts.logical_date))
     if facts.run_id:
@@ -106,43 +176,99 @@ def build(
         fields.append(("Databricks run", facts.databricks_run_id))
     blocks.append(fields_section(fields))
     error = ""
+    errors = run.errors if kind != "recovery" else []
     if kind != "recovery" and (facts.exception_type or facts.exception_message):
         error = f"{facts.exception_type}: {facts.exception_message}".strip(": ")
-        body = _code(escape(truncate(error, ERROR_LIMIT)))
-        blocks.append(
-            {
-                "type": "section",
-                "text": {"type": "mrkdwn", "text": truncate(f"*Error*\n{body}", SECTION_LIMIT)},
-            }
-        )
+        # With the task's own error below, Airflow's (which repeats it) is kept short.
+        limit = AIRFLOW_ERROR_LIMIT if errors else ERROR_LIMIT
+        body = _code(escape(truncate(error, limit)))
+        blocks.append(_section(f"*Error*\n{body}"))
+    failed = {f.task_key: f for f in run.failed}
+    for task_error in errors:
+        blocks.append(task_error_section(task_error, failed.get(task_error.task_key), redact))
+    shown = {e.task_key for e in errors}
+    if kind != "recovery":
+        for task in run.failed:
+            if task.task_key not in shown:
+                details.append(
+                    redact(f"Failed task {task.task_key} ({task.result_state}) {task.run_page_url}")
+                )
+        if run.more_failed:
+            details.append(f"... and {run.more_failed} more failed tasks")
     buttons = []
     if facts.log_url:
         buttons.append(_button("Airflow log", facts.log_url, "airflow_log"))
     if facts.databricks_url:
-        buttons.append(_button("Databricks run", facts.databricks_url, "databricks_run"))
+        buttons.append(_button(RUN_PAGE, facts.databricks_url, "databricks_run"))
+    for label, url in links:
+        buttons.append(_button(label, url, label.lower().replace(" ", "_")))
     if buttons:
-        blocks.append({"type": "actions", "elements": buttons})
+        blocks.append({"type": "actions", "elements": buttons[:ACTIONS_LIMIT]})
+    if kind != "recovery" and run.rerun:
+        blocks.append(_context(rerun_line(run, facts.databricks_url)))
     notes = [escape(d) for d in details]
     if facts.log_url and _is_local(facts.log_url):
         notes.append(
             ":warning: The Airflow log URL points at localhost: "
             f"set `{base_url_setting()}` in airflow.cfg."
         )
-    for note in notes:
-        blocks.append(
-            {
-                "type": "context",
-                "elements": [{"type": "mrkdwn", "text": truncate(note, SECTION_LIMIT)}],
-            }
-        )
+    blocks.extend(_context(note) for note in notes)
     text = f"{verb}: {facts.dag_id}.{facts.task_id}"
     if facts.try_number is not None:
         text += f" (try {facts.try_number})"
-    if error:
-        text += f": {truncate(error, 500)}"
+    first = errors[0].error if errors and errors[0].error else error
+    if first:
+        text += f": {truncate(first, 500)}"
     if facts.databricks_url:
         text += f" Databricks run: {facts.databricks_url}"
-    return {"text": truncate(escape(text), TEXT_LIMIT), "blocks": blocks[:MAX_BLOCKS]}
+    text = truncate(escape(text), TEXT_LIMIT - len(mention) - 1)
+    return {"text": f"{mention} {text}" if mention else text, "blocks": blocks[:MAX_BLOCKS]}
+
+
+def try_of(facts: TaskFacts) -> str:
+    of = f" of {facts.max_tries + 1}" if facts.max_tries is not None else ""
+    return f"{facts.try_number}{of}"
+
+
+def error_line(facts: TaskFacts, run: RunDetails | None = None) -> str:
+    """The one line a thread reply shows as the error: the failed task's own, else Airflow's."""
+    for task_error in (run or RunDetails()).errors:
+        line = task_error.error or (task_error.trace[-1] if task_error.trace else "")
+        if line:
+            return f"{task_error.task_key}: {line}" if task_error.task_key else line
+    error = f"{facts.exception_type}: {facts.exception_message}".strip(": ")
+    return error.strip().split("\n", 1)[0]
+
+
+REPLIES = {
+    "retry": "try {try_} failed, retrying",
+    "failure": "try {try_} failed, no retries left",
+    "recovery": "try {try_} succeeded",
+}
+
+
+def reply(
+    facts: TaskFacts,
+    kind: str,
+    new_error: str = "",
+    redact: Callable[[str], str] | None = None,
+    mention: str = "",
+) -> dict[str, Any]:
+    """A thread reply: what changed only. One line (the state and the try), and the error in a
+    code block when it differs from the one the thread last showed."""
+    redact = redact or Redactor()
+    facts = redacted(facts, redact)
+    icon, verb = KINDS.get(kind, KINDS["failure"])
+    try_ = try_of(facts) if facts.try_number is not None else "?"
+    line = f"{icon} *{verb}* · " + REPLIES.get(kind, REPLIES["failure"]).format(try_=try_)
+    if mention:
+        line += f" · cc {mention}"
+    text = f"{verb}: {facts.dag_id}.{facts.task_id} (try {try_})"
+    if new_error:
+        error = truncate(redact(new_error), REPLY_ERROR_LIMIT)
+        line += "\n" + _code(escape(error))
+        text += f": {error}"
+    return {"text": truncate(escape(text), 500), "blocks": [_section(line)]}
 
 
 def _button(label: str, url: str, action_id: str) -> dict[str, Any]:

@@ -33,6 +33,12 @@ _SHAPES = [
             r"\1" + MASK,
         ),
         (r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", r"\1" + MASK),
+        # key=value and key: value in traces and logs (JDBC URLs, configs, printed dicts)
+        (
+            r"(?i)\b((?:password|passwd|pwd|secret|client_secret|token|access_token|api_?key)"
+            r"[\"']?\s*[=:]\s*[\"']?)(?!\*\*\*)[^\s\"'&;,)}\]]{3,}",
+            r"\1" + MASK,
+        ),
     )
 ]
 

@@ -1,14 +1,16 @@
 """Draw docs/slack-message.png from the exact Block Kit the callbacks send (make docs-image).
 
 Not a Slack screenshot (Slack is not reachable from CI): a plain rendering of the header,
-fields, error, buttons and context blocks of ``airflow_callbacks.message.build``, in Slack's
-layout, with the incident's thread under it.
+fields, sections, buttons and context blocks the callbacks build (``message.build`` for the
+incident, ``message.reply`` for its thread, ``dag_alerts.dag_failure_message`` for the DAG
+summary), in Slack's layout, from the tests' recorded runs/get-output of a failed notebook.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +19,16 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "tests"))
+
+from fake_databricks import NOTEBOOK_ANSI  # noqa: E402  (the tests' recorded get-output)
+
 from airflow_callbacks.context import TaskFacts  # noqa: E402
-from airflow_callbacks.message import build  # noqa: E402
+from airflow_callbacks.dag_alerts import dag_failure_message  # noqa: E402
+from airflow_callbacks.enrich import FailedTask, RunDetails  # noqa: E402
+from airflow_callbacks.message import build, reply  # noqa: E402
+from airflow_callbacks.redact import Redactor  # noqa: E402
+from airflow_callbacks.run_output import excerpt  # noqa: E402
 
 FONTS = Path("/usr/share/fonts/truetype/dejavu")
 WIDTH, PAD, INDENT = 980, 24, 72
@@ -38,8 +48,11 @@ def font(bold: bool = False, mono: bool = False, size: int = 15) -> Any:
         return ImageFont.load_default()
 
 
-def example() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def example() -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """The incident's parent (as the thread leaves it), its replies, and the DAG summary: built
+    by the callbacks' own functions from what the fake Databricks of the tests answers."""
     host = "https://adb-1234567890123456.7.azuredatabricks.net"
+    page = f"{host}/?o=1234567890123456#job/1234/run/987654"
     facts = TaskFacts(
         dag_id="databricks_etl",
         task_id="nightly_load",
@@ -55,21 +68,39 @@ def example() -> tuple[dict[str, Any], list[dict[str, Any]]]:
             "nightly_load failed with terminal state: FAILED and with the errors "
             "[{'task_key': 'ingest', 'error': 'ZeroDivisionError: division by zero'}]"
         ),
-        databricks_url=f"{host}/?o=1234567890123456#job/1234/run/987654",
+        databricks_url=page,
         databricks_run_id="987654",
     )
-    details = [
-        "Databricks: Task ingest failed with message: Workload failed, see run output.",
-        f"Failed task ingest (FAILED) {host}/?o=1234567890123456#job/1234/run/987655",
-    ]
-    parent = build(facts, "failure", [*details, "2 updates in the thread"])
-    from dataclasses import replace
-
+    error = excerpt(NOTEBOOK_ANSI, "ingest", Redactor())
+    run = RunDetails(
+        run_page_url=page,
+        lines=["Databricks: Task ingest failed with message: Workload failed, see run output."],
+        failed=[FailedTask("ingest", "FAILED", f"{host}/?o=1234567890123456#job/1234/run/987655")],
+        errors=[error],
+        rerun=["ingest", "publish"],
+    )
+    mention = "<!subteam^S0DATAPLAT|data-platform>"
+    links = [("Dashboard", "https://grafana.contoso.com/d/databricks-jobs/databricks-jobs")]
+    parent = build(
+        facts, "failure", ["2 updates in the thread"], run=run, mention=mention, links=links
+    )
+    # Try 1 opened the incident (FileNotFoundError), try 2 failed the same way, try 3 otherwise.
     replies = [
-        build(replace(facts, try_number=2), "retry", details),
-        build(facts, "failure", details),
+        reply(replace(facts, try_number=2), "retry"),
+        reply(facts, "failure", f"ingest: {error.error}", mention=mention),
     ]
-    return parent, replies
+    summary = dag_failure_message(
+        "databricks_etl",
+        facts.run_id,
+        facts.logical_date,
+        "task_failure",
+        [
+            {"task_id": "nightly_load", "map_index": -1, "duration": 754, "url": page},
+            {"task_id": "adhoc_export", "map_index": -1, "duration": 61, "url": ""},
+        ],
+        None,
+    )
+    return parent, replies, summary
 
 
 def plain(text: str) -> str:
@@ -98,7 +129,7 @@ def wrap(draw: ImageDraw.ImageDraw, text: str, f: Any, width: int) -> list[str]:
 
 class Canvas:
     def __init__(self) -> None:
-        self.image = Image.new("RGB", (WIDTH, 3000), "white")
+        self.image = Image.new("RGB", (WIDTH, 4000), "white")
         self.draw = ImageDraw.Draw(self.image)
         self.y = PAD
 
@@ -147,11 +178,33 @@ class Canvas:
                     bottom = max(bottom, self.y)
                 self.y = bottom + 6
             return
-        text = plain(block["text"]["text"])
-        title, _, rest = text.partition("\n")
-        self.text(x, title.strip("*"), font(bold=True))
-        code = rest.strip("`")
-        lines = wrap(self.draw, code, font(mono=True, size=13), WIDTH - x - PAD - 20)
+        self.mrkdwn(x, block["text"]["text"])
+        self.y += 6
+
+    def mrkdwn(self, x: int, text: str, size: int = 15, fill: str = INK) -> None:
+        """Slack's mrkdwn, roughly: code blocks boxed, links as their labels, a line that opens
+        with *bold* in bold, an emoji circle first."""
+        for n, part in enumerate(text.split("```")):
+            if n % 2:
+                self.code(x, plain(part))
+                continue
+            for line in part.strip("\n").split("\n"):
+                if not line:
+                    continue
+                line = plain(re.sub(r"<[^|>]+\|([^>]+)>", r"\1", line))
+                line = line.replace(":wrench:", "\u2692").replace("`", "")
+                x0 = x
+                for code, colour in EMOJI.items():
+                    if line.startswith(code):
+                        self.draw.ellipse((x, self.y + 3, x + 14, self.y + 17), fill=colour)
+                        x0, line = x + 20, line[len(code) :].strip()
+                bold = line.startswith("*") and line.count("*") >= 2
+                self.text(x0, line.replace("*", ""), font(bold=bold, size=size), fill)
+
+    def code(self, x: int, code: str) -> None:
+        lines: list[str] = []
+        for raw in code.strip("\n").split("\n"):
+            lines += wrap(self.draw, raw, font(mono=True, size=13), WIDTH - x - PAD - 20)
         height = len(lines) * 19 + 14
         self.draw.rounded_rectangle(
             (x, self.y, WIDTH - PAD, self.y + height), 4, fill=CODE_BG, outline=BORDER
@@ -160,7 +213,7 @@ class Canvas:
         for line in lines:
             self.draw.text((x + 10, self.y), line, font=font(mono=True, size=13), fill="#e01e5a")
             self.y += 19
-        self.y += 14
+        self.y += 10
 
     def _actions(self, x: int, block: dict[str, Any]) -> None:
         for element in block["elements"]:
@@ -175,7 +228,7 @@ class Canvas:
 
     def _context(self, x: int, block: dict[str, Any]) -> None:
         for element in block["elements"]:
-            self.text(x, plain(element["text"]), font(size=13), fill=GREY)
+            self.mrkdwn(x, element["text"], size=13, fill=GREY)
 
     def rule(self, label: str) -> None:
         self.draw.line((PAD, self.y + 9, WIDTH - PAD, self.y + 9), fill=BORDER)
@@ -190,7 +243,7 @@ class Canvas:
 
 
 def main() -> None:
-    parent, replies = example()
+    parent, replies, summary = example()
     canvas = Canvas()
     canvas.rule("#data-oncall")
     canvas.message(parent, PAD, "02:14")
@@ -199,6 +252,8 @@ def main() -> None:
     canvas.rule("Thread")
     for message, when in zip(replies, ("02:20", "02:31"), strict=True):
         canvas.message(message, PAD + 40, when, avatar=32)
+    canvas.rule("#data-runs")
+    canvas.message(summary, PAD, "02:32")
     out = ROOT / "docs" / "slack-message.png"
     canvas.save(out)
     print(f"wrote {out.relative_to(ROOT)}")

@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from fake_databricks import STATE_MESSAGE, TASK_ERROR, TOKEN, FakeDatabricks
+from fake_databricks import LEAKED, STATE_MESSAGE, TASK_ERROR, TOKEN, FakeDatabricks
 from fake_slack import BOT_TOKEN, FakeSlack
 from packaging_support import install_callbacks
 
@@ -98,8 +98,30 @@ DAG_FILE = textwrap.dedent(
                 )
                 clear_task_instances(tis, session)
 
+        @task(task_id="fragile", retries=1)
+        def fragile(**context):
+            # Tries 1 and 2 fail (a retry, then the final failure); cleared, try 3 succeeds.
+            if context["ti"].try_number == 1:
+                raise RuntimeError("cluster not ready")
+            if context["ti"].try_number == 2:
+                raise ValueError("bad input")
+
+        @task(task_id="clear_fragile", trigger_rule="all_done")
+        def clear_fragile(**context):
+            from airflow.models.taskinstance import TaskInstance, clear_task_instances
+            from airflow.utils.session import create_session
+
+            with create_session() as session:
+                tis = (
+                    session.query(TaskInstance)
+                    .filter_by(dag_id="databricks_etl", run_id=context["run_id"], task_id="fragile")
+                    .all()
+                )
+                clear_task_instances(tis, session)
+
         flaky.expand(n=[0, 1])
         steady() >> clear_steady()
+        fragile() >> clear_fragile()
 
     if __name__ == "__main__":
         when = datetime.datetime(2026, 11, 24, tzinfo=datetime.timezone.utc)
@@ -111,6 +133,19 @@ DAG_FILE = textwrap.dedent(
         print("DAGRUN_STATE", state, flush=True)
     """
 )
+
+# Job 11 is tagged team=finance (fake_databricks.JOB_TAGS): its incidents go to #finance-data;
+# every CLIENT_ERROR mentions the owner's group (the DAG's owner, data-platform).
+MENTION = "<!subteam^S0DATAPLAT|data-platform>"
+SETTINGS = {
+    "routes": [
+        {"job_tag": {"team": "finance"}, "channel": "#finance-data", "mention": "owner"},
+        {"termination_type": ["CLIENT_ERROR"], "mention": "owner"},
+    ],
+    "mentions": {"data-platform": MENTION},
+    "mute": ["canceled", "skipped"],
+    "dashboard_url": "http://127.0.0.1:3000/d/databricks-jobs/databricks-jobs?var-job={job_id}",
+}
 
 PYTHONS = [pytest.param(Path(sys.executable), id="airflow3")]
 if os.environ.get("AIRFLOW2_TESTS", "1") != "0":
@@ -138,6 +173,8 @@ def run_dag(python: Path, tmp_path: Path, slack: FakeSlack, dbx: FakeDatabricks)
         # The Databricks operators' own connection; no DATABRICKS_* variables anywhere.
         "AIRFLOW_CONN_DATABRICKS_PROD": json.dumps(dbx.connection()),
         "AIRFLOW_CALLBACKS_SLACK_CONN_ID": "slack_alerts",
+        # The callbacks' settings, as an Airflow Variable from the environment.
+        "AIRFLOW_VAR_AIRFLOW_CALLBACKS_SETTINGS": json.dumps(SETTINGS),
         "AIRFLOW_CONN_SLACK_ALERTS": json.dumps(
             {
                 "conn_type": "slack",
@@ -167,6 +204,13 @@ def header(message: dict) -> str:
     return message["blocks"][0]["text"]["text"]
 
 
+def short(message: dict) -> list[str]:
+    """A thread reply's lines; a reply is one section."""
+    (block,) = message["blocks"]
+    assert block["type"] == "section"
+    return block["text"]["text"].split("\n")
+
+
 @pytest.mark.parametrize("python", PYTHONS)
 def test_real_databricks_operators_threads_recovery_and_dag_summary(python: Path, tmp_path):
     if not python.exists():
@@ -183,36 +227,66 @@ def test_real_databricks_operators_threads_recovery_and_dag_summary(python: Path
         messages, updates = slack.messages, slack.updates
     by_task: dict[str, list[dict]] = {}
     for m in messages:
-        if "thread_ts" not in m and m["channel"] == "#data-oncall":
+        if "thread_ts" not in m and m["channel"] != "#dag-runs":
             by_task.setdefault(header(m).split("· ", 1)[-1], []).append(m)
 
-    # run_now: try 1 retried, try 2 failed. One thread: the first try's message, the final
-    # failure as a reply, and the parent rewritten to show the incident's current state.
+    # run_now: try 1 retried, try 2 failed. One thread: the first try's message with the facts,
+    # the final failure as a one-line reply, and the parent rewritten to its current state.
     (parent,) = by_task.pop("run_now")
+    assert parent["channel"] == "#finance-data"  # routed by the job's tag (jobs/get)
     (reply,) = slack.thread(parent["ts"])
-    assert "Retrying" in header(parent) and "Failed: databricks_etl · run_now" in header(reply)
+    assert "Retrying" in header(parent)
+    assert short(reply) == [
+        ":red_circle: *Failed* · try 2 of 2 failed, no retries left · cc " + MENTION
+    ]
     (update,) = [u for u in updates if u["ts"] == parent["ts"]]
     assert "Failed: databricks_etl · run_now" in header(update)
     body = json.dumps(parent)
     # The run page URL, the state message and the failed task, all through the connection.
     run_id = min(r for r, run in dbx.runs.items() if run["job_id"] == 11)
     assert dbx.page(11, run_id).replace("&", "&amp;") in body or dbx.page(11, run_id) in body
-    assert STATE_MESSAGE in body and "Failed task ingest (FAILED)" in body
-    assert "publish" not in body  # UPSTREAM_FAILED is not a failure of its own
+    assert STATE_MESSAGE in body and "*Failed task* `ingest` (FAILED)" in body
     assert TASK_ERROR in body  # the operator's exception, with the task's error output
+    # The task's own trace from runs/get-output (with the task's run id), colours stripped,
+    # the token it printed redacted; what a repair re-runs; the owner's group; the dashboard.
+    # (The trace is in error_trace only, which the operator itself never asks for.)
+    assert "----&gt; 7 ratio = rows / 0" in body and "\\u001b" not in body
+    assert "File &lt;command-3478194624461553&gt;, line 7" in body
+    assert "*Repair* would re-run `ingest`, `publish`" in body
+    assert parent["text"].startswith(MENTION) and "cc " + MENTION in body
+    assert "var-job=11" in body and '"Dashboard"' in body
 
-    # submit: no retries, one final failure; runs/submit's run has a job id of its own.
+    # submit: no retries, one final failure; runs/submit's run has a job id of its own (no
+    # tags: jobs/get answers 400, the routing falls to the CLIENT_ERROR rule).
     (submitted,) = by_task.pop("submit")
+    assert submitted["channel"] == "#data-oncall" and submitted["text"].startswith(MENTION)
     assert "Failed" in header(submitted) and STATE_MESSAGE in json.dumps(submitted)
+    assert "ratio = rows / 0" in json.dumps(submitted)  # one-time runs get their error too
     assert slack.thread(submitted["ts"]) == []
     (submit_run,) = [run for run in dbx.runs.values() if run["run_name"] == "adhoc"]
     assert submit_run["run_page_url"] in json.dumps(submitted)
 
     # The mapped task: index 1 failed its first try and recovered, in its own thread.
     (mapped,) = by_task.pop("flaky[1]")
+    assert mapped["channel"] == "#data-oncall" and MENTION not in json.dumps(mapped)
     (recovered,) = slack.thread(mapped["ts"])
-    assert "Recovered: databricks_etl · flaky[1]" in header(recovered)
+    assert short(recovered) == [":large_green_circle: *Recovered* · try 2 of 2 succeeded"]
     assert any(u["ts"] == mapped["ts"] and "Recovered" in header(u) for u in updates)
+
+    # fragile: retry -> failure (a new error: shown once) -> cleared -> recovery, one thread.
+    (fragile,) = by_task.pop("fragile")
+    assert "RuntimeError: cluster not ready" in json.dumps(fragile)
+    failed, recovered = [short(m) for m in slack.thread(fragile["ts"])]
+    assert failed == [
+        ":red_circle: *Failed* · try 2 of 2 failed, no retries left",
+        "```ValueError: bad input```",
+    ]
+    assert len(recovered) == 1 and recovered[0].startswith(
+        ":large_green_circle: *Recovered* · try 3"
+    ), recovered
+
+    # No secret the notebook printed, anywhere in Slack.
+    assert LEAKED not in json.dumps(messages) + json.dumps(updates)
 
     # steady succeeded, was cleared and succeeded again (try 2): no "Recovered".
     assert "STEADY_TRY 2" in output + logs

@@ -90,7 +90,7 @@ def test_message_names_dag_task_try_date_error_and_both_links():
         assert needle in body, needle
     actions = next(b for b in message["blocks"] if b["type"] == "actions")
     urls = {e["text"]["text"]: e["url"] for e in actions["elements"]}
-    assert urls == {"Airflow log": FakeTI().log_url, "Databricks run": RUN_URL}
+    assert urls == {"Airflow log": FakeTI().log_url, "Open the Databricks run": RUN_URL}
     assert RUN_URL in message["text"]
 
 
