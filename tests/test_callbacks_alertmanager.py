@@ -82,6 +82,11 @@ def test_a_failed_job_run_has_the_run_page_repair_dashboard_and_runbook_in_the_c
     assert "• Runbook: <https://wiki.example.com/runbooks/dbx|Runbook>" in lines
 
 
+def test_the_default_relative_runbook_is_shown_as_text_not_a_broken_link(tmp_path):
+    text = render(tmp_path, job_failed(runbook_url="README.md#databricksjobrunfailed"))
+    assert "• Runbook: `README.md#databricksjobrunfailed`" in text.splitlines()
+
+
 def test_a_resolved_alert_or_one_without_a_runbook_leaves_those_lines_out(tmp_path):
     text = render(tmp_path, job_failed("resolved", dashboard="https://grafana.example.com/d/x"))
     assert "• Repair:" not in text and "• Runbook:" not in text
