@@ -29,6 +29,7 @@ FIGURES = (
     "detection.py",
     "workspaces.py",
     "time_to_ready.py",
+    "web_overhead.py",
 )
 
 

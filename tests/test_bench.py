@@ -84,3 +84,7 @@ def test_quick_benchmarks_run_and_report_exact_counts(tmp_path):
     demo = ready["demo"]["demo"]
     assert demo["first_job_series_s"] == demo["first_job_series_s"]  # measured (not NaN)
     assert demo["every_last_run_s"] == demo["every_last_run_s"]
+    web = {row["case"]: row for row in figures["web_overhead"]["rows"]}
+    assert len(web) == 6 and all(row["p50_s"] > 0 for row in web.values())
+    flood = web["basic auth, 16 threads flooding wrong passwords"]
+    assert flood["new_credentials_tries"] != 0 and flood["healthz_p99_s"] > 0
