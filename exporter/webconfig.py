@@ -404,12 +404,13 @@ AUTH_CACHE_SIZE = 256
 
 
 class BasicAuth:
-    """Checks ``Authorization: Basic`` against bcrypt hashes. Recent answers are remembered by a
-    digest of (user, hash, password), so Prometheus' scrape every 15 s costs no bcrypt, and a
-    remembered answer never waits. One bcrypt runs at a time; a check that finds one running
-    answers "no" at once (not remembered) instead of queueing: a flood of wrong passwords
-    costs one core and no server thread, while credentials seen before are still let in and
-    the probes (no credentials needed) are never held up."""
+    """Checks ``Authorization: Basic`` against bcrypt hashes. Credentials that passed are
+    remembered by a digest of (user, hash, password), so Prometheus' scrape every 15 s costs no
+    bcrypt and never waits; refusals are not remembered, so wrong passwords cannot push them
+    out. One bcrypt runs at a time; a check that finds one running answers "no" at once
+    instead of queueing: a flood of wrong passwords costs one core and no server thread, while
+    credentials that passed before are still let in and the probes (no credentials needed)
+    are never held up. Credentials never seen before wait for a free moment of the flood."""
 
     def __init__(self) -> None:
         self._bcrypt = threading.Lock()
@@ -444,10 +445,11 @@ class BasicAuth:
             answer = False
         finally:
             self._bcrypt.release()
-        with self._lock:
-            self._cache[key] = answer
-            while len(self._cache) > AUTH_CACHE_SIZE:
-                self._cache.popitem(last=False)
+        if answer:  # only successes: a flood of wrong passwords must not evict them
+            with self._lock:
+                self._cache[key] = answer
+                while len(self._cache) > AUTH_CACHE_SIZE:
+                    self._cache.popitem(last=False)
         return answer
 
 

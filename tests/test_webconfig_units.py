@@ -98,3 +98,12 @@ def test_both_formats_keep_one_record_on_one_line_and_json_is_ascii():
     logfmt, as_json = LogfmtFormatter().format(record), JsonFormatter().format(record)
     assert "\n" not in logfmt and "\n" not in as_json
     assert "level=WARN " in logfmt and as_json.isascii() and '"level": "WARN"' in as_json
+
+
+def test_a_flood_of_wrong_passwords_cannot_push_remembered_credentials_out():
+    auth = BasicAuth()
+    assert auth.check(USERS, header("prometheus", "right"))
+    for n in range(300):  # more than the cache holds
+        assert not auth.check(USERS, header("prometheus", f"wrong-{n}"))
+    with auth._bcrypt:  # still remembered: answered without a bcrypt
+        assert auth.check(USERS, header("prometheus", "right"))
