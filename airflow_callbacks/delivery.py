@@ -205,6 +205,15 @@ def _sdk_logger(target: SlackTarget) -> logging.Logger:
     return logger
 
 
+# chat.postMessage errors that mean "not this channel" (the alert can go elsewhere).
+CHANNEL_REFUSALS = frozenset({"channel_not_found", "not_in_channel", "is_archived"})
+
+
+def _plain(text: str) -> str:
+    """Text for mrkdwn without its control characters (<, >, &)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")[:80]
+
+
 @dataclass(frozen=True)
 class Posted:
     ok: bool
@@ -258,6 +267,7 @@ class Slack:
     ) -> None:
         self.target = target
         self.threads = target.kind == "api"  # webhooks cannot reply in threads or edit
+        self.last_error = ""  # Slack's error code of the last failed call
         self.deadline = Deadline(budget)
         self.redact = Redactor([*target.secrets, *secrets], os.environ)
         kwargs: dict[str, Any] = {
@@ -286,6 +296,7 @@ class Slack:
     def _failed(self, exc: Exception) -> None:
         reason = getattr(getattr(exc, "response", None), "data", None)
         detail = reason.get("error") if isinstance(reason, dict) else type(exc).__name__
+        self.last_error = str(detail)
         text = self.redact(f"{detail}")
         log.warning("Slack alert not delivered (%s): %s", self.target.source, text)
 
@@ -329,6 +340,33 @@ class Slack:
             "posting",
         )
         if response is None:
+            fallback = self.target.channel
+            if (
+                not thread_ts
+                and fallback
+                and channel != fallback
+                and self.last_error in CHANNEL_REFUSALS
+            ):
+                # A route to a channel that does not take the bot (a typo, never invited,
+                # archived) must not lose the alert: once more to the target's own channel.
+                log.warning(
+                    "Slack alert not delivered to routed channel %s (%s); posting to %s",
+                    self.redact(channel),
+                    self.last_error,
+                    self.redact(fallback),
+                )
+                note = {
+                    "type": "context",
+                    "elements": [
+                        {
+                            "type": "mrkdwn",
+                            "text": f"Routed to {_plain(channel)}, which refused it "
+                            f"({_plain(self.last_error)}): posted here instead.",
+                        }
+                    ],
+                }
+                blocks = [*(message.get("blocks") or []), note][:50]
+                return self.post({**message, "blocks": blocks}, metadata=metadata, channel=fallback)
             return Posted(False)
         return Posted(True, str(response.get("channel") or ""), str(response.get("ts") or ""))
 

@@ -149,10 +149,66 @@ def _id(value: Any) -> str:
     return text if text.isdigit() else ""
 
 
-def _output_targets(run: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(task key, run id) of the failed tasks, first failed first; the run itself when it has no
-    tasks (a legacy single-task run)."""
+def latest_tasks(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The run's tasks, each task's last attempt only: a task with ``max_retries`` is listed
+    once per attempt (``attempt_number``), and only its last says how it ended (the provider's
+    own ``_latest_attempts`` does the same). Order kept; a task without a key is kept as is."""
     tasks = [t for t in run.get("tasks") or [] if isinstance(t, dict)]
+    last: dict[str, int] = {}
+    for i, task in enumerate(tasks):
+        key = task.get("task_key")
+        if not isinstance(key, str) or not key:
+            continue
+        attempt = task.get("attempt_number")
+        attempt = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
+        before = last.get(key)
+        if before is None:
+            last[key] = i
+            continue
+        prior = tasks[before].get("attempt_number")
+        prior = prior if isinstance(prior, int) and not isinstance(prior, bool) else 0
+        if attempt >= prior:
+            last[key] = i
+    keep = set(last.values())
+    return [
+        t
+        for i, t in enumerate(tasks)
+        if i in keep or not isinstance(t.get("task_key"), str) or not t.get("task_key")
+    ]
+
+
+def repair_would_rerun(tasks: list[dict[str, Any]]) -> list[str]:
+    """What Databricks' repair re-runs by default: the unsuccessful tasks (failed, or kept from
+    running by one: UPSTREAM_FAILED, UPSTREAM_CANCELED) and every task that depends on one of
+    them, directly or not (``depends_on``; e.g. a ``run_if: ALL_DONE`` task that ran anyway)."""
+    keys = [str(t.get("task_key") or "?") for t in tasks]
+    chosen = {
+        key
+        for key, t in zip(keys, tasks, strict=True)
+        if is_failure(result := result_state_of(t)) or result in BLOCKED
+    }
+    depends = {
+        key: {
+            str(d.get("task_key"))
+            for d in (t.get("depends_on") or [])
+            if isinstance(d, dict) and d.get("task_key")
+        }
+        for key, t in zip(keys, tasks, strict=True)
+    }
+    grew = True
+    while grew:
+        grew = False
+        for key, upstream in depends.items():
+            if key not in chosen and upstream & chosen:
+                chosen.add(key)
+                grew = True
+    return list(dict.fromkeys(k for k in keys if k in chosen))
+
+
+def _output_targets(run: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(task key, run id) of the failed tasks (their last attempts), first failed first; the run
+    itself when it has no tasks (a legacy single-task run)."""
+    tasks = latest_tasks(run)
     if not tasks:
         run_id = _id(run.get("run_id"))
         return [("", run_id)] if run_id and is_failure(result_state_of(run)) else []
@@ -325,7 +381,7 @@ def _details(
     message = state_message_of(run)
     if message:
         lines.append(f"Databricks: {message}")
-    tasks = [t for t in run.get("tasks") or [] if isinstance(t, dict)]
+    tasks = latest_tasks(run)
     # The exporter's definition of failed (airflow_callbacks/outcomes.py), status first.
     failed = [
         FailedTask(
@@ -337,12 +393,7 @@ def _details(
         for t in tasks
         if is_failure(result := result_state_of(t))
     ]
-    # A repair re-runs the failed tasks and those they kept from running.
-    rerun = [
-        str(t.get("task_key") or "?")
-        for t in tasks
-        if is_failure(result := result_state_of(t)) or result in BLOCKED
-    ]
+    rerun = repair_would_rerun(tasks)
     redact = Redactor(secrets, env)
     errors = [e for key, answer in answers if (e := excerpt(answer, key, redact))]
     page = run.get("run_page_url")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any
@@ -45,8 +46,17 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _code(text: str) -> str:
-    return "```" + text.replace("```", "`" + _ZW + "`" + _ZW + "`") + "```"
+_ENTITY_TAIL = re.compile(r"&[a-z]{0,3}$")  # a cut inside &amp; &lt; &gt;
+
+
+def _code(text: str, limit: int | None = None) -> str:
+    """A code block of ``text`` (already escaped), at most ``limit`` characters with its fences:
+    the backticks that would close it early are broken up first, then it is cut, so the
+    fences stay whole whatever the text holds."""
+    inner = text.replace("```", "`" + _ZW + "`" + _ZW + "`")
+    if limit is not None and len(inner) > limit - 6:
+        inner = _ENTITY_TAIL.sub("", inner[: max(limit - 7, 0)]) + "…"
+    return "```" + inner + "```"
 
 
 def _is_local(url: str) -> bool:
@@ -106,18 +116,22 @@ def task_error_section(
         title += f" `{escape(error.task_key)}`"
     if failed is not None:
         title += f" ({escape(failed.result_state)})"
-        if failed.run_page_url.startswith(("http://", "https://")):
-            title += " · " + link(failed.run_page_url, "task run")
-    parts = [truncate(title, 400)]
-    # Cut after escaping (an escaped "&" is five characters), so that the code fences stay whole.
-    result = truncate(escape(redact(error.result)), 1000)
+    title = truncate(title, 300)
+    if failed is not None and failed.run_page_url.startswith(("http://", "https://")):
+        anchor = link(failed.run_page_url, "task run")
+        if len(anchor) <= 400 - len(title) - 3:  # a link is whole or left out, never cut
+            title += " · " + anchor
+    parts = [title]
+    # Cut after escaping (an escaped "&" is five characters) and after the backticks are
+    # broken up (_code), so that the code fences stay whole.
+    result = _code(escape(redact(error.result)), 1000) if error.result else ""
     body = escape(redact(error.text()))
     if body:
         room = max(200, ERROR_LIMIT - len(parts[0]) - len(result))
-        parts.append(_code(truncate(body, room)))
+        parts.append(_code(body, room))
     if result:
         cut = " (truncated by Databricks)" if error.result_truncated else ""
-        parts.append(f"*Notebook result*{cut}\n" + _code(result))
+        parts.append(f"*Notebook result*{cut}\n" + result)
     return _section("\n".join(parts))
 
 
@@ -181,7 +195,7 @@ def build(
         error = f"{facts.exception_type}: {facts.exception_message}".strip(": ")
         # With the task's own error below, Airflow's (which repeats it) is kept short.
         limit = AIRFLOW_ERROR_LIMIT if errors else ERROR_LIMIT
-        body = _code(escape(truncate(error, limit)))
+        body = _code(escape(error), limit)
         blocks.append(_section(f"*Error*\n{body}"))
     failed = {f.task_key: f for f in run.failed}
     for task_error in errors:

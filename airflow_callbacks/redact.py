@@ -19,6 +19,16 @@ from urllib.parse import quote, urlsplit
 MASK = "***"
 MIN_SECRET = 8  # a configured "secret" shorter than this would mask ordinary words
 
+# Names of settings whose value is a secret, in key=value / key: value / conf.set("key", "v"),
+# with any prefix ("DB_PASSWORD", "refresh_token", "aws_secret_access_key", "spark.x.token").
+_KEYS = (
+    r"(?:[A-Za-z0-9]+[_.-])*"
+    r"(?:password|passwd|pwd|secret|client_secret|secret_access_key|access_key|token"
+    r"|access_token|refresh_token|api[_-]?key|accountkey|sharedaccesskey|sas_token|sig"
+    r"|account\.key(?:\.[A-Za-z0-9-]+)*)"
+)
+_NOT_AFTER = r"(?<![A-Za-z0-9])"  # a name starts here, not inside a word
+
 # (pattern, replacement): the part that names the secret's kind stays readable.
 _SHAPES = [
     (re.compile(p), r)
@@ -27,16 +37,30 @@ _SHAPES = [
         (r"(/services/)[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/[A-Za-z0-9_-]{8,}", r"\1" + MASK),  # webhooks
         (r"dapi[0-9a-f]{32}(?:-\d+)?", MASK),  # Databricks personal access tokens
         (r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*", MASK),  # JWTs (Entra ID)
-        (r"(://)[^/\s:@<>|]+:[^/\s@<>|]+@", r"\1" + MASK + "@"),  # user:password@ in a URL
+        (r"\bAKIA[0-9A-Z]{16}\b", MASK),  # AWS access key ids
+        (r"\bgh[pousr]_[A-Za-z0-9]{36,}", MASK),  # GitHub tokens
+        (r"\bAIza[0-9A-Za-z_-]{35}", MASK),  # Google API keys
+        # user:password@ in a URL; the password may hold '@' (up to the last one before the
+        # host), the user part is a plain name (not "host:1433;user=sa" of a JDBC URL)
+        (r"(://)[^/\s:@<>|;=]+:[^/\s<>|;]+@", r"\1" + MASK + "@"),
         (
             r"(?i)([?&](?:sig|code|token|access_token|client_secret|password)=)[^&\s<>|]+",
             r"\1" + MASK,
         ),
+        (r"(?i)((?<![A-Za-z0-9_])sig=)[^&\s<>|]+", r"\1" + MASK),  # SAS signature anywhere
         (r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}", r"\1" + MASK),
+        (r"(?i)(authorization[\"']?\s*[=:]\s*[\"']?basic\s+)[A-Za-z0-9+/=]{8,}", r"\1" + MASK),
+        # conf.set("fs.azure.account.key.<account>...", "value") and friends
+        (
+            rf"(?i)({_NOT_AFTER}{_KEYS}[^\"'\s]*[\"']\s*,\s*[\"'])[^\"']{{3,}}",
+            r"\1" + MASK,
+        ),
+        # key="quoted value with spaces" / key: 'value'
+        (rf"(?i)({_NOT_AFTER}{_KEYS}[\"']?\s*[=:]\s*\")[^\"]{{3,}}(?=\")", r"\1" + MASK),
+        (rf"(?i)({_NOT_AFTER}{_KEYS}[\"']?\s*[=:]\s*')[^']{{3,}}(?=')", r"\1" + MASK),
         # key=value and key: value in traces and logs (JDBC URLs, configs, printed dicts)
         (
-            r"(?i)\b((?:password|passwd|pwd|secret|client_secret|token|access_token|api_?key)"
-            r"[\"']?\s*[=:]\s*[\"']?)(?!\*\*\*)[^\s\"'&;,)}\]]{3,}",
+            rf"(?i)({_NOT_AFTER}{_KEYS}[\"']?\s*[=:]\s*[\"']?)(?!\*\*\*)[^\s\"'&;,)}}\]]{{3,}}",
             r"\1" + MASK,
         ),
     )

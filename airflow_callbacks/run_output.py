@@ -35,6 +35,11 @@ _EXCEPTION = re.compile(
     r"(?:Error|Exception|Exit|Failure|Interrupt|Throwable|Warning)\b(?::|$)"
 )
 _JVM_FRAME = re.compile(r"^\s+(?:at |\.\.\. \d+ more)")
+# The user's own code in a Databricks trace: a notebook cell, a workspace or repo file (the
+# frames under /databricks/ and site-packages are Spark's and the libraries').
+_USER_FRAME = re.compile(r'^(?:File\s+"?<command-\d+>|Cell In\[|File\s+"?/(?:Workspace|Repos)/)')
+_ARROW = re.compile(r"^-+>")
+_FRAME = re.compile(r"^(?:File\s|Cell In\[)")
 _RULE = re.compile(r"^[-=_~]{8,}$")
 
 
@@ -110,12 +115,36 @@ def trace_lines(text: str) -> list[str]:
                     break  # the exception of an earlier trace ("During handling of ...")
                 start -= 1
             picked = lines[start : at + 1]
-    picked = [_cut(line, LINE_LIMIT) for line in picked[-MAX_LINES:]]
-    while len(picked) > 1 and sum(len(line) + 1 for line in picked) > TRACE_LIMIT:
-        # Drop the line farthest from the exception line (the first one of a Python trace, the
-        # last frame of a JVM trace).
+            # PySpark raises from its own frames ("raise converted from None"): the user's
+            # line (the notebook cell's ----> arrow) is kept above them, whatever is dropped.
+            own = _user_frame(lines, at)
+            if own and not any(line in picked for line in own):
+                kept = MAX_LINES - len(own) - 1
+                return _bounded([*own, "…", *picked[-kept:]], keep=len(own) + 1)
+    return _bounded(picked[-MAX_LINES:])
+
+
+def _user_frame(lines: list[str], at: int) -> list[str]:
+    """The last frame of the user's own code above line ``at``: its header and arrow line."""
+    for i in range(at - 1, -1, -1):
+        if _USER_FRAME.match(lines[i].strip()):
+            for j in range(i + 1, at):
+                if _FRAME.match(lines[j].strip()):
+                    break
+                if _ARROW.match(lines[j].strip()):
+                    return [lines[i], lines[j]]
+            return [lines[i]]
+    return []
+
+
+def _bounded(picked: list[str], keep: int = 0) -> list[str]:
+    """At most TRACE_LIMIT characters: the lines farthest from the exception line go first
+    (after the ``keep`` lines at the top: the user's own frame), the exception line last."""
+    picked = [_cut(line, LINE_LIMIT) for line in picked]
+    while len(picked) > keep + 1 and sum(len(line) + 1 for line in picked) > TRACE_LIMIT:
+        # The first line after the kept ones of a Python trace, the last frame of a JVM trace.
         anchor = next((i for i, ln in enumerate(picked) if _EXCEPTION.match(ln.strip())), -1)
-        picked.pop(0 if anchor != 0 else -1)
+        picked.pop(keep if anchor != keep else -1)
     return picked
 
 

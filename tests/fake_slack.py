@@ -24,6 +24,7 @@ class FakeSlack(Loopback):
         self.attempts = 0
         self.faults: list[tuple[int, dict[str, str], float]] = []  # (status, headers, delay)
         self.echo_path = False  # fail with a body that echoes the request path, as proxies do
+        self.refused_channels: set[str] = set()  # chat.postMessage answers channel_not_found
         self._lock = threading.Lock()
         self._listen(self._handler())
         self.url = f"http://127.0.0.1:{self.port}"
@@ -48,6 +49,8 @@ class FakeSlack(Loopback):
                 return {"ok": False, "error": "message_not_found"}
             self.updates.append(body)
             return {"ok": True, "channel": body["channel"], "ts": body["ts"]}
+        if body.get("channel") in self.refused_channels:
+            return {"ok": False, "error": "channel_not_found"}
         thread = body.get("thread_ts")
         if thread and not any(m.get("ts") == thread for m in self.messages):
             return {"ok": False, "error": "thread_not_found"}

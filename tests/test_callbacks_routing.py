@@ -210,6 +210,18 @@ def test_notify_posts_a_platform_failure_to_its_channel_and_threads_there(bot, m
     assert reply["channel"] == bot.channel_id("#data-platform")  # the incident's channel
 
 
+def test_a_route_to_a_channel_that_refuses_the_bot_still_posts_the_alert(bot, monkeypatch):
+    databricks_says(monkeypatch, termination_type="CLOUD_FAILURE", result_state="FAILED")
+    bot.refused_channels.add("#data-platform")  # a typo in the route, or the bot not invited
+    store = MemoryStore()
+    assert notify(ctx(2), "failure", store=store, settings=RULES)
+    (parent,) = bot.messages
+    assert parent["channel"] == "#data-oncall"  # the target's own channel
+    assert "Routed to #data-platform, which refused it (channel_not_found)" in text_of(parent)
+    assert notify(ctx(3), "recovery", store=store, settings=RULES)  # the thread is where it is
+    assert bot.thread(parent["ts"])
+
+
 def test_notify_mutes_a_canceled_run_and_posts_nothing(bot, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="airflow_callbacks")
     databricks_says(monkeypatch, result_state="CANCELED", termination_type="SUCCESS")
