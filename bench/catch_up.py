@@ -46,8 +46,8 @@ def catch_up(jobs: int, client_limit: float, outage: float) -> dict[str, float]:
         requests = server.requests_total() - before
         throttled = server.stats.faults["429"] - throttled_before
         ended = server.model.truth(int((START + 60) * 1000), clock.now_ms())["total"]
-        counted = sum(ws.runs.ledger.runs_total.values())
-        truth = server.model.truth(ws.runs.ledger.baseline_ms)["total"]
+        counted = sum(ws.collectors["runs"].ledger.runs_total.values())
+        truth = server.model.truth(ws.collectors["runs"].ledger.baseline_ms)["total"]
         ws.close()
     return {
         "ok": ok,

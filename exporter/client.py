@@ -29,12 +29,13 @@ from urllib3.util.retry import Retry
 
 from exporter.auth import AuthError, DatabricksAuth
 from exporter.health import WorkspaceHealth
+from exporter.ids import normalise_run_id
 from exporter.redact import redact
 from exporter.servertime import ServerClock
-from exporter.state import RUNS_PER_PAGE, normalise_run_id
 
 log = logging.getLogger(__name__)
 
+RUNS_PER_PAGE = 25  # runs/list's largest page
 RUNS_LIST = "/api/2.2/jobs/runs/list"
 RUNS_GET = "/api/2.2/jobs/runs/get"
 JOBS_LIST = "/api/2.2/jobs/list"

@@ -22,7 +22,7 @@ import yaml
 
 import exporter
 from exporter import config as exporter_config
-from exporter.collectors import COLLECTOR_NAMES
+from exporter.collectors import collector_names
 from exporter.config import load_settings, shard_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,7 +268,7 @@ def test_the_rendered_config_and_flags_are_accepted_by_the_exporters_loader(
     persistent = values_of(name).get("persistence", {}).get("enabled", True)
     assert settings.state_file == (tmp_path / "state.json" if persistent else None)
     assert settings.collectors == tuple(
-        c for c in COLLECTOR_NAMES if values_of(name).get("collectors", {}).get(c, True)
+        c for c in collector_names() if values_of(name).get("collectors", {}).get(c, True)
     )
     for key, value in values_of(name).get("config", {}).items():  # each reaches the exporter
         expected = {"45s": 45.0}.get(value, value) if isinstance(value, str) else value
@@ -618,5 +618,5 @@ def test_the_schema_knows_every_value_and_the_exporters_keys():
         "port",
     }
     assert set(s["properties"]["config"]["properties"]) | owned == exporter_config._YAML_TOP_KEYS
-    assert set(s["definitions"]["collectors"]["properties"]) == set(COLLECTOR_NAMES)
-    assert set(defaults["collectors"]) == set(COLLECTOR_NAMES)
+    assert set(s["definitions"]["collectors"]["properties"]) == set(collector_names())
+    assert set(defaults["collectors"]) == set(collector_names())

@@ -13,8 +13,8 @@ import pytest
 from conftest import ExporterProcess, select, wait_for
 
 from exporter.collectors.pools import Pool, parse_pool
+from exporter.collectors.pools.usage import PoolUsage
 from exporter.config import PriceTable
-from exporter.poolusage import PoolUsage
 from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 
 T0_MS = 1_799_971_200_000  # 00:00 UTC: the simulated working day starts at 07:00
