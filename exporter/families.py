@@ -7,6 +7,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
+from exporter.catalogue import Family
 from exporter.health import Histogram
 
 SCHEDULED = (
@@ -16,10 +17,10 @@ SCHEDULED = (
 
 
 def counters(
-    name: str, doc: str, labels: list[str], views: Sequence[tuple[str, Mapping[Any, int]]]
+    declared: Family, views: Sequence[tuple[str, Mapping[Any, int]]]
 ) -> CounterMetricFamily:
     """A counter family from per-workspace {label values tuple: count}."""
-    family = CounterMetricFamily(name, doc, labels=labels)
+    family = declared.counter()
     for ws, values in views:
         for key, value in values.items():
             family.add_metric([ws, *key], value)
@@ -27,10 +28,10 @@ def counters(
 
 
 def histograms(
-    name: str, doc: str, labels: list[str], views: Sequence[tuple[str, Mapping[Any, Histogram]]]
+    declared: Family, views: Sequence[tuple[str, Mapping[Any, Histogram]]]
 ) -> HistogramMetricFamily:
     """A histogram family from per-workspace {label values tuple: Histogram}."""
-    family = HistogramMetricFamily(name, doc, labels=labels)
+    family = declared.histogram()
     for ws, values in views:
         for key, hist in values.items():
             family.add_metric([ws, *key], hist.buckets(), hist.total)

@@ -11,13 +11,24 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from exporter.catalogue import (
+    API_REQUESTS,
+    API_RETRIES,
+    COLLECTION_DURATION,
+    COLLECTION_SUCCESS,
+    HEALTH,
+    LAST_SUCCESS,
+    START_DELAY,
+    STATE_LAST_WRITE,
+    STATE_WRITE_ERRORS,
+    TOKEN_REQUESTS,
+    catalogue,
+    describe,
+)
 from exporter.collectors import registration, registrations
 from exporter.health import HealthSnapshot
 from exporter.workspace import Workspace
@@ -37,7 +48,12 @@ class SnapshotCollector(Collector):
         self._workspaces = workspaces
 
     def describe(self) -> Iterable[Metric]:
-        return []  # families depend on the data; skip the registry's describe-time collect
+        """Every collector's families but those rendered live (exporter.catalogue): a name
+        declared twice fails when the registry is built, at start."""
+        catalogue()  # every family once
+        return describe(
+            tuple(f for r in registrations() for f in r.families if f not in r.live_families)
+        )
 
     def parts(self) -> tuple[Part, ...]:
         """(workspace, collector, snapshot) of every collector with a snapshot, in order.
@@ -75,7 +91,7 @@ class LiveCollector(Collector):
         self._clock = clock
 
     def describe(self) -> Iterable[Metric]:
-        return []
+        return describe((*(f for r in registrations() for f in r.live_families), *HEALTH))
 
     def collect(self) -> Iterator[Metric]:
         now = self._clock()
@@ -104,43 +120,13 @@ def build_registry(
 
 
 def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Metric]:
-    success = GaugeMetricFamily(
-        "databricks_exporter_collection_success",
-        "1 if the collector's last collection succeeded, else 0.",
-        labels=["workspace", "collector"],
-    )
-    last_success = GaugeMetricFamily(
-        "databricks_exporter_last_success_timestamp_seconds",
-        "When the collector last succeeded (Unix seconds): the age of the data served.",
-        labels=["workspace", "collector"],
-    )
-    delay = GaugeMetricFamily(
-        "databricks_exporter_collection_start_delay_seconds",
-        "How late the collector's last collection started against its schedule: a process "
-        "with more workspaces than it can serve starts them later and later.",
-        labels=["workspace", "collector"],
-    )
-    duration = HistogramMetricFamily(
-        "databricks_exporter_collection_duration_seconds",
-        "Time one collection took, including retries.",
-        labels=["workspace", "collector"],
-    )
-    requests = CounterMetricFamily(
-        "databricks_exporter_api_requests",
-        "Databricks API requests by endpoint and final HTTP status ('error': no response).",
-        labels=["workspace", "endpoint", "status_code"],
-    )
-    retries = CounterMetricFamily(
-        "databricks_exporter_api_retries",
-        "Retried Databricks API requests by endpoint and reason "
-        "(status code, timeout, connection_error).",
-        labels=["workspace", "endpoint", "reason"],
-    )
-    tokens = CounterMetricFamily(
-        "databricks_exporter_token_requests",
-        "Azure AD token requests (new tokens and failed attempts), not cache hits.",
-        labels=["workspace"],
-    )
+    success = COLLECTION_SUCCESS.gauge()
+    last_success = LAST_SUCCESS.gauge()
+    delay = START_DELAY.gauge()
+    duration = COLLECTION_DURATION.histogram()
+    requests = API_REQUESTS.counter()
+    retries = API_RETRIES.counter()
+    tokens = TOKEN_REQUESTS.counter()
     for ws, health in views:
         for name, col in sorted(health.collectors.items()):
             if col.success is not None:
@@ -161,17 +147,8 @@ def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Met
 
 def state_write_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Metric]:
     """Only with --state-file: without one there is nothing to write."""
-    errors = CounterMetricFamily(
-        "databricks_exporter_state_write_errors",
-        "Failed writes of the workspace's part of --state-file (a full or read-only disk): "
-        "a restart then starts the pools' integrals from zero.",
-        labels=["workspace"],
-    )
-    last = GaugeMetricFamily(
-        "databricks_exporter_state_last_write_timestamp_seconds",
-        "When the workspace's part of --state-file was last written (Unix seconds).",
-        labels=["workspace"],
-    )
+    errors = STATE_WRITE_ERRORS.counter()
+    last = STATE_LAST_WRITE.gauge()
     for ws, health in views:
         if health.state_writes is None:
             continue

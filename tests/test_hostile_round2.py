@@ -15,9 +15,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 

@@ -78,11 +78,12 @@ class Registration:
     factory: Callable[[Context], Collector]
     # The families a collection's snapshots render as (views: one per workspace, in order).
     render: Callable[[Views], Iterator[Metric]]
-    families: tuple[Family, ...]  # what render and live may yield, from exporter.catalogue
+    families: tuple[Family, ...]  # what render and live may yield (exporter.catalogue)
     on_by_default: bool = True
     order: int = 100  # place in the exposition and on the command line (lower first)
     # The families that change between collections (rendered at every scrape), if any.
     live: Callable[[Views, float], Iterator[Metric]] | None = None
+    live_families: tuple[Family, ...] = ()  # those of ``families`` that ``live`` yields
     # The collector's part of the state file, and what to write there (from its own thread).
     state_part: str | None = None
     save: Callable[[Any], Any] | None = None
@@ -118,6 +119,8 @@ def _checked(found: list[Registration]) -> tuple[Registration, ...]:
         if registration.name in names:
             raise ValueError(f"two collectors are named {registration.name!r}")
         names.add(registration.name)
+        if not set(registration.live_families) <= set(registration.families):
+            raise ValueError(f"{registration.name}: live families not among its families")
         for family in registration.families:
             if family.name in families:
                 raise ValueError(

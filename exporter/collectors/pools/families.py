@@ -4,72 +4,132 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 
 from exporter.catalogue import Family
 from exporter.collectors.pools.collector import PoolsSnapshot
 from exporter.families import SCHEDULED
 
-POOL = ["workspace", "pool_id", "pool_name"]
+POOL = ("workspace", "pool_id", "pool_name")
+INTEGRATED = (
+    " Integrated by the exporter between collections (left-point rule, Databricks' clock);"
+    " kept across restarts with --state-file."
+)
 
-FAMILIES: tuple[Family, ...] = ()
+
+def _gauge(name: str, doc: str, labels: tuple[str, ...] = POOL) -> Family:
+    return Family(name, "gauge", doc, labels)
+
+
+# Pool field -> its gauge.
+COUNTS = {
+    "idle": _gauge(
+        "databricks_instance_pool_idle_instances",
+        "Running instances not used by a cluster." + SCHEDULED,
+    ),
+    "used": _gauge(
+        "databricks_instance_pool_used_instances", "Running instances used by clusters." + SCHEDULED
+    ),
+    "pending_idle": _gauge(
+        "databricks_instance_pool_pending_idle_instances",
+        "Starting instances not yet assigned to a cluster." + SCHEDULED,
+    ),
+    "pending_used": _gauge(
+        "databricks_instance_pool_pending_used_instances",
+        "Starting instances assigned to a cluster." + SCHEDULED,
+    ),
+    "min_idle": _gauge(
+        "databricks_instance_pool_min_idle_instances",
+        "Configured minimum of idle instances." + SCHEDULED,
+    ),
+}
+MAX_CAPACITY = _gauge(
+    "databricks_instance_pool_max_capacity",
+    "Configured maximum of instances (absent when unlimited).",
+)
+POOL_INFO = Family(
+    "databricks_instance_pool_info",
+    "info",
+    "Facts about the pool: node type and state.",
+    (*POOL, "node_type_id", "state"),
+)
+PENDING_ERRORS = _gauge(
+    "databricks_instance_pool_pending_instance_errors",
+    "Instances that failed to start (status.pending_instance_errors: cloud quota, capacity)."
+    + SCHEDULED,
+)
+PENDING_ERROR_INFO = Family(
+    "databricks_instance_pool_pending_instance_error_info",
+    "info",
+    "The latest error of an instance that failed to start, as Databricks words it.",
+    (*POOL, "message"),
+)
+AUTOTERMINATION = _gauge(
+    "databricks_instance_pool_idle_autotermination_seconds",
+    "How long an idle instance above min_idle_instances waits before it is terminated "
+    "(idle_instance_autotermination_minutes x 60).",
+)
+# PoolTotals field -> its counter.
+USAGE = {
+    key: Family(
+        f"databricks_instance_pool_{key}_instance_seconds_total", "counter", doc + INTEGRATED, POOL
+    )
+    for key, doc in {
+        "idle": "Instance-seconds of idle instances (running, not used by a cluster).",
+        "used": "Instance-seconds of instances used by clusters.",
+        "pending": "Instance-seconds of instances starting (pending idle or used).",
+        "idle_above_min": "Instance-seconds of idle instances beyond min_idle_instances (the "
+        "part a shorter idle_instance_autotermination_minutes can save).",
+    }.items()
+}
+IDLE_COST = Family(
+    "databricks_instance_pool_idle_cost_total",
+    "counter",
+    "VM cost of idle instances, in the price table's currency (idle instances cost the "
+    "cloud provider's VM price and no DBUs)." + INTEGRATED,
+    (*POOL, "currency"),
+)
+VM_PRICE = _gauge(
+    "databricks_instance_pool_vm_price_per_hour",
+    "The price table's VM price per hour for the pool's node type.",
+    (*POOL, "currency"),
+)
+UNPRICED = Family(
+    "databricks_instance_pool_unpriced",
+    "info",
+    "1 for a pool whose node type the price table lacks: its idle cost is not counted.",
+    (*POOL, "node_type_id"),
+)
+UNOBSERVED = Family(
+    "databricks_exporter_pool_unobserved_seconds_total",
+    "counter",
+    "Seconds between pool collections too far apart to integrate (exporter or API down); "
+    "not counted in the instance-seconds counters.",
+    ("workspace",),
+)
+
+FAMILIES: tuple[Family, ...] = (
+    *COUNTS.values(),
+    MAX_CAPACITY,
+    POOL_INFO,
+    PENDING_ERRORS,
+    PENDING_ERROR_INFO,
+    AUTOTERMINATION,
+    *USAGE.values(),
+    IDLE_COST,
+    VM_PRICE,
+    UNPRICED,
+    UNOBSERVED,
+)
 
 
 def pool_families(views: Sequence[tuple[str, PoolsSnapshot]]) -> Iterator[Metric]:
-    gauges = {
-        "idle": (
-            "databricks_instance_pool_idle_instances",
-            "Running instances not used by a cluster.",
-        ),
-        "used": ("databricks_instance_pool_used_instances", "Running instances used by clusters."),
-        "pending_idle": (
-            "databricks_instance_pool_pending_idle_instances",
-            "Starting instances not yet assigned to a cluster.",
-        ),
-        "pending_used": (
-            "databricks_instance_pool_pending_used_instances",
-            "Starting instances assigned to a cluster.",
-        ),
-        "min_idle": (
-            "databricks_instance_pool_min_idle_instances",
-            "Configured minimum of idle instances.",
-        ),
-    }
-    families = {
-        key: GaugeMetricFamily(name, doc + SCHEDULED, labels=POOL)
-        for key, (name, doc) in gauges.items()
-    }
-    max_capacity = GaugeMetricFamily(
-        "databricks_instance_pool_max_capacity",
-        "Configured maximum of instances (absent when unlimited).",
-        labels=POOL,
-    )
-    info = GaugeMetricFamily(
-        "databricks_instance_pool_info",
-        "Facts about the pool: node type and state.",
-        labels=[*POOL, "node_type_id", "state"],
-    )
-    errors = GaugeMetricFamily(
-        "databricks_instance_pool_pending_instance_errors",
-        "Instances that failed to start (status.pending_instance_errors: cloud quota, capacity)."
-        + SCHEDULED,
-        labels=POOL,
-    )
-    error_info = GaugeMetricFamily(
-        "databricks_instance_pool_pending_instance_error_info",
-        "The latest error of an instance that failed to start, as Databricks words it.",
-        labels=[*POOL, "message"],
-    )
-    autotermination = GaugeMetricFamily(
-        "databricks_instance_pool_idle_autotermination_seconds",
-        "How long an idle instance above min_idle_instances waits before it is terminated "
-        "(idle_instance_autotermination_minutes x 60).",
-        labels=POOL,
-    )
+    families = {key: declared.gauge() for key, declared in COUNTS.items()}
+    max_capacity = MAX_CAPACITY.gauge()
+    info = POOL_INFO.gauge()
+    errors = PENDING_ERRORS.gauge()
+    error_info = PENDING_ERROR_INFO.gauge()
+    autotermination = AUTOTERMINATION.gauge()
     for ws, snapshot in views:
         for pool in snapshot.pools:
             labels = [ws, pool.pool_id, pool.pool_name]
@@ -92,50 +152,14 @@ def pool_families(views: Sequence[tuple[str, PoolsSnapshot]]) -> Iterator[Metric
     yield from usage_families(views)
 
 
-# PoolTotals field -> help; the family is databricks_instance_pool_<field>_instance_seconds.
-USAGE = {
-    "idle": "Instance-seconds of idle instances (running, not used by a cluster).",
-    "used": "Instance-seconds of instances used by clusters.",
-    "pending": "Instance-seconds of instances starting (pending idle or used).",
-    "idle_above_min": "Instance-seconds of idle instances beyond min_idle_instances (the part a "
-    "shorter idle_instance_autotermination_minutes can save).",
-}
-
-
 def usage_families(views: Sequence[tuple[str, PoolsSnapshot]]) -> Iterator[Metric]:
-    """The pools' integrated counters (exporter.poolusage): instance-seconds and idle cost."""
-    integrated = (
-        " Integrated by the exporter between collections (left-point rule, Databricks' clock);"
-        " kept across restarts with --state-file."
-    )
-    counters = {
-        key: CounterMetricFamily(
-            f"databricks_instance_pool_{key}_instance_seconds", doc + integrated, labels=POOL
-        )
-        for key, doc in USAGE.items()
-    }
-    cost = CounterMetricFamily(
-        "databricks_instance_pool_idle_cost",
-        "VM cost of idle instances, in the price table's currency (idle instances cost the "
-        "cloud provider's VM price and no DBUs)." + integrated,
-        labels=[*POOL, "currency"],
-    )
-    price = GaugeMetricFamily(
-        "databricks_instance_pool_vm_price_per_hour",
-        "The price table's VM price per hour for the pool's node type.",
-        labels=[*POOL, "currency"],
-    )
-    unpriced = GaugeMetricFamily(
-        "databricks_instance_pool_unpriced",
-        "1 for a pool whose node type the price table lacks: its idle cost is not counted.",
-        labels=[*POOL, "node_type_id"],
-    )
-    unobserved = CounterMetricFamily(
-        "databricks_exporter_pool_unobserved_seconds",
-        "Seconds between pool collections too far apart to integrate (exporter or API down); "
-        "not counted in the instance-seconds counters.",
-        labels=["workspace"],
-    )
+    """The pools' integrated counters (exporter.collectors.pools.usage): instance-seconds and
+    idle cost."""
+    counters = {key: declared.counter() for key, declared in USAGE.items()}
+    cost = IDLE_COST.counter()
+    price = VM_PRICE.gauge()
+    unpriced = UNPRICED.gauge()
+    unobserved = UNOBSERVED.counter()
     for ws, snapshot in views:
         usage = snapshot.usage
         if usage is None:

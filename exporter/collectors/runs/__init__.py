@@ -9,7 +9,7 @@ from typing import Any
 
 from exporter.collectors import Context, Registration
 from exporter.collectors.runs.collector import RunsCollector
-from exporter.collectors.runs.families import FAMILIES, active_age_family, runs_families
+from exporter.collectors.runs.families import FAMILIES, LIVE, active_age_family, runs_families
 from exporter.collectors.runs.ledger import LedgerPolicy, RunLedger
 from exporter.collectors.runs.persist import ledger_from_dict, ledger_to_dict
 
@@ -73,6 +73,7 @@ COLLECTOR = Registration(
     families=FAMILIES,
     order=10,
     live=active_age_family,
+    live_families=LIVE,
     state_part="ledger",
     save=save,
 )
