@@ -37,6 +37,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from exporter.client import RateLimiter
+from exporter.simulator_pipelines import SimPipelines
+from exporter.simulator_pipelines import page as pipeline_page
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,10 @@ class SimConfig:
     # > 0: the history starts at a multiple of this many seconds, so a simulator restarted
     # within that span replays the same runs (make demo with --state-file restores).
     align_origin_seconds: float = 0.0
+    # Lakeflow (DLT) pipelines (exporter.simulator_pipelines): none unless asked for.
+    pipelines: int = 0
+    pipeline_period_seconds: tuple[float, float] = (600.0, 1800.0)
+    pipeline_fail_rate: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -348,6 +354,13 @@ class SimWorkspace:
         repair_span = int(self.config.repair_delay_seconds * 1000) if self.config.repair_rate else 0
         self.max_duration_ms = max(
             (job.max_ms * 10 + repair_span + job.min_ms for job in self.jobs), default=0
+        )
+        self.pipelines = SimPipelines(
+            self.config.pipelines,
+            self.origin_ms,
+            self.config.seed,
+            self.config.pipeline_period_seconds,
+            self.config.pipeline_fail_rate,
         )
         self.deleted_pools: set[str] = set()
         self.deleted_jobs: dict[int, int] = {}  # job index -> when it was deleted (ms)
@@ -1006,7 +1019,33 @@ class SimServer:
             return {"instance_pools": m.pools_json(now)}
         if path in ("/api/2.2/jobs/list", "/api/2.1/jobs/list"):
             return self._jobs_list(params)
+        if path == "/api/2.0/pipelines" or path.startswith("/api/2.0/pipelines/"):
+            return self._pipelines(path, params, now)
         raise ApiFailure(404, "ENDPOINT_NOT_FOUND", f"No API found for 'GET {path}'")
+
+    def _pipelines(self, path: str, params: dict[str, str], now: int) -> dict[str, Any]:
+        """GET /api/2.0/pipelines, /pipelines/{id}/updates and /pipelines/{id}/events."""
+        world = self.model.pipelines
+        parts = path.split("/")[4:]  # after /api/2.0/pipelines
+        try:
+            if not parts:
+                statuses = [world.pipeline_json(p, now) for p in range(world.count)]
+                body = pipeline_page(statuses, params, 25, 100)
+                return {"statuses": body.pop("items"), **body} if statuses else body_of(body)
+            p = world.index(parts[0])
+            if p is None or len(parts) != 2 or parts[1] not in ("updates", "events"):
+                raise ApiFailure(
+                    404, "RESOURCE_DOES_NOT_EXIST", f"Pipeline {parts[0][:40]} does not exist."
+                )
+            updates = world.updates_desc(p, now)
+            if parts[1] == "updates":
+                body = pipeline_page([world.update_json(u, now) for u in updates], params, 25, 100)
+                return {"updates": body.pop("items"), **body}
+            errors = [world.error_event(u) for u in updates if u.state(now) == "FAILED"]
+            body = pipeline_page(errors, params, 25, 250)
+            return {"events": body.pop("items"), **body}
+        except ValueError as exc:
+            raise ApiFailure(400, "INVALID_PARAMETER_VALUE", str(exc)) from None
 
     def _runs_get(self, params: dict[str, str], now: int) -> dict[str, Any]:
         m = self.model
@@ -1300,3 +1339,9 @@ def _make_handler(server: SimServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
     return Handler
+
+
+def body_of(page: dict[str, Any]) -> dict[str, Any]:
+    """A Pipelines listing without items: no ``statuses`` at all, as the API answers."""
+    page.pop("items", None)
+    return page
