@@ -1030,7 +1030,7 @@ class SimServer:
         try:
             if not parts:
                 statuses = [world.pipeline_json(p, now) for p in range(world.count)]
-                body = pipeline_page(statuses, params, 25, 100)
+                body = pipeline_page(statuses, params, 25, 100, prev=False)
                 return {"statuses": body.pop("items"), **body} if statuses else body_of(body)
             p = world.index(parts[0])
             if p is None or len(parts) != 2 or parts[1] not in ("updates", "events"):

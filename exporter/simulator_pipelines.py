@@ -214,7 +214,9 @@ def _offset(token: str) -> int | None:
     return int(text[1:]) if text.startswith("o") and text[1:].isdigit() else None
 
 
-def page(items: list[Any], params: dict[str, str], default: int, most: int) -> dict[str, Any]:
+def page(
+    items: list[Any], params: dict[str, str], default: int, most: int, prev: bool = True
+) -> dict[str, Any]:
     """One page of ``items`` as the Pipelines API pages: max_results, page_token, and a
     next_page_token (no has_more) while more follow. Raises ValueError for bad parameters."""
     raw = params.get("max_results")
@@ -230,6 +232,6 @@ def page(items: list[Any], params: dict[str, str], default: int, most: int) -> d
     body: dict[str, Any] = {"items": items[start : start + limit]}
     if start + limit < len(items):
         body["next_page_token"] = _token(start + limit)
-    if start > 0:
+    if prev and start > 0:  # ListPipelinesResponse has no prev_page_token
         body["prev_page_token"] = _token(max(start - limit, 0))
     return body
