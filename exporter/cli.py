@@ -67,6 +67,7 @@ def demo_config() -> SimConfig:
         repair_delay_seconds=60,
         repair_seconds=60,
         pool_error_rate=0.2,
+        pipelines=4,  # Lakeflow pipelines, an update every 10 to 30 minutes, a fifth failing
         align_origin_seconds=86_400,  # restarts within a UTC day replay the same runs
     )
 

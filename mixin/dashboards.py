@@ -25,6 +25,15 @@ from exporter.catalogue import (
     LAST_SUCCESS,
     TOKEN_REQUESTS,
 )
+from exporter.collectors.pipelines.families import (
+    LAST_UPDATE_ERROR,
+    LAST_UPDATE_FAILED,
+    LAST_UPDATE_START,
+    PIPELINE_INFO,
+    UPDATE_DURATION,
+    UPDATES,
+    UPDATES_RUNNING,
+)
 from exporter.collectors.pools.families import (
     AUTOTERMINATION,
     COUNTS,
@@ -513,6 +522,7 @@ def jobs(s: Settings) -> Dashboard:
         12,
         8,
     )
+    pipelines_row(lay, wm)
     return dashboard(
         "databricks-jobs",
         "Databricks jobs",
@@ -520,6 +530,97 @@ def jobs(s: Settings) -> Dashboard:
         lay,
         s,
         with_job=True,
+    )
+
+
+def pipelines_row(lay: Layout, wm: str) -> None:
+    """Lakeflow (DLT) pipelines: updates by outcome, what runs, the failed ones and why."""
+    lay.add(
+        panel(
+            "timeseries",
+            "Pipeline updates by outcome",
+            "Updates of Lakeflow (DLT) pipelines that ended, by state (COMPLETED, FAILED, "
+            "CANCELED), each counted once.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pipeline_name, state) "
+                    f"(increase({UPDATES.name}{{{wm}}}[$__rate_interval]))",
+                    "{{pipeline_name}} {{state}}",
+                )
+            ],
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Pipeline updates running",
+            "Updates on their way (created, waiting for resources, initializing, setting up "
+            "tables, running, stopping).",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pipeline_name) ({UPDATES_RUNNING.name}{{{wm}}})",
+                    "{{pipeline_name}}",
+                )
+            ],
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Pipeline update duration (p90)",
+            "90th percentile of ended updates' durations (from creation to the collection that "
+            "saw them end: at most one interval long).",
+            "s",
+            [
+                (
+                    "histogram_quantile(0.9, sum by (workspace, pipeline_name, le) "
+                    f"(rate({UPDATE_DURATION.name}_bucket{{{wm}}}[$__rate_interval])))",
+                    "{{pipeline_name}}",
+                )
+            ],
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        panel(
+            "table",
+            "Pipelines",
+            "Each pipeline's state and health, whether its last ended update failed (a "
+            "pipeline is IDLE after a failed update too) and how long ago that update started.",
+            "short",
+            [
+                (
+                    f"max by (workspace, pipeline_name) ({LAST_UPDATE_FAILED.name}{{{wm}}})",
+                    "failed",
+                ),
+                (
+                    f"max by (workspace, pipeline_name) (time() - {LAST_UPDATE_START.name}{{{wm}}})",
+                    "age",
+                ),
+            ],
+            instant=True,
+            transformations=merged_columns("last update failed", "last update started (s ago)"),
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        info_table(
+            "Failed pipeline updates and their errors",
+            "The pipelines whose last update failed, with its error from the pipeline's event "
+            "log; DatabricksPipelineUpdateFailed fires for each. State and health: "
+            f"{PIPELINE_INFO.name}.",
+            f"{LAST_UPDATE_ERROR.name}{{{wm}}}",
+        ),
+        12,
+        8,
     )
 
 

@@ -18,6 +18,7 @@ from exporter.catalogue import (
     STATE_LAST_WRITE,
     STATE_WRITE_ERRORS,
 )
+from exporter.collectors.pipelines.families import LAST_UPDATE_ERROR, LAST_UPDATE_FAILED
 from exporter.collectors.pools.families import (
     COUNTS,
     IDLE_COST,
@@ -40,6 +41,7 @@ from mixin.settings import Settings
 FAILED = outcomes.promql_matcher(outcomes.FAILED)
 JOBS = "/d/databricks-jobs/databricks-jobs?var-workspace={{ $labels.workspace }}&var-job={{ $labels.job_name }}"
 POOLS = "/d/databricks-pools/databricks-instance-pools?var-workspace={{ $labels.workspace }}"
+PIPELINES = "/d/databricks-jobs/databricks-jobs?var-workspace={{ $labels.workspace }}"
 EXPORTER = "/d/databricks-exporter/databricks-exporter?var-workspace={{ $labels.workspace }}"
 
 
@@ -77,6 +79,7 @@ def groups(s: Settings) -> list[tuple[str, list[Rule]]]:
     return [
         ("databricks-jobs", jobs(s)),
         ("databricks-pools", pools(s)),
+        ("databricks-pipelines", pipelines(s)),
         ("databricks-exporter", exporter(s)),
     ]
 
@@ -251,6 +254,33 @@ sum by (workspace, pool_id, pool_name, currency) (
             "Lower min_idle_instances or idle_instance_autotermination_minutes; the pools "
             "dashboard shows what each would save.",
             POOLS,
+        ),
+    ]
+
+
+def pipelines(s: Settings) -> list[Rule]:
+    m = s.m
+    pipeline = (
+        "{{ $labels.pipeline_name }} (id {{ $labels.pipeline_id }}) in workspace "
+        "{{ $labels.workspace }}"
+    )
+    return [
+        Rule(
+            "DatabricksPipelineUpdateFailed",
+            "The Lakeflow (DLT) pipeline's last ended update FAILED, whatever the pipeline's "
+            "state (it is IDLE after a failed update); resolves when a later update ends "
+            "otherwise. Built on gauges, so an exporter restart neither fires nor resolves it.",
+            f"""
+({m(LAST_UPDATE_FAILED.name)} == 1)
+* on (workspace, pipeline_id) group_left (update_id, message)
+  {m(LAST_UPDATE_ERROR.name)}
+""",
+            "1m",
+            "warning",
+            "Databricks pipeline {{ $labels.pipeline_name }} failed",
+            "The last update {{ $labels.update_id }} of pipeline " + pipeline + " FAILED: "
+            "{{ $labels.message }}",
+            PIPELINES,
         ),
     ]
 
