@@ -24,8 +24,8 @@ from common import (
     workspace,
 )
 
+from databricks_simulator import SimClock, SimServer, SimWorkspace
 from exporter.auth import DATABRICKS_SCOPE, CachedToken
-from exporter.simulator import SimClock, SimServer, SimWorkspace
 
 
 def api_cost(history: int, cycles: int, interval: float) -> dict[str, float]:

@@ -17,8 +17,8 @@ import time
 from common import START, figures, median, percentile, read_lookback, small_workspace, workspace
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
+from databricks_simulator import SimClock, SimServer, SimWorkspace
 from exporter.exposition import Exposition
-from exporter.simulator import SimClock, SimServer, SimWorkspace
 
 
 def latencies(interval: float, hours: float) -> tuple[list[float], bool]:

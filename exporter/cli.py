@@ -22,7 +22,7 @@ from exporter.statefile import MAX_STATE_BYTES_PER_WORKSPACE, StateFile, StateFi
 from exporter.workspace import Workspace, state_key
 
 if TYPE_CHECKING:
-    from exporter.simulator import SimConfig
+    from databricks_simulator import SimConfig
 
 log = logging.getLogger("exporter")
 
@@ -47,7 +47,7 @@ DEMO_FAULT_RATE = 0.01
 
 def demo_config() -> SimConfig:
     """The demo's simulated workspace (a SimConfig; `make stack --failing` varies it)."""
-    from exporter.simulator import SimConfig
+    from databricks_simulator import SimConfig
 
     # The demo shows the Jobs API's awkward cases too: one-time runs (runs/submit, ADF), a
     # continuous job, a job of 130 tasks, status-only runs, repairs (a minute after a failure,
@@ -74,7 +74,7 @@ def demo_config() -> SimConfig:
 
 def start_simulator(settings: Settings) -> tuple[Settings, object]:
     """Serve the simulated workspace on loopback and point the settings at it."""
-    from exporter.simulator import FaultRule, SimServer, SimWorkspace
+    from databricks_simulator import FaultRule, SimServer, SimWorkspace
 
     sim = SimServer(SimWorkspace(demo_config())).start()
     sim.fault_rate = DEMO_FAULT_RATE

@@ -109,3 +109,33 @@ def test_collectors_import_only_downwards_and_nothing_names_one():
         assert not named, f"{module} names a collector: {named}"
     # The API client is transport: it knows no collector, not even the registry.
     assert not {m for m in edges["exporter.client"] if m.startswith("exporter.collectors")}
+
+
+def _imports_of(package: str) -> dict[str, set[str]]:
+    return {_module(p): _imports(ast.parse(p.read_text())) for p in (ROOT / package).rglob("*.py")}
+
+
+def test_the_simulator_is_a_package_of_its_own_that_imports_no_exporter_code():
+    simulator = _imports_of("databricks_simulator")
+    assert {
+        "databricks_simulator.world",
+        "databricks_simulator.api",
+        "databricks_simulator.truth",
+    } <= set(simulator)
+    for module, imported in simulator.items():
+        assert not {m for m in imported if m.split(".")[0] == "exporter"}, module
+    # The exporter imports it only for --simulate (the demo), and only when asked.
+    users = {
+        module
+        for module, imported in _imports_of("exporter").items()
+        if any(m.split(".")[0] == "databricks_simulator" for m in imported)
+    }
+    assert users == {"exporter.cli"}
+    cli = ast.parse((PACKAGE / "cli.py").read_text())
+    top_level = {
+        alias.name if isinstance(node, ast.Import) else node.module
+        for node in cli.body
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert not {m for m in top_level if m and m.startswith("databricks_simulator")}

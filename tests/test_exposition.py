@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from databricks_simulator import SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.collectors.runs.model import Run
 from exporter.config import PriceTable, Settings, WorkspaceConfig
 from exporter.metrics import build_registry
-from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.workspace import Workspace
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"

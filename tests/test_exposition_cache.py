@@ -18,12 +18,12 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 import exporter.collectors.runs.families
 import exporter.exposition
 import exporter.metrics
+from databricks_simulator import SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.collectors import Registration, registrations
 from exporter.config import Settings, WorkspaceConfig
 from exporter.exposition import Exposition
 from exporter.metrics import build_registry
 from exporter.server import MetricsServer, make_app
-from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.workspace import Workspace
 
 MAX_AGE = "databricks_job_active_run_max_age_seconds"

@@ -36,6 +36,7 @@ from fake_aad import CLIENT, SECRET, TENANT, FakeAAD
 from loopback import Loopback, QuietHandler
 from statefile_parts import restore_ledger, restore_pools, save_ledger
 
+from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.auth import DATABRICKS_SCOPE, CachedToken, build_credential
 from exporter.client import POOLS_LIST, RUNS_LIST
 from exporter.collectors import registration
@@ -47,7 +48,6 @@ from exporter.config import ConfigError, WorkspaceConfig, load_settings
 from exporter.redact import RedactingFilter, secret_forms
 from exporter.scheduling import ClockStepWatch
 from exporter.servertime import ServerClock
-from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.statefile import StateFile, StateFileInUse
 
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"

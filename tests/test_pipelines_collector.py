@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from loopback import Loopback, QuietHandler
 
+from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.auth import DatabricksAuth
 from exporter.client import DatabricksClient
 from exporter.collectors.pipelines.collector import PipelinesCollector
@@ -19,7 +20,6 @@ from exporter.collectors.pipelines.ledger import PipelineLedger, from_dict, to_d
 from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
 from exporter.servertime import ServerClock
-from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 
 MIN = 60
 CONFIG = SimConfig(

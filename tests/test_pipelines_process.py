@@ -11,7 +11,7 @@ from collections import Counter
 
 from conftest import ExporterProcess, select, sim_env, wait_for
 
-from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
+from databricks_simulator import SimClock, SimConfig, SimServer, SimWorkspace
 
 CONFIG = SimConfig(
     seed=9,

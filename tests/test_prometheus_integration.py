@@ -18,7 +18,7 @@ import yaml
 from conftest import free_port
 from fake_slack import FakeSlack
 
-from exporter.simulator import FaultRule
+from databricks_simulator import FaultRule
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = shutil.which("prometheus")

@@ -51,3 +51,23 @@ def test_the_metrics_table_is_the_catalogue():
     assert sorted(set(table) - set(declared)) == [], "in the README, not declared"
     wrong = {name: (table[name], declared[name]) for name in table if table[name] != declared[name]}
     assert wrong == {}
+
+
+def test_the_architecture_section_names_every_module_of_the_tree():
+    root = Path(__file__).parent.parent
+    section = README[README.index("## Architecture") : README.index("## Development")]
+    for path in sorted((root / "exporter").glob("*.py")):
+        if path.stem not in ("__init__", "__main__"):
+            assert path.name in section, path.name
+    for path in sorted((root / "databricks_simulator").glob("*.py")):
+        if path.stem != "__init__":
+            assert path.name in section, path.name
+    folders = sorted(p for p in (root / "exporter" / "collectors").iterdir() if p.is_dir())
+    folders = [p for p in folders if (p / "__init__.py").exists()]
+    assert [p.name for p in folders] == ["pipelines", "pools", "runs"]
+    for folder in folders:
+        lines = section[section.index(f"collectors/{folder.name}/") :].split("\n")
+        text = " ".join(lines[:2])  # the folder's line and its continuation
+        for module in folder.glob("*.py"):
+            if module.stem != "__init__":
+                assert module.stem in text, f"{folder.name}/{module.name}"

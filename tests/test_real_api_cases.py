@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from conftest import drain, select, sim_env
 
+from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.auth import DatabricksAuth
 from exporter.client import RUNS_GET, DatabricksClient
 from exporter.collectors.pools import PoolsCollector
@@ -21,7 +22,6 @@ from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
 from exporter.outcomes import is_failure
 from exporter.servertime import ServerClock
-from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 
 MIN = 60_000
 BASE = SimConfig(

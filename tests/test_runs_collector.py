@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.auth import DatabricksAuth
 from exporter.client import RUNS_GET, RUNS_LIST, ApiError, DatabricksClient
 from exporter.collectors.runs import RunsCollector
@@ -13,7 +14,6 @@ from exporter.collectors.runs.ledger import LedgerPolicy, RunLedger
 from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
 from exporter.servertime import ServerClock
-from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 
 MIN = 60_000
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from exporter.simulator import OUTCOME_WIRE, SimClock, SimConfig, SimServer, SimWorkspace
+from databricks_simulator import OUTCOME_WIRE, SimClock, SimConfig, SimServer, SimWorkspace
 
 jobs = pytest.importorskip("databricks.sdk.service.jobs")
 compute = pytest.importorskip("databricks.sdk.service.compute")
