@@ -13,7 +13,7 @@ from loopback import Loopback, QuietHandler
 
 from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.auth import DatabricksAuth
-from exporter.client import DatabricksClient
+from exporter.client import ApiError, DatabricksClient
 from exporter.collectors.pipelines.collector import PipelinesCollector
 from exporter.collectors.pipelines.families import pipeline_families
 from exporter.collectors.pipelines.ledger import PipelineLedger, from_dict, to_dict
@@ -295,3 +295,26 @@ def test_a_listing_that_is_not_one_fails_the_cycle_cleanly(pipelines, caplog):
 def test_a_damaged_saved_ledger_is_refused(saved):
     with pytest.raises(ValueError):
         from_dict(saved)
+
+
+def test_a_first_cycle_that_cannot_read_every_pipeline_is_repeated_whole(world):
+    """The first cycle settles what each pipeline has; one left unread would later miss the
+    updates it had on their way then."""
+    server, collector, clock = world
+    with pytest.raises(ApiError, match="first cycle is repeated"):
+        _fail_after_first_pipeline(server, collector)
+    assert collector.ledger.books == {} and collector.ledger.fresh
+    assert collector.snapshot is None
+    clock.advance(MIN)
+    collector.collect()
+    run(collector, clock, 120)
+    assert counted(collector) == truth(server, collector, clock)
+
+
+def _fail_after_first_pipeline(server: SimServer, collector: PipelinesCollector) -> None:
+    """Collect with the second pipeline's updates answering 503 (retries included)."""
+    second = server.model.pipelines.pipeline_id(1)
+    server.faults.clear()
+    # max_retries=2: three answers, all 503
+    server.add_faults(FaultRule(path_prefix=f"/api/2.0/pipelines/{second}", status=503, count=3))
+    collector.collect()

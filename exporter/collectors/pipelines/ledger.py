@@ -111,7 +111,6 @@ class PipelineLedger:
             book.horizon_ms = _oldest(updates)  # older ones were there before: settled
         self._move_horizon(book)
         book.latest = latest
-        self.fresh = False
         return counted
 
     def _move_horizon(self, book: PipelineBook) -> None:
