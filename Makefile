@@ -38,8 +38,8 @@ stack: $(VENV)/.installed
 	$(BIN)/python tools/stack.py $(STACK_ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check exporter airflow_callbacks packaging tests bench mixin docs
-	$(BIN)/ruff format --check exporter airflow_callbacks packaging tests bench mixin docs
+	$(BIN)/ruff check exporter databricks_simulator airflow_callbacks packaging tests bench mixin docs
+	$(BIN)/ruff format --check exporter databricks_simulator airflow_callbacks packaging tests bench mixin docs
 	$(BIN)/mypy
 
 # tests/test_airflow_dag.py runs its DAG under this venv's Airflow 3 and under Airflow 2.10 here.

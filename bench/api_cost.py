@@ -24,8 +24,8 @@ from common import (
     workspace,
 )
 
+from databricks_simulator import SimClock, SimServer, SimWorkspace
 from exporter.auth import DATABRICKS_SCOPE, CachedToken
-from exporter.simulator import SimClock, SimServer, SimWorkspace
 
 
 def api_cost(history: int, cycles: int, interval: float) -> dict[str, float]:
@@ -55,8 +55,8 @@ def api_cost(history: int, cycles: int, interval: float) -> dict[str, float]:
             assert ws.collect("runs") and ws.collect("pools")
             requests.append(server.requests_total() - before)
             runs.append(server.stats.runs_served - served)
-        counted = sum(ws.runs.ledger.runs_total.values())
-        truth = server.model.truth(ws.runs.ledger.baseline_ms)["total"]
+        counted = sum(ws.collectors["runs"].ledger.runs_total.values())
+        truth = server.model.truth(ws.collectors["runs"].ledger.baseline_ms)["total"]
         naive_requests, naive_runs = [], []
         for _ in range(2):  # the naive design: every cycle re-pages the look-back
             clock.advance(interval)

@@ -15,8 +15,7 @@ import time
 
 from common import START, figures, large_workspace, read_lookback, runs_per_second, workspace
 
-from exporter.client import RateLimiter
-from exporter.simulator import SimClock, SimServer, SimWorkspace
+from databricks_simulator import SimClock, SimServer, SimWorkspace, TokenBucket
 
 LIMIT = 10.0  # requests a second: the client's default and the simulated workspace's limit
 
@@ -37,7 +36,7 @@ def catch_up(jobs: int, client_limit: float, outage: float) -> dict[str, float]:
         clock.advance(60)
         assert ws.collect("runs")
         clock.advance(outage)  # the exporter was down; the workspace went on running jobs
-        server.rate_limiter = RateLimiter(LIMIT, burst=2 * int(LIMIT))
+        server.rate_limiter = TokenBucket(LIMIT, burst=2 * int(LIMIT))
         before = server.requests_total()
         throttled_before = server.stats.faults["429"]
         t0 = time.perf_counter()
@@ -46,8 +45,8 @@ def catch_up(jobs: int, client_limit: float, outage: float) -> dict[str, float]:
         requests = server.requests_total() - before
         throttled = server.stats.faults["429"] - throttled_before
         ended = server.model.truth(int((START + 60) * 1000), clock.now_ms())["total"]
-        counted = sum(ws.runs.ledger.runs_total.values())
-        truth = server.model.truth(ws.runs.ledger.baseline_ms)["total"]
+        counted = sum(ws.collectors["runs"].ledger.runs_total.values())
+        truth = server.model.truth(ws.collectors["runs"].ledger.baseline_ms)["total"]
         ws.close()
     return {
         "ok": ok,

@@ -17,8 +17,8 @@ import time
 from common import START, figures, median, percentile, read_lookback, small_workspace, workspace
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
 
+from databricks_simulator import SimClock, SimServer, SimWorkspace
 from exporter.exposition import Exposition
-from exporter.simulator import SimClock, SimServer, SimWorkspace
 
 
 def latencies(interval: float, hours: float) -> tuple[list[float], bool]:
@@ -37,7 +37,7 @@ def latencies(interval: float, hours: float) -> tuple[list[float], bool]:
         for _ in range(int(hours * 3600 / interval)):
             clock.advance(interval)
             now = clock.now_ms()
-            before = sum(ws.runs.ledger.runs_total.values())
+            before = sum(ws.collectors["runs"].ledger.runs_total.values())
             t0 = time.perf_counter()
             assert ws.collect("runs")
             exposition.refresh()
@@ -47,7 +47,7 @@ def latencies(interval: float, hours: float) -> tuple[list[float], bool]:
                 for r in model.runs_desc(previous - model.max_duration_ms, now)
                 if previous < r.end_ms <= now
             ]
-            counted = sum(ws.runs.ledger.runs_total.values()) - before
+            counted = sum(ws.collectors["runs"].ledger.runs_total.values()) - before
             on_time = on_time and counted == len(ended)
             out.extend((now - end) / 1000 + wall for end in ended)
             previous = now

@@ -77,8 +77,8 @@ def main() -> None:
                 marks[f"after {cycle // hour} h"] = (rss_mb(), series(ws))
         marks[f"after {args.hours:g} h"] = (rss_mb(), series(ws))
         requests_per_cycle = (sim.requests_total() - requests_before) / cycles
-        counted = sum(ws.runs.ledger.runs_total.values())
-        truth = sim.truth(ws.runs.ledger.baseline_ms)
+        counted = sum(ws.collectors["runs"].ledger.runs_total.values())
+        truth = sim.truth(ws.collectors["runs"].ledger.baseline_ms)
         ws.close()
     wall = time.perf_counter() - wall
     one_hour, one_hour_series = marks.get("after 1 h", marks["after the first collection"])

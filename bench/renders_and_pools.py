@@ -22,8 +22,8 @@ from typing import Any
 
 from common import START, figures, read_lookback, workspace
 
+from databricks_simulator import SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.exposition import Exposition
-from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
 
 ACCEPT = "application/openmetrics-text;version=1.0.0"
 

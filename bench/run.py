@@ -60,7 +60,7 @@ def main() -> int:
     sections = [
         "# Benchmark results\n",
         f"`make bench` ({'quick' if args.quick else 'full'}), {machine()}.\n",
-        "Every figure comes from the loopback simulator (exporter/simulator.py) on a simulated "
+        "Every figure comes from the loopback simulator (databricks_simulator/) on a simulated "
         "clock, with its baseline measured in the same run. Regenerate with `make bench`.\n",
     ]
     failed = []

@@ -20,11 +20,12 @@ from common import figures, median, percentile
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 from exporter.collectors.pools import Pool, PoolsSnapshot
+from exporter.collectors.runs.ledger import RunsSnapshot
+from exporter.collectors.runs.model import RUN_DURATION_BUCKETS, Run
 from exporter.exposition import Exposition
 from exporter.health import Histogram as PlainHistogram
 from exporter.health import WorkspaceHealth
 from exporter.server import MetricsServer, make_app
-from exporter.state import RUN_DURATION_BUCKETS, Run, RunsSnapshot
 
 RESULTS = ("SUCCESS", "FAILED", "TIMEDOUT")
 TASKS = ("ingest", "transform", "publish")

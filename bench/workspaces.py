@@ -33,7 +33,7 @@ import psutil
 import requests
 from common import SimFleet, figures, free_port, median, percentile, simulator_fleet
 
-from exporter.simulator import SimConfig
+from databricks_simulator import SimConfig
 
 ROOT = Path(__file__).parent.parent
 JOBS = 70
@@ -170,6 +170,7 @@ def measure(
         "10",
         "--lookback-hours",
         f"{lookback_hours:g}",
+        "--no-collector.pipelines",  # the runs and pools figures, measured as before
     ]
     sim = psutil.Process(fleet.pid)
     with open(log_path, "wb") as log:

@@ -14,15 +14,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
-from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
 from exporter.redact import RedactingFilter
+
+if TYPE_CHECKING:
+    from exporter.config import WorkspaceConfig
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from exporter.webconfig import WebConfigError, WebConfigWatch
 from exporter.workspace import Workspace, state_key
 
 if TYPE_CHECKING:
-    from exporter.simulator import SimConfig
+    from databricks_simulator import SimConfig
 
 log = logging.getLogger("exporter")
 
@@ -34,7 +34,7 @@ DEMO_FAULT_RATE = 0.01
 
 def demo_config() -> SimConfig:
     """The demo's simulated workspace (a SimConfig; `make stack --failing` varies it)."""
-    from exporter.simulator import SimConfig
+    from databricks_simulator import SimConfig
 
     # The demo shows the Jobs API's awkward cases too: one-time runs (runs/submit, ADF), a
     # continuous job, a job of 130 tasks, status-only runs, repairs (a minute after a failure,
@@ -54,13 +54,14 @@ def demo_config() -> SimConfig:
         repair_delay_seconds=60,
         repair_seconds=60,
         pool_error_rate=0.2,
+        pipelines=4,  # Lakeflow pipelines, an update every 10 to 30 minutes, a fifth failing
         align_origin_seconds=86_400,  # restarts within a UTC day replay the same runs
     )
 
 
 def start_simulator(settings: Settings) -> tuple[Settings, object]:
     """Serve the simulated workspace on loopback and point the settings at it."""
-    from exporter.simulator import FaultRule, SimServer, SimWorkspace
+    from databricks_simulator import FaultRule, SimServer, SimWorkspace
 
     sim = SimServer(SimWorkspace(demo_config())).start()
     sim.fault_rate = DEMO_FAULT_RATE

@@ -29,13 +29,14 @@ from urllib3.util.retry import Retry
 
 from exporter.auth import AuthError, DatabricksAuth
 from exporter.health import WorkspaceHealth
+from exporter.ids import normalise_run_id
 from exporter.logsetup import log_context
 from exporter.redact import redact
 from exporter.servertime import ServerClock
-from exporter.state import RUNS_PER_PAGE, normalise_run_id
 
 log = logging.getLogger(__name__)
 
+RUNS_PER_PAGE = 25  # runs/list's largest page
 RUNS_LIST = "/api/2.2/jobs/runs/list"
 RUNS_GET = "/api/2.2/jobs/runs/get"
 JOBS_LIST = "/api/2.2/jobs/list"
@@ -433,11 +434,14 @@ class DatabricksClient:
         key: str,
         dates: list[int | None] | None = None,
         max_pages: int | None = None,
+        more: str | None = "has_more",
     ) -> Iterator[dict[str, Any]]:
         """Yield the items under ``key`` of every page, following ``next_page_token``.
 
         ``dates`` (optional) receives each page's ``Date`` (Databricks' clock, ms). Past
-        ``max_pages`` (the client's by default) it raises PageLimit after the last item."""
+        ``max_pages`` (the client's by default) it raises PageLimit after the last item.
+        ``more``: the field that says another page follows (the Jobs API's ``has_more``);
+        None for APIs whose pages end when ``next_page_token`` is absent (Pipelines)."""
         seen_tokens: set[str] = set()
         query = dict(params)
         limit = self.max_pages if max_pages is None else min(max_pages, self.max_pages)
@@ -450,7 +454,7 @@ class DatabricksClient:
                 raise ApiError(f"workspace {self.workspace}: GET {path}: '{key}' is not a list")
             yield from (item for item in items if isinstance(item, dict))
             token = page.get("next_page_token")
-            if not page.get("has_more") or not token:
+            if (more is not None and not page.get(more)) or not token:
                 return
             if token in seen_tokens:
                 raise ApiError(

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from exporter import __version__
-from exporter.collectors import COLLECTOR_NAMES
+from exporter.collectors import collector_names, default_collectors, registrations
 from exporter.logsetup import LOG_FORMATS
 
 DEFAULT_PORT = 9180
@@ -118,7 +118,8 @@ class Settings:
     max_series: int = DEFAULT_MAX_SERIES
     run_name_patterns: tuple[str, ...] = ()
     state_file: Path | None = None
-    collectors: tuple[str, ...] = COLLECTOR_NAMES  # enabled for every workspace without its own
+    # enabled for every workspace without its own
+    collectors: tuple[str, ...] = field(default_factory=default_collectors)
     prices: PriceTable | None = None  # VM prices for pools' idle cost; None: no cost series
     max_pool_gap_seconds: float = 0.0  # longer gaps are not integrated; 0: 5 x interval
     date_tolerance_seconds: float = DEFAULT_DATE_TOLERANCE_SECONDS  # 0: trust every Date
@@ -207,13 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="M",
         help="the workspaces are spread over M exporters by a stable hash of their names (1)",
     )
-    for name in COLLECTOR_NAMES:
+    for registration in registrations():
+        name = registration.name
         p.add_argument(
             f"--collector.{name}",
             dest=f"collector_{name}",
             action=argparse.BooleanOptionalAction,
             default=None,
-            help=f"collect {name} (on; --no-collector.{name} turns it off)",
+            help=f"collect {name} (on; --no-collector.{name} turns it off)"
+            if registration.on_by_default
+            else f"collect {name} (off; --collector.{name} turns it on)",
         )
     return p
 
@@ -589,21 +593,21 @@ def _toggles(setting: str, raw: Any) -> dict[str, bool]:
         return {}
     if not isinstance(raw, dict) or not all(isinstance(v, bool) for v in raw.values()):
         raise ConfigError(f"{setting}: expected a mapping of collector names to true/false")
-    unknown = set(raw) - set(COLLECTOR_NAMES)
+    unknown = set(raw) - set(collector_names())
     if unknown:
         raise ConfigError(
             f"{setting}: unknown collector(s) {', '.join(sorted(map(str, unknown)))} "
-            f"(known: {', '.join(COLLECTOR_NAMES)})"
+            f"(known: {', '.join(collector_names())})"
         )
     return dict(raw)
 
 
 def _enabled(setting: str, *levels: dict[str, bool]) -> tuple[str, ...]:
     """Collectors on after applying the levels in order (later levels win)."""
-    on = {name: True for name in COLLECTOR_NAMES}
+    on = {r.name: r.on_by_default for r in registrations()}
     for level in levels:
         on.update(level)
-    enabled = tuple(name for name in COLLECTOR_NAMES if on[name])
+    enabled = tuple(name for name in collector_names() if on[name])
     if not enabled:
         raise ConfigError(f"{setting}: every collector is turned off; nothing would be collected")
     return enabled
@@ -746,7 +750,7 @@ def load_settings(
     # Collectors: the YAML's top level, then the command line, then each workspace's own.
     flags = {
         name: value
-        for name in COLLECTOR_NAMES
+        for name in collector_names()
         if (value := getattr(args, f"collector_{name}")) is not None
     }
     top = _toggles("collectors", doc.get("collectors"))

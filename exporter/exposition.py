@@ -27,7 +27,7 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter.metrics import FAMILIES, LiveCollector, Part, SnapshotCollector
+from exporter.metrics import LiveCollector, Part, SnapshotCollector, render_part
 from exporter.selfmetrics import register_self
 from exporter.webconfig import WebConfigWatch
 from exporter.workspace import Workspace
@@ -178,7 +178,7 @@ class Exposition:
         # differs only by the repeated HELP/TYPE lines, so the joined text is byte-identical to
         # one encoder call over everything.
         families = []
-        for family in FAMILIES[collector]([(ws, snapshot)]):
+        for family in render_part(collector, ws, snapshot):
             try:
                 text = b"".join(_slices(family, encoder))
             except Exception as exc:  # one family that cannot be encoded must not fail the page

@@ -86,9 +86,11 @@ def collect_and_render(
         renderer.changed()
 
 
-def backfill_and_render(ws: Workspace, budget_seconds: float, renderer: Renderer) -> None:
-    with log_context(workspace=ws.name, collector="runs"):
-        changed = ws.backfill(budget_seconds)
+def backfill_and_render(
+    ws: Workspace, budget_seconds: float, renderer: Renderer, name: str | None = None
+) -> None:
+    with log_context(workspace=ws.name, collector=name or "runs"):
+        changed = ws.backfill(budget_seconds, name)
     if changed:
         renderer.changed()
 
@@ -184,7 +186,7 @@ def schedule(
             misfire_grace_time=None,
         )
     for ws in workspaces:
-        if "runs" in ws.collectors:
+        for name in ws.background():
             # The look-back, between cycles, at half the request rate: each call reads until a
             # cycle starts or its period ends (RunsCollector.backfill), then the state is saved
             # and the page rendered. A ledger with nothing left to read returns at once.
@@ -196,10 +198,10 @@ def schedule(
                 backfill_and_render,
                 "interval",
                 seconds=period,
-                args=[ws, 0.9 * period * share, renderer],
+                args=[ws, 0.9 * period * share, renderer, name],
                 executor="lookback",
-                id=f"{ws.name}:runs:lookback",
-                name=f"{ws.name}:runs:lookback",
+                id=f"{ws.name}:{name}:lookback",
+                name=f"{ws.name}:{name}:lookback",
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,

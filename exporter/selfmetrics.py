@@ -7,10 +7,11 @@ import platform
 from collections.abc import Iterable
 
 from prometheus_client import PlatformCollector, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
+from exporter.catalogue import BUILD_INFO, PROCESS, WEB_CONFIG_RELOAD, describe
 from exporter.webconfig import WebConfigWatch
 
 
@@ -26,20 +27,15 @@ class BuildInfo(Collector):
             "python_implementation": platform.python_implementation(),
         }
 
+    def describe(self) -> Iterable[Metric]:
+        return describe(PROCESS if self.web is not None else (BUILD_INFO,))
+
     def collect(self) -> Iterable[Metric]:
-        info = GaugeMetricFamily(
-            "databricks_exporter_build_info",
-            "Always 1; the labels say which exporter and Python run here.",
-            labels=list(self.labels),
-        )
-        info.add_metric(list(self.labels.values()), 1)
+        info = BUILD_INFO.gauge()
+        info.add_metric([self.labels[name] for name in BUILD_INFO.labels], 1)
         yield info
         if self.web is not None:
-            reload = GaugeMetricFamily(
-                "databricks_exporter_web_config_last_reload_successful",
-                "1 if the web config file (and its certificates) last loaded, 0 if a change "
-                "did not load and the previous one stays in force.",
-            )
+            reload = WEB_CONFIG_RELOAD.gauge()
             reload.add_metric([], 1 if self.web.reload_ok else 0)
             yield reload
 

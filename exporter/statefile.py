@@ -1,4 +1,8 @@
-"""``--state-file``: the ledgers of all workspaces, written atomically after each collection.
+"""``--state-file``: what every workspace's collectors keep, written atomically after collections.
+
+The file knows no collector: each workspace's entry holds its host and one part per collector
+that keeps state, named by the collector's registration (exporter.collectors) and encoded and
+checked by the collector's own code.
 
 A restart with the same file continues from the persisted watermark with the persisted
 counters, so it neither loses nor double-counts runs. A missing, corrupt or foreign file gives
@@ -19,33 +23,18 @@ import contextlib
 import fcntl
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-from exporter.health import Histogram
-from exporter.poolusage import PoolUsage
-from exporter.state import (
-    OTHER_JOB,
-    RUN_DURATION_BUCKETS,
-    Attempt,
-    Run,
-    RunLedger,
-    TaskResult,
-    normalise_run_id,
-)
-from exporter.text import valid_text
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FORMAT = "databricks-jobs-exporter/state/v2"
 # Far above any real state (a busy workspace's ledger is a few MB): a larger file is not ours.
@@ -53,212 +42,6 @@ MAX_STATE_BYTES_PER_WORKSPACE = 64 << 20
 FUTURE_LIMIT_SECONDS = 366 * 86_400.0  # a saved time further ahead than this is not a time
 _HEADER_RE = re.compile(rb'^\s*\{\s*"format"\s*:\s*"databricks-jobs-exporter/state/')
 FORMATS = ("databricks-jobs-exporter/state/v1", FORMAT)  # v1: before repairs and one-time runs
-
-
-def _int(value: Any, what: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{what} is not an integer >= {minimum}: {str(value)[:40]!r}")
-    return value
-
-
-def _float(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{what} is not a finite number: {str(value)[:40]!r}")
-    return float(value)
-
-
-def _str(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} is not text: {str(value)[:40]!r}")
-    return valid_text(value)  # a file written before text was made valid may hold a surrogate
-
-
-def _list(value: Any, what: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ValueError(f"{what} is not a list")
-    return value
-
-
-def _run_id(value: Any, what: str) -> int | str:
-    run_id = normalise_run_id(value)
-    if run_id is None:
-        raise ValueError(f"{what} is not a run id: {str(value)[:40]!r}")
-    return run_id
-
-
-_RUN_TYPES: dict[str, Any] = {
-    "job_id": _str,
-    "job_name": _str,
-    "life_cycle_state": _str,
-    "result_state": _str,
-    "start_ms": _int,
-    "end_ms": _int,
-    "duration_seconds": _float,
-    "run_page_url": _str,
-    "run_type": _str,
-    "trigger": _str,
-    "queue_ms": _int,
-    "uncounted_since": _int,
-}
-_RUN_FLAGS = ("end_reported", "more_tasks", "reopened", "inherited", "paused")
-
-
-def _hists(hists: dict[Any, Histogram]) -> list[list[Any]]:
-    return [[*key, list(h.bounds), h.counts, h.total, h.count] for key, h in hists.items()]
-
-
-def _restore_hists(rows: Any, key_len: int) -> dict[Any, Histogram]:
-    out = {}
-    for row in _list(rows, "histograms"):
-        row = _list(row, "histogram")
-        key = tuple(_str(k, "histogram label") for k in row[:key_len])
-        rest = row[key_len:]
-        if len(rest) == 3:  # v1: no bounds saved, the buckets of that version
-            rest = [list(RUN_DURATION_BUCKETS), *rest]
-        if len(rest) != 4:
-            raise ValueError(f"histogram of {key} has {len(rest)} parts, not 4")
-        bounds = tuple(_float(b, "bucket bound") for b in _list(rest[0], "bounds"))
-        counts = [_int(c, "bucket count") for c in _list(rest[1], "counts")]
-        if not bounds or len(counts) != len(bounds) or list(bounds) != sorted(set(bounds)):
-            raise ValueError(f"histogram of {key}: {len(counts)} counts for {len(bounds)} bounds")
-        count = _int(rest[3], "histogram count")
-        if counts != sorted(counts) or counts[-1] > count:
-            raise ValueError(f"histogram of {key} is not cumulative")
-        out[key] = Histogram(bounds, counts, _float(rest[2], "histogram sum"), count)
-    return out
-
-
-def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
-    return {
-        "baseline_ms": ledger.baseline_ms,
-        "watermark_ms": ledger.watermark_ms,
-        "overlap_ms": ledger.overlap_ms,
-        "seen": [[run_id, start, end] for run_id, (start, end) in ledger.seen.items()],
-        "active": [asdict(run) for run in ledger.active.values()],
-        "runs_total": [[*key, n] for key, n in ledger.runs_total.items()],
-        "tasks_total": [[*key, n] for key, n in ledger.tasks_total.items()],
-        "durations": _hists(ledger.durations),
-        "last_runs": [asdict(run) for run in ledger.last_runs.values()],
-        "last_success_ms": ledger.last_success_ms,
-        "repairs_total": [[*key, n] for key, n in ledger.repairs_total.items()],
-        "one_time_total": [[*key, n] for key, n in ledger.one_time_total.items()],
-        "one_time_durations": _hists(ledger.one_time_durations),
-        "one_time_names": sorted(ledger.known_one_time_names),
-        "vanished_runs": ledger.vanished_runs,
-        "skipped_runs": dict(ledger.skipped_runs),
-        "backfill": [ledger.backfill_from_ms, ledger.backfill_to_ms],
-        "pending": [list(window) for window in ledger.pending],
-    }
-
-
-def _attempt(data: Any) -> Attempt | None:
-    if data is None:
-        return None
-    if not isinstance(data, dict):
-        raise ValueError("a repair history item is not an object")
-    return Attempt(_int(data.get("end_ms"), "end_ms"), _str(data.get("result_state"), "result"))
-
-
-def _run(data: Any) -> Run:
-    """A Run from its saved form, every field checked (a wrong type would break /metrics)."""
-    if not isinstance(data, dict):
-        raise ValueError("a saved run is not an object")
-    fields: dict[str, Any] = {"run_id": _run_id(data.get("run_id"), "run_id")}
-    for key, check in _RUN_TYPES.items():
-        if key in data:
-            fields[key] = check(data[key], key)
-        elif key not in ("run_type", "trigger", "queue_ms", "uncounted_since"):  # older files
-            raise ValueError(f"a saved run lacks {key}")
-    for flag in _RUN_FLAGS:
-        if flag in data:
-            if not isinstance(data[flag], bool):
-                raise ValueError(f"{flag} is not true/false")
-            fields[flag] = data[flag]
-    tasks = []
-    for task in _list(data.get("tasks", []), "tasks"):
-        if not isinstance(task, dict):
-            raise ValueError("a saved task is not an object")
-        tasks.append(
-            TaskResult(_str(task.get("task_key"), "task_key"), _str(task.get("result_state"), "r"))
-        )
-    repairs = [_attempt(a) for a in _list(data.get("repairs", []), "repairs")]
-    return Run(
-        **fields,
-        tasks=tuple(tasks),
-        original=_attempt(data.get("original")),
-        repairs=tuple(a for a in repairs if a is not None),
-    )
-
-
-def _counter(rows: Any, key_len: int) -> Counter[Any]:
-    out: Counter[Any] = Counter()
-    for row in _list(rows, "counter"):
-        row = _list(row, "counter row")
-        if len(row) != key_len + 1:
-            raise ValueError(f"a counter row has {len(row)} items, not {key_len + 1}")
-        out[tuple(_str(k, "label") for k in row[:key_len])] = _int(row[key_len], "count")
-    return out
-
-
-def ledger_from_dict(data: dict[str, Any]) -> RunLedger:
-    """A ledger from a v2 entry, or from a v1 entry (which lacks the newer parts).
-
-    Every field's type is checked: ValueError (or KeyError for a missing part) otherwise.
-    """
-    ledger = RunLedger(
-        baseline_ms=_int(data["baseline_ms"], "baseline_ms"),
-        watermark_ms=_int(data["watermark_ms"], "watermark_ms"),
-        overlap_ms=_int(data["overlap_ms"], "overlap_ms"),
-    )
-    for row in _list(data["seen"], "seen"):
-        row = _list(row, "seen row")
-        if len(row) not in (2, 3):
-            raise ValueError("a seen row has the wrong length")
-        end = _int(row[2], "seen end") if len(row) == 3 else 0
-        ledger.seen[_run_id(row[0], "seen run_id")] = (_int(row[1], "seen start"), end)
-    ledger.active = {run.run_id: run for run in map(_run, _list(data["active"], "active"))}
-    ledger.runs_total = _counter(data["runs_total"], 3)
-    ledger.tasks_total = _counter(data["tasks_total"], 4)
-    ledger.durations = _restore_hists(data["durations"], 2)
-    ledger.last_runs = {run.job_id: run for run in map(_run, _list(data["last_runs"], "last"))}
-    success = data["last_success_ms"]
-    if not isinstance(success, dict):
-        raise ValueError("last_success_ms is not an object")
-    ledger.last_success_ms = {
-        _str(k, "job_id"): _int(v, "last success") for k, v in success.items()
-    }
-    ledger.repairs_total = _counter(data.get("repairs_total", []), 3)
-    ledger.one_time_total = _counter(data.get("one_time_total", []), 3)
-    ledger.one_time_durations = _restore_hists(data.get("one_time_durations", []), 2)
-    names = _list(data.get("one_time_names", []), "one_time_names")
-    ledger.known_one_time_names = {_str(n, "one-time name") for n in names}
-    ledger.vanished_runs = _int(data.get("vanished_runs", 0), "vanished_runs")
-    skipped = data.get("skipped_runs", {})
-    if not isinstance(skipped, dict):
-        raise ValueError("skipped_runs is not an object")
-    ledger.skipped_runs = Counter(
-        {_str(k, "reason"): _int(v, "skipped") for k, v in skipped.items()}
-    )
-    backfill = data.get("backfill")
-    if backfill is not None:  # absent (older files): nothing left to read
-        window = _list(backfill, "backfill")
-        if len(window) != 2:
-            raise ValueError("backfill is not [from, to]")
-        ledger.backfill_from_ms = _int(window[0], "backfill from", -(2**62))
-        ledger.backfill_to_ms = None if window[1] is None else _int(window[1], "backfill to")
-    for window in _list(data.get("pending", []), "pending"):
-        window = _list(window, "pending window")
-        if len(window) != 3:
-            raise ValueError("a pending window is not [from, to, since]")
-        ledger.pending.append(
-            (_int(window[0], "pending from"), _int(window[1], "pending to"), _int(window[2], "s"))
-        )
-    ledger.fresh = False
-    ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
-    ledger.known_jobs |= {job_id for job_id, _, _ in ledger.runs_total if job_id != OTHER_JOB}
-    ledger.known_task_keys = {(job_id, key) for job_id, _, key, _ in ledger.tasks_total}
-    ledger.known_task_keys.discard((OTHER_JOB, OTHER_JOB))
-    return ledger
 
 
 def _json(value: Any) -> bytes:
@@ -285,6 +68,7 @@ class StateFile:
         self._fragments: dict[str, dict[str, bytes]] = {}  # workspace -> part -> JSON bytes
         self._dirty: set[str] = set()
         self._listeners: dict[str, Callable[[bool], None]] = {}
+        self._warned: set[tuple[str, str]] = set()  # (workspace, host) whose entry was looked at
         self._write_lock = threading.Lock()  # one write at a time, outside self._lock
         self._wake = threading.Event()
         self._closing = threading.Event()
@@ -294,6 +78,7 @@ class StateFile:
         if owned:
             self.acquire()
         self._loaded = self._load()
+        self._from_stale = self._stale  # loaded from <file>.stale (the last writes failed)
 
     @property
     def _target(self) -> Path:
@@ -464,81 +249,73 @@ class StateFile:
             return None
         return entry
 
-    def restore(self, workspace: str, host: str) -> RunLedger | None:
-        """The persisted ledger of a workspace, or None (with a warning when it is unusable)."""
-        entry = self._entry(workspace, host)
-        if entry is None or "ledger" not in entry:  # pools only: runs off, or not saved yet
+    def restore(
+        self,
+        workspace: str,
+        host: str,
+        part: str,
+        load: Callable[[Any], T],
+        after_failed_write: bool = True,
+    ) -> T | None:
+        """A workspace's saved ``part`` through ``load`` (which checks every field and raises
+        KeyError, TypeError or ValueError otherwise), or None: not saved, saved for another
+        host, or damaged (warned, the file kept aside). ``after_failed_write`` False: a part
+        that cannot be continued from a file older than what was served (an integral, whose
+        counters would go back) is not restored from the ``.stale`` file."""
+        warn = (workspace, host) not in self._warned
+        self._warned.add((workspace, host))
+        entry = self._entry(workspace, host, warn=warn)
+        if entry is None or part not in entry:  # that collector off, or not saved yet
+            return None
+        if self._stale and not after_failed_write:
             return None
         try:
-            ledger = ledger_from_dict(dict(entry["ledger"]))
+            value = load(entry[part])
         except (KeyError, TypeError, ValueError) as exc:
-            self._keep_aside(f"has a damaged entry for workspace {workspace} ({str(exc)[:120]})")
+            self._keep_aside(
+                f"has a damaged {part} entry for workspace {workspace} ({str(exc)[:120]})"
+            )
             return None
-        if ledger.watermark_ms > (time.time() + FUTURE_LIMIT_SECONDS) * 1000:
-            # Saved after a bogus Date header (before those were checked): years ahead.
-            self._keep_aside(f"has a watermark of workspace {workspace} a year ahead")
-            return None
-        self._carry(workspace, host, "ledger", entry["ledger"])
-        log.info(
-            "workspace %s: restored %d counted runs from %s",
-            workspace,
-            sum(ledger.runs_total.values()),
-            self.path,
-        )
-        return ledger
+        self._carry(workspace, host, part, entry[part])
+        return value
 
-    def restore_pools(self, workspace: str, host: str, usage: PoolUsage) -> bool:
-        """Continue a workspace's pool integral from the file; False when there is none."""
-        entry = self._entry(workspace, host, warn=False)  # restore() has warned
-        if entry is None or "pools" not in entry:
-            return False
-        if self._stale:
-            # An integral older than what was served cannot be continued without its counters
-            # going back; the time since cannot be integrated again either.
-            return False
-        try:
-            usage.restore(entry["pools"])
-        except (TypeError, ValueError) as exc:
-            self._keep_aside(f"has damaged pool counters for {workspace} ({str(exc)[:120]})")
-            return False
-        self._carry(workspace, host, "pools", entry["pools"])
-        return True
+    def _fragment(self, workspace: str, host: str) -> dict[str, bytes]:
+        """The workspace's encoded parts (under self._lock). The first time, the parts of its
+        loaded entry for this host come along, so the state of a collector turned off (or not
+        collected yet) stays in the file until it is turned on again."""
+        fragments = self._fragments.get(workspace)
+        if fragments is None:
+            fragments = self._fragments[workspace] = {"host": _json(host)}
+            entry = self._loaded.get(workspace)
+            # Not from the .stale file: what was not restored from it is older than what was
+            # served, and restoring it after the next start would make its counters go back.
+            if not self._from_stale and isinstance(entry, dict) and entry.get("host") == host:
+                for part, value in entry.items():
+                    if part != "host":
+                        fragments[part] = json.dumps(value, separators=(",", ":")).encode()
+        return fragments
 
     def _carry(self, workspace: str, host: str, part: str, data: Any) -> None:
         """Keep a restored part in the file until its collector saves a newer one."""
         fragment = json.dumps(data, separators=(",", ":")).encode()
         with self._lock:
-            self._fragments.setdefault(workspace, {"host": _json(host)})[part] = fragment
+            self._fragment(workspace, host)[part] = fragment
 
-    def update(
-        self,
-        workspace: str,
-        host: str,
-        ledger: RunLedger | None = None,
-        pools: dict[str, Any] | None = None,
-    ) -> None:
-        """Take a workspace's new ledger and/or pool integral, serialized now (from the thread
-        that owns it: nothing changes it meanwhile), for the next write. Only this part is
-        encoded: the file's other parts keep their encoded bytes."""
-        parts: dict[str, bytes] = {}
-        if ledger is not None:
-            parts["ledger"] = json.dumps(ledger_to_dict(ledger), separators=(",", ":")).encode()
-        if pools is not None:
-            parts["pools"] = json.dumps(pools, separators=(",", ":")).encode()
+    def update(self, workspace: str, host: str, parts: Mapping[str, Any]) -> None:
+        """Take a workspace's new parts (part name -> JSON-able value), serialized now (from
+        the thread that owns them: nothing changes them meanwhile), for the next write. Only
+        these parts are encoded: the file's other parts keep their encoded bytes."""
+        encoded = {
+            part: json.dumps(value, separators=(",", ":")).encode() for part, value in parts.items()
+        }
         with self._lock:
-            self._fragments.setdefault(workspace, {"host": _json(host)}).update(parts)
+            self._fragment(workspace, host).update(encoded)
             self._dirty.add(workspace)
         self._wake.set()
 
-    def save(
-        self,
-        workspace: str,
-        host: str,
-        ledger: RunLedger | None = None,
-        pools: dict[str, Any] | None = None,
-    ) -> None:
+    def save(self, workspace: str, host: str, parts: Mapping[str, Any]) -> None:
         """``update`` and write the file now; OSError when the write fails."""
-        self.update(workspace, host, ledger, pools)
+        self.update(workspace, host, parts)
         self.flush(raise_errors=True)
 
     def on_write(self, workspace: str, callback: Callable[[bool], None]) -> None:

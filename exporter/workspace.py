@@ -6,17 +6,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
+from typing import Any, cast
 
 from exporter.auth import DatabricksAuth, describe
 from exporter.client import ApiError, DatabricksClient
-from exporter.collectors import Collector
-from exporter.collectors.pools import PoolsCollector
-from exporter.collectors.runs import RunsCollector
+from exporter.collectors import Background, Collector, Context, registrations
 from exporter.config import Settings, WorkspaceConfig
 from exporter.health import WorkspaceHealth
-from exporter.poolusage import PoolUsage
 from exporter.servertime import ServerClock, elapsed_clock
-from exporter.state import RunLedger
 from exporter.statefile import StateFile
 
 log = logging.getLogger(__name__)
@@ -65,36 +63,19 @@ class Workspace:
         if state_file is not None:
             self.health.expect_state_writes()
             state_file.on_write(config.name, self._state_written)
-        now_ms = int(clock() * 1000)
-        restored = state_file.restore(config.name, self.host) if state_file else None
-        ledger = restored or RunLedger.starting_at(
-            now_ms,
-            lookback_ms=int(settings.lookback_hours * 3600 * 1000),
-            overlap_ms=int(settings.overlap_seconds * 1000),
-        )
-        ledger.overlap_ms = int(settings.overlap_seconds * 1000)  # a restored one's too
-        ledger.max_jobs = settings.max_jobs
-        ledger.max_one_time_names = settings.max_one_time_run_names
-        ledger.max_series = settings.max_series
-        ledger.set_run_name_patterns(settings.run_name_patterns)
         enabled = set(config.collectors or settings.collectors)
-        self.runs: RunsCollector | None = None
-        self.pools: PoolsCollector | None = None
-        if "runs" in enabled:
-            self.runs = RunsCollector(
-                self.client,
-                ledger,
-                lambda: int(self.clock() * 1000),
-                backfill_rate=settings.max_requests_per_second / 2,
-            )
-        if "pools" in enabled:
-            gap = settings.max_pool_gap_seconds or 5 * settings.interval
-            usage = PoolUsage(gap, config.prices or settings.prices)
-            if state_file is not None:
-                state_file.restore_pools(config.name, self.host, usage)
-            self.pools = PoolsCollector(self.client, usage, clock)
+        self.registrations = {r.name: r for r in registrations() if r.name in enabled}
         self.collectors: dict[str, Collector] = {
-            c.name: c for c in (self.runs, self.pools) if c is not None
+            name: registration.factory(
+                Context(
+                    self.client,
+                    config,
+                    settings,
+                    clock,
+                    restore=partial(self._restore, registration.state_part),
+                )
+            )
+            for name, registration in self.registrations.items()
         }
         self._attempted: set[str] = set()
         self._lock = threading.Lock()
@@ -126,7 +107,7 @@ class Workspace:
             count = collector.collect()
             ok = True
             if self.state_file is not None:
-                self._save_state(collector)
+                self._save_state(name)
             log.debug("workspace %s: %s collection ok (%d)", self.name, name, count)
         except ApiError as exc:
             log.error("%s (collector %s)", exc, name, extra={"endpoint": exc.endpoint})
@@ -138,31 +119,48 @@ class Workspace:
             self._attempted.add(name)
         return ok
 
-    def backfill(self, budget_seconds: float) -> bool:
-        """Read some of the runs' look-back (between cycles); True when something was read."""
-        if self.runs is None or self.runs.ledger.backfill_window() is None:
+    def _restore(
+        self, part: str | None, load: Callable[[Any], Any], after_failed_write: bool
+    ) -> Any:
+        if self.state_file is None or part is None:
+            return None
+        return self.state_file.restore(self.name, self.host, part, load, after_failed_write)
+
+    def background(self) -> list[str]:
+        """The collectors with work between their collections (the runs' look-back)."""
+        return [name for name, c in self.collectors.items() if hasattr(c, "background")]
+
+    def backfill(self, budget_seconds: float, name: str | None = None) -> bool:
+        """Do some of a collector's work between its collections (the runs' look-back; the
+        first such collector without ``name``); True when something was read."""
+        names = [name] if name is not None else self.background()[:1]
+        if not names:
+            return False
+        collector = cast(Background, self.collectors[names[0]])
+        if not collector.background_pending():
             return False
         try:
-            pages = self.runs.backfill(budget_seconds)
+            requests = collector.background(budget_seconds)
         except Exception:  # the process must outlive any bug in it
-            log.exception("workspace %s: reading the look-back failed unexpectedly", self.name)
+            log.exception("workspace %s: %s: work between collections failed", self.name, names[0])
             return False
-        if pages and self.state_file is not None:
-            self._save_state(self.runs)
-        return pages > 0
+        if requests and self.state_file is not None:
+            self._save_state(names[0])
+        return requests > 0
 
-    def _save_state(self, collector: Collector) -> None:
+    def _save_state(self, name: str) -> None:
         """Save what this collector keeps (from its own thread: nothing else changes it)."""
         assert self.state_file is not None
+        registration = self.registrations[name]
+        if registration.state_part is None or registration.save is None:
+            return
         # A background writer writes it soon (and records the outcome through on_write);
         # without one the file is written now.
         save = self.state_file.update if self.state_file.background else self.state_file.save
         try:
-            if collector is self.runs:
-                with self.runs.lock:  # the look-back may change the ledger from its thread
-                    save(self.name, self.host, ledger=self.runs.ledger)
-            elif collector is self.pools and self.pools.usage is not None:
-                save(self.name, self.host, pools=self.pools.usage.to_dict())
+            value = registration.save(self.collectors[name])
+            if value is not None:
+                save(self.name, self.host, {registration.state_part: value})
         except OSError as exc:
             self.health.record_state_write(False, self.clock())
             log.error(

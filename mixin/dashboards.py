@@ -17,6 +17,47 @@ from grafana_foundation_sdk.models import dashboard as model
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 
 from exporter import outcomes
+from exporter.catalogue import (
+    API_REQUESTS,
+    API_RETRIES,
+    COLLECTION_DURATION,
+    COLLECTION_SUCCESS,
+    LAST_SUCCESS,
+    TOKEN_REQUESTS,
+)
+from exporter.collectors.pipelines.families import (
+    LAST_UPDATE_ERROR,
+    LAST_UPDATE_FAILED,
+    LAST_UPDATE_START,
+    PIPELINE_INFO,
+    UPDATE_DURATION,
+    UPDATES,
+    UPDATES_RUNNING,
+)
+from exporter.collectors.pools.families import (
+    AUTOTERMINATION,
+    COUNTS,
+    IDLE_COST,
+    MAX_CAPACITY,
+    PENDING_ERROR_INFO,
+    PENDING_ERRORS,
+    POOL_INFO,
+    UNPRICED,
+    USAGE,
+    VM_PRICE,
+)
+from exporter.collectors.runs.families import (
+    JOB_ACTIVE_RUN_MAX_AGE,
+    JOB_LAST_RUN_DURATION,
+    JOB_LAST_RUN_END,
+    JOB_LAST_RUN_INFO,
+    JOB_LAST_SUCCESS,
+    JOB_RUN_DURATION,
+    JOB_RUN_REPAIRS,
+    JOB_RUNS,
+    JOB_RUNS_ACTIVE,
+    ONE_TIME_RUNS,
+)
 from mixin.settings import Settings
 
 Dashboard = model.Dashboard
@@ -49,10 +90,7 @@ def _matchers(s: Settings, with_job: bool = False) -> str:
 
 def _price(wm: str) -> str:
     """Joins a pool's series to its VM price per hour (and currency) from the price table."""
-    return (
-        " * on (workspace, pool_id, pool_name) group_left (currency)"
-        f" databricks_instance_pool_vm_price_per_hour{{{wm}}}"
-    )
+    return f" * on (workspace, pool_id, pool_name) group_left (currency) {VM_PRICE.name}{{{wm}}}"
 
 
 def variables(s: Settings, with_job: bool) -> list[Builder[model.VariableModel]]:
@@ -61,7 +99,7 @@ def variables(s: Settings, with_job: bool) -> list[Builder[model.VariableModel]]
         _query_var(
             "workspace",
             "Workspace",
-            f"label_values({s.m('databricks_exporter_collection_success')}, workspace)",
+            f"label_values({s.m(COLLECTION_SUCCESS.name)}, workspace)",
         ),
     ]
     if with_job:
@@ -69,7 +107,7 @@ def variables(s: Settings, with_job: bool) -> list[Builder[model.VariableModel]]
             _query_var(
                 "job",
                 "Job",
-                f"label_values(databricks_job_last_run_info{{{_matchers(s)}}}, job_name)",
+                f"label_values({JOB_LAST_RUN_INFO.name}{{{_matchers(s)}}}, job_name)",
             )
         )
     return items
@@ -210,8 +248,8 @@ def jobs(s: Settings) -> Dashboard:
     lay = Layout()
     jm, wm = _matchers(s, with_job=True), _matchers(s)
     stuck = s.thresholds.stuck_hours * 3600
-    runs = f"databricks_job_runs_total{{{jm}}}"
-    failed = f"databricks_job_runs_total{{{jm},{FAILED}}}"
+    runs = f"{JOB_RUNS.name}{{{jm}}}"
+    failed = f"{JOB_RUNS.name}{{{jm},{FAILED}}}"
     lay.add(
         panel(
             "stat",
@@ -243,7 +281,7 @@ def jobs(s: Settings) -> Dashboard:
             "Active runs",
             "Runs not terminal yet (queued, pending, running).",
             "short",
-            [(f"sum(databricks_job_runs_active{{{jm}}}) or vector(0)", "active")],
+            [(f"sum({JOB_RUNS_ACTIVE.name}{{{jm}}}) or vector(0)", "active")],
             instant=True,
         ),
         6,
@@ -255,7 +293,7 @@ def jobs(s: Settings) -> Dashboard:
             "Oldest active run",
             "Age of the oldest run still active.",
             "s",
-            [(f"max(databricks_job_active_run_max_age_seconds{{{jm}}}) or vector(0)", "age")],
+            [(f"max({JOB_ACTIVE_RUN_MAX_AGE.name}{{{jm}}}) or vector(0)", "age")],
             instant=True,
             # Red from the threshold of DatabricksJobRunStuck.
             defaults={"thresholds": thresholds((None, "green"), (stuck, "red"))},
@@ -299,7 +337,7 @@ def jobs(s: Settings) -> Dashboard:
         12,
         8,
     )
-    bucket = f"databricks_job_run_duration_seconds_bucket{{{jm}}}"
+    bucket = f"{JOB_RUN_DURATION.name}_bucket{{{jm}}}"
     lay.add(
         panel(
             "timeseries",
@@ -328,7 +366,7 @@ def jobs(s: Settings) -> Dashboard:
             "percentunit",
             [
                 (
-                    f"max by (workspace, job_name) (databricks_job_last_run_duration_seconds{{{jm}}}) / "
+                    f"max by (workspace, job_name) ({JOB_LAST_RUN_DURATION.name}{{{jm}}}) / "
                     f"histogram_quantile(0.95, sum by (workspace, job_name, le) (rate({bucket}[7d])))",
                     "{{job_name}}",
                 )
@@ -345,7 +383,7 @@ def jobs(s: Settings) -> Dashboard:
             "short",
             [
                 (
-                    f"sum by (workspace, life_cycle_state) (databricks_job_runs_active{{{jm}}})",
+                    f"sum by (workspace, life_cycle_state) ({JOB_RUNS_ACTIVE.name}{{{jm}}})",
                     "{{life_cycle_state}}",
                 )
             ],
@@ -364,7 +402,7 @@ def jobs(s: Settings) -> Dashboard:
             [
                 (
                     f"topk(15, time() - max by (workspace, job_name) "
-                    f"(databricks_job_last_success_timestamp_seconds{{{jm}}}))",
+                    f"({JOB_LAST_SUCCESS.name}{{{jm}}}))",
                     "{{job_name}}",
                 )
             ],
@@ -386,8 +424,8 @@ def jobs(s: Settings) -> Dashboard:
             "none",
             [
                 (
-                    f"databricks_job_last_run_info{{{jm}}} * on (workspace, job_id) group_left "
-                    f"databricks_job_last_run_end_timestamp_seconds{{{jm}}}",
+                    f"{JOB_LAST_RUN_INFO.name}{{{jm}}} * on (workspace, job_id) group_left "
+                    f"{JOB_LAST_RUN_END.name}{{{jm}}}",
                     "",
                 )
             ],
@@ -450,7 +488,7 @@ def jobs(s: Settings) -> Dashboard:
             [
                 (
                     f"sum by (workspace, job_name, result_state) "
-                    f"(increase(databricks_job_run_repairs_total{{{jm}}}[$__rate_interval]))",
+                    f"(increase({JOB_RUN_REPAIRS.name}{{{jm}}}[$__rate_interval]))",
                     "{{job_name}} {{result_state}}",
                 )
             ],
@@ -469,12 +507,12 @@ def jobs(s: Settings) -> Dashboard:
             [
                 (
                     f"sum by (workspace, run_name, run_type) "
-                    f"(increase(databricks_one_time_runs_total{{{wm}}}[$__range]))",
+                    f"(increase({ONE_TIME_RUNS.name}{{{wm}}}[$__range]))",
                     "runs",
                 ),
                 (
                     f"sum by (workspace, run_name, run_type) "
-                    f"(increase(databricks_one_time_runs_total{{{wm},{FAILED}}}[$__range]))",
+                    f"(increase({ONE_TIME_RUNS.name}{{{wm},{FAILED}}}[$__range]))",
                     "failed",
                 ),
             ],
@@ -484,6 +522,7 @@ def jobs(s: Settings) -> Dashboard:
         12,
         8,
     )
+    pipelines_row(lay, wm)
     return dashboard(
         "databricks-jobs",
         "Databricks jobs",
@@ -494,10 +533,102 @@ def jobs(s: Settings) -> Dashboard:
     )
 
 
+def pipelines_row(lay: Layout, wm: str) -> None:
+    """Lakeflow (DLT) pipelines: updates by outcome, what runs, the failed ones and why."""
+    lay.add(
+        panel(
+            "timeseries",
+            "Pipeline updates by outcome",
+            "Updates of Lakeflow (DLT) pipelines that ended, by state (COMPLETED, FAILED, "
+            "CANCELED), each counted once.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pipeline_name, state) "
+                    f"(increase({UPDATES.name}{{{wm}}}[$__rate_interval]))",
+                    "{{pipeline_name}} {{state}}",
+                )
+            ],
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Pipeline updates running",
+            "Updates on their way (created, waiting for resources, initializing, setting up "
+            "tables, running, stopping).",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pipeline_name) ({UPDATES_RUNNING.name}{{{wm}}})",
+                    "{{pipeline_name}}",
+                )
+            ],
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        panel(
+            "timeseries",
+            "Pipeline update duration (p90)",
+            "90th percentile of ended updates' durations (from creation to the collection that "
+            "saw them end: at most one interval long).",
+            "s",
+            [
+                (
+                    "histogram_quantile(0.9, sum by (workspace, pipeline_name, le) "
+                    f"(rate({UPDATE_DURATION.name}_bucket{{{wm}}}[$__rate_interval])))",
+                    "{{pipeline_name}}",
+                )
+            ],
+        ),
+        8,
+        8,
+    )
+    lay.add(
+        panel(
+            "table",
+            "Pipelines",
+            "Each pipeline's state and health, whether its last ended update failed (a "
+            "pipeline is IDLE after a failed update too) and how long ago that update started.",
+            "short",
+            [
+                (
+                    f"max by (workspace, pipeline_name) ({LAST_UPDATE_FAILED.name}{{{wm}}})",
+                    "failed",
+                ),
+                (
+                    f"max by (workspace, pipeline_name) (time() - {LAST_UPDATE_START.name}{{{wm}}})",
+                    "age",
+                ),
+            ],
+            instant=True,
+            transformations=merged_columns("last update failed", "last update started (s ago)"),
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        info_table(
+            "Failed pipeline updates and their errors",
+            "The pipelines whose last update failed, with its error from the pipeline's event "
+            "log; DatabricksPipelineUpdateFailed fires for each. State and health: "
+            f"{PIPELINE_INFO.name}.",
+            f"{LAST_UPDATE_ERROR.name}{{{wm}}}",
+        ),
+        12,
+        8,
+    )
+
+
 def pools(s: Settings) -> Dashboard:
     lay = Layout()
     wm = _matchers(s)
-    m = "databricks_instance_pool_{}{{" + wm + "}}"
+    counts = {key: f"{family.name}{{{wm}}}" for key, family in COUNTS.items()}
+    max_capacity = f"{MAX_CAPACITY.name}{{{wm}}}"
     lay.add(
         panel(
             "timeseries",
@@ -506,16 +637,16 @@ def pools(s: Settings) -> Dashboard:
             "short",
             [
                 (
-                    f"sum by (workspace, pool_name) ({m.format('idle_instances')})",
+                    f"sum by (workspace, pool_name) ({counts['idle']})",
                     "idle {{pool_name}}",
                 ),
                 (
-                    f"sum by (workspace, pool_name) ({m.format('used_instances')})",
+                    f"sum by (workspace, pool_name) ({counts['used']})",
                     "used {{pool_name}}",
                 ),
                 (
-                    f"sum by (workspace, pool_name) ({m.format('pending_used_instances')} + "
-                    f"{m.format('pending_idle_instances')})",
+                    f"sum by (workspace, pool_name) ({counts['pending_used']} + "
+                    f"{counts['pending_idle']})",
                     "pending {{pool_name}}",
                 ),
             ],
@@ -531,8 +662,8 @@ def pools(s: Settings) -> Dashboard:
             "short",
             [
                 (
-                    f"clamp_min({m.format('idle_instances')} - on (workspace, pool_id, pool_name) "
-                    f"{m.format('min_idle_instances')}, 0)",
+                    f"clamp_min({counts['idle']} - on (workspace, pool_id, pool_name) "
+                    f"{counts['min_idle']}, 0)",
                     "{{pool_name}}",
                 )
             ],
@@ -549,9 +680,9 @@ def pools(s: Settings) -> Dashboard:
             "percentunit",
             [
                 (
-                    f"({m.format('used_instances')} + {m.format('idle_instances')} + "
-                    f"{m.format('pending_used_instances')} + {m.format('pending_idle_instances')}) / on "
-                    f"(workspace, pool_id, pool_name) {m.format('max_capacity')}",
+                    f"({counts['used']} + {counts['idle']} + "
+                    f"{counts['pending_used']} + {counts['pending_idle']}) / on "
+                    f"(workspace, pool_id, pool_name) {max_capacity}",
                     "{{pool_name}}",
                 )
             ],
@@ -573,8 +704,8 @@ def pools(s: Settings) -> Dashboard:
             "short",
             [
                 (
-                    f"sum by (workspace, pool_name) ({m.format('pending_used_instances')} + "
-                    f"{m.format('pending_idle_instances')})",
+                    f"sum by (workspace, pool_name) ({counts['pending_used']} + "
+                    f"{counts['pending_idle']})",
                     "{{pool_name}}",
                 )
             ],
@@ -591,8 +722,7 @@ def pools(s: Settings) -> Dashboard:
             "short",
             [
                 (
-                    f"sum by (workspace, pool_name) "
-                    f"(databricks_instance_pool_pending_instance_errors{{{wm}}})",
+                    f"sum by (workspace, pool_name) ({PENDING_ERRORS.name}{{{wm}}})",
                     "{{pool_name}}",
                 )
             ],
@@ -604,7 +734,7 @@ def pools(s: Settings) -> Dashboard:
         info_table(
             "Latest instance start error",
             "The latest error of an instance that failed to start, as Databricks words it.",
-            f"databricks_instance_pool_pending_instance_error_info{{{wm}}}",
+            f"{PENDING_ERROR_INFO.name}{{{wm}}}",
         ),
         12,
         8,
@@ -613,7 +743,7 @@ def pools(s: Settings) -> Dashboard:
         info_table(
             "Pools",
             "Node type and state of every pool.",
-            f"databricks_instance_pool_info{{{wm}}}",
+            f"{POOL_INFO.name}{{{wm}}}",
         ),
         12,
         8,
@@ -636,9 +766,9 @@ def pools(s: Settings) -> Dashboard:
 def pool_cost(lay: Layout, wm: str, per_day: float) -> None:
     """Idle instance-hours and cost over the range, from the exporter's integrated counters,
     and the last 24 h's cost against the budget of DatabricksPoolIdleCostHigh."""
-    seconds = "increase(databricks_instance_pool_{}_instance_seconds_total{{" + wm + "}}[$__range])"
+    seconds = {key: f"increase({family.name}{{{wm}}}[$__range])" for key, family in USAGE.items()}
     price = _price(wm)
-    cost = f"increase(databricks_instance_pool_idle_cost_total{{{wm}}}[$__range])"
+    cost = f"increase({IDLE_COST.name}{{{wm}}}[$__range])"
     lay.add(
         panel(
             "bargauge",
@@ -646,7 +776,7 @@ def pool_cost(lay: Layout, wm: str, per_day: float) -> None:
             "Hours of idle instances per pool (running, not used by a cluster), integrated by "
             "the exporter between collections.",
             "h",
-            [(f"sum by (workspace, pool_name) ({seconds.format('idle')}) / 3600", "{{pool_name}}")],
+            [(f"sum by (workspace, pool_name) ({seconds['idle']}) / 3600", "{{pool_name}}")],
             instant=True,
         ),
         12,
@@ -676,7 +806,7 @@ def pool_cost(lay: Layout, wm: str, per_day: float) -> None:
             [
                 (
                     "sum by (workspace, pool_name, currency) "
-                    f"(increase(databricks_instance_pool_idle_cost_total{{{wm}}}[24h]))",
+                    f"(increase({IDLE_COST.name}{{{wm}}}[24h]))",
                     "{{pool_name}} ({{currency}})",
                 )
             ],
@@ -696,13 +826,12 @@ def pool_cost(lay: Layout, wm: str, per_day: float) -> None:
             "short",
             [
                 (
-                    f"topk(10, sum by (workspace, pool_name) ({seconds.format('idle_above_min')})"
-                    " / 3600)",
+                    f"topk(10, sum by (workspace, pool_name) ({seconds['idle_above_min']}) / 3600)",
                     "",
                 ),
                 (
                     f"topk(10, sum by (workspace, pool_name) "
-                    f"({seconds.format('idle_above_min')} / 3600{price}))",
+                    f"({seconds['idle_above_min']} / 3600{price}))",
                     "",
                 ),
             ],
@@ -723,9 +852,9 @@ def pool_cost(lay: Layout, wm: str, per_day: float) -> None:
             "short",
             [
                 (
-                    f"sum by (workspace, pool_name, currency) ({seconds.format('idle_above_min')}"
+                    f"sum by (workspace, pool_name, currency) ({seconds['idle_above_min']}"
                     f" / 3600{price} * on (workspace, pool_id, pool_name) clamp_min(1 - "
-                    f"$autotermination * 60 / databricks_instance_pool_idle_autotermination_seconds"
+                    f"$autotermination * 60 / {AUTOTERMINATION.name}"
                     f"{{{wm}}}, 0))",
                     "{{pool_name}} ({{currency}})",
                 )
@@ -745,8 +874,8 @@ def pool_cost(lay: Layout, wm: str, per_day: float) -> None:
             "short",
             [
                 (
-                    f"sum by (workspace, pool_name, currency) (({seconds.format('idle')} - "
-                    f"{seconds.format('idle_above_min')}) / 3600{price})",
+                    f"sum by (workspace, pool_name, currency) (({seconds['idle']} - "
+                    f"{seconds['idle_above_min']}) / 3600{price})",
                     "{{pool_name}} ({{currency}})",
                 )
             ],
@@ -760,7 +889,7 @@ def pool_cost(lay: Layout, wm: str, per_day: float) -> None:
             "Pools without a price",
             "Pools whose node type the exporter's price table lacks: their idle cost is not "
             "counted. Add the node type under prices.node_types.",
-            f"databricks_instance_pool_unpriced{{{wm}}}",
+            f"{UNPRICED.name}{{{wm}}}",
         ),
         12,
         8,
@@ -777,7 +906,7 @@ def exporter(s: Settings) -> Dashboard:
             "1 when the last collection succeeded; red at 0 (DatabricksExporterCollectionFailing "
             "fires after 15 min of it).",
             "bool_yes_no",
-            [(f"databricks_exporter_collection_success{{{wm}}}", "{{workspace}} {{collector}}")],
+            [(f"{COLLECTION_SUCCESS.name}{{{wm}}}", "{{workspace}} {{collector}}")],
             instant=True,
             defaults={"thresholds": thresholds((None, "red"), (1, "green"))},
         ),
@@ -793,7 +922,7 @@ def exporter(s: Settings) -> Dashboard:
             "s",
             [
                 (
-                    f"time() - databricks_exporter_last_success_timestamp_seconds{{{wm}}}",
+                    f"time() - {LAST_SUCCESS.name}{{{wm}}}",
                     "{{workspace}} {{collector}}",
                 )
             ],
@@ -816,7 +945,7 @@ def exporter(s: Settings) -> Dashboard:
             [
                 (
                     f"histogram_quantile(0.95, sum by (workspace, collector, le) "
-                    f"(rate(databricks_exporter_collection_duration_seconds_bucket{{{wm}}}[$__rate_interval])))",
+                    f"(rate({COLLECTION_DURATION.name}_bucket{{{wm}}}[$__rate_interval])))",
                     "{{workspace}} {{collector}}",
                 )
             ],
@@ -833,7 +962,7 @@ def exporter(s: Settings) -> Dashboard:
             [
                 (
                     f"sum by (workspace, status_code) "
-                    f"(rate(databricks_exporter_api_requests_total{{{wm}}}[$__rate_interval]))",
+                    f"(rate({API_REQUESTS.name}{{{wm}}}[$__rate_interval]))",
                     "{{workspace}} {{status_code}}",
                 )
             ],
@@ -850,7 +979,7 @@ def exporter(s: Settings) -> Dashboard:
             [
                 (
                     f"sum by (workspace, reason) "
-                    f"(rate(databricks_exporter_api_retries_total{{{wm}}}[$__rate_interval]))",
+                    f"(rate({API_RETRIES.name}{{{wm}}}[$__rate_interval]))",
                     "{{workspace}} {{reason}}",
                 )
             ],
@@ -864,7 +993,7 @@ def exporter(s: Settings) -> Dashboard:
             "Azure AD token requests per hour",
             "About one an hour is normal: tokens are cached until shortly before expiry.",
             "short",
-            [(f"increase(databricks_exporter_token_requests_total{{{wm}}}[1h])", "{{workspace}}")],
+            [(f"increase({TOKEN_REQUESTS.name}{{{wm}}}[1h])", "{{workspace}}")],
         ),
         12,
         8,

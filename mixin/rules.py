@@ -11,11 +11,37 @@ import json
 import textwrap
 
 from exporter import outcomes
+from exporter.catalogue import (
+    API_RETRIES,
+    COLLECTION_SUCCESS,
+    LAST_SUCCESS,
+    STATE_LAST_WRITE,
+    STATE_WRITE_ERRORS,
+)
+from exporter.collectors.pipelines.families import LAST_UPDATE_ERROR, LAST_UPDATE_FAILED
+from exporter.collectors.pools.families import (
+    COUNTS,
+    IDLE_COST,
+    MAX_CAPACITY,
+    PENDING_ERROR_INFO,
+    PENDING_ERRORS,
+)
+from exporter.collectors.runs.families import (
+    JOB_ACTIVE_RUN_MAX_AGE,
+    JOB_CONTINUOUS,
+    JOB_LAST_RUN_DURATION,
+    JOB_LAST_RUN_FAILED,
+    JOB_LAST_RUN_INFO,
+    JOB_LAST_SUCCESS,
+    JOB_RUN_DURATION,
+    JOB_RUNS,
+)
 from mixin.settings import Settings
 
 FAILED = outcomes.promql_matcher(outcomes.FAILED)
 JOBS = "/d/databricks-jobs/databricks-jobs?var-workspace={{ $labels.workspace }}&var-job={{ $labels.job_name }}"
 POOLS = "/d/databricks-pools/databricks-instance-pools?var-workspace={{ $labels.workspace }}"
+PIPELINES = "/d/databricks-jobs/databricks-jobs?var-workspace={{ $labels.workspace }}"
 EXPORTER = "/d/databricks-exporter/databricks-exporter?var-workspace={{ $labels.workspace }}"
 
 
@@ -54,6 +80,7 @@ def groups(s: Settings) -> list[tuple[str, list[Rule]]]:
     return [
         ("databricks-jobs", jobs(s)),
         ("databricks-pools", pools(s)),
+        ("databricks-pipelines", pipelines(s)),
         ("databricks-exporter", exporter(s)),
     ]
 
@@ -78,9 +105,9 @@ def jobs(s: Settings) -> list[Rule]:
             'INTERNAL_ERROR (README, "Outcomes"); resolves when a later run or a repair succeeds. '
             "Built on gauges, so an exporter restart neither fires nor resolves it.",
             f"""
-({m("databricks_job_last_run_failed")} == 1)
+({m(JOB_LAST_RUN_FAILED.name)} == 1)
 * on (workspace, job_id) group_left (run_id, run_page_url, result_state)
-  {m("databricks_job_last_run_info")}
+  {m(JOB_LAST_RUN_INFO.name)}
 """,
             "1m",
             "warning",
@@ -96,7 +123,7 @@ def jobs(s: Settings) -> list[Rule]:
             'matcher is exporter/outcomes.py\'s "failed" (a test keeps them equal).',
             f"""
 sum by (workspace, job_id, job_name) (
-  increase({m("databricks_job_runs_total", FAILED)}[{t.failed_runs_window}])
+  increase({m(JOB_RUNS.name, FAILED)}[{t.failed_runs_window}])
 ) >= {t.failed_runs}
 """,
             "5m",
@@ -111,7 +138,7 @@ sum by (workspace, job_id, job_name) (
             f"No successful run for {_h(t.not_succeeded_hours)} (the default, 26: a daily job "
             "that missed a day, with 2 hours of slack).",
             f"""
-time() - {m("databricks_job_last_success_timestamp_seconds")} > {t.not_succeeded_hours:g} * 3600
+time() - {m(JOB_LAST_SUCCESS.name)} > {t.not_succeeded_hours:g} * 3600
 """,
             "15m",
             "warning",
@@ -126,10 +153,10 @@ time() - {m("databricks_job_last_success_timestamp_seconds")} > {t.not_succeeded
             f"The last run took more than {_times(t.slow_factor)} the job's 7-day p95, and over "
             f"{t.slow_min_minutes:g} minutes.",
             f"""
-{m("databricks_job_last_run_duration_seconds")}
+{m(JOB_LAST_RUN_DURATION.name)}
 > on (workspace, job_id, job_name) group_left () {t.slow_factor:g} * histogram_quantile(0.95,
-        sum by (workspace, job_id, job_name, le) (rate({m("databricks_job_run_duration_seconds_bucket")}[7d])))
-and {m("databricks_job_last_run_duration_seconds")} > {t.slow_min_minutes * 60:g}
+        sum by (workspace, job_id, job_name, le) (rate({m(JOB_RUN_DURATION.name + "_bucket")}[7d])))
+and {m(JOB_LAST_RUN_DURATION.name)} > {t.slow_min_minutes * 60:g}
 """,
             "5m",
             "warning",
@@ -145,8 +172,8 @@ and {m("databricks_job_last_run_duration_seconds")} > {t.slow_min_minutes * 60:g
             f"{_h(t.stuck_hours)}. Continuous jobs always have a run active: they are never "
             '"stuck".',
             f"""
-{m("databricks_job_active_run_max_age_seconds")} > {t.stuck_hours:g} * 3600
-unless on (workspace, job_id) {m("databricks_job_continuous")} == 1
+{m(JOB_ACTIVE_RUN_MAX_AGE.name)} > {t.stuck_hours:g} * 3600
+unless on (workspace, job_id) {m(JOB_CONTINUOUS.name)} == 1
 """,
             "15m",
             "warning",
@@ -162,16 +189,15 @@ unless on (workspace, job_id) {m("databricks_job_continuous")} == 1
 def pools(s: Settings) -> list[Rule]:
     t, m = s.thresholds, s.m
     pool = "{{ $labels.pool_name }} ({{ $labels.pool_id }}) in workspace {{ $labels.workspace }}"
-    p = "databricks_instance_pool_"
     return [
         Rule(
             "DatabricksPoolAtMaxCapacity",
             "Every instance the pool may have is taken or starting: new clusters wait.",
             f"""
 (
-    {m(p + "used_instances")} + {m(p + "idle_instances")}
-  + {m(p + "pending_used_instances")} + {m(p + "pending_idle_instances")}
-) >= {m(p + "max_capacity")}
+    {m(COUNTS["used"].name)} + {m(COUNTS["idle"].name)}
+  + {m(COUNTS["pending_used"].name)} + {m(COUNTS["pending_idle"].name)}
+) >= {m(MAX_CAPACITY.name)}
 """,
             "15m",
             "warning",
@@ -184,9 +210,9 @@ def pools(s: Settings) -> list[Rule]:
             "DatabricksPoolInstancesFailingToStart",
             "Instances of the pool fail to start (Azure quota or capacity): clusters wait.",
             f"""
-({m(p + "pending_instance_errors")} > 0)
+({m(PENDING_ERRORS.name)} > 0)
 * on (workspace, pool_id) group_left (message)
-  {m(p + "pending_instance_error_info")}
+  {m(PENDING_ERROR_INFO.name)}
 """,
             "10m",
             "warning",
@@ -200,7 +226,7 @@ def pools(s: Settings) -> list[Rule]:
             f"More than {t.idle_above_min_instances} idle instances above min_idle for 2 hours: "
             "paid for, not used.",
             f"""
-{m(p + "idle_instances")} - {m(p + "min_idle_instances")} > {t.idle_above_min_instances}
+{m(COUNTS["idle"].name)} - {m(COUNTS["min_idle"].name)} > {t.idle_above_min_instances}
 """,
             "2h",
             "info",
@@ -217,7 +243,7 @@ def pools(s: Settings) -> list[Rule]:
             "config; thresholds.idle_cost_per_day in the mixin's config sets the budget.",
             f"""
 sum by (workspace, pool_id, pool_name, currency) (
-  increase({m(p + "idle_cost_total")}[1d])
+  increase({m(IDLE_COST.name)}[1d])
 ) > {t.idle_cost_per_day:g}
 """,
             "30m",
@@ -229,6 +255,33 @@ sum by (workspace, pool_id, pool_name, currency) (
             "Lower min_idle_instances or idle_instance_autotermination_minutes; the pools "
             "dashboard shows what each would save.",
             POOLS,
+        ),
+    ]
+
+
+def pipelines(s: Settings) -> list[Rule]:
+    m = s.m
+    pipeline = (
+        "{{ $labels.pipeline_name }} (id {{ $labels.pipeline_id }}) in workspace "
+        "{{ $labels.workspace }}"
+    )
+    return [
+        Rule(
+            "DatabricksPipelineUpdateFailed",
+            "The Lakeflow (DLT) pipeline's last ended update FAILED, whatever the pipeline's "
+            "state (it is IDLE after a failed update); resolves when a later update ends "
+            "otherwise. Built on gauges, so an exporter restart neither fires nor resolves it.",
+            f"""
+({m(LAST_UPDATE_FAILED.name)} == 1)
+* on (workspace, pipeline_id) group_left (update_id, message)
+  {m(LAST_UPDATE_ERROR.name)}
+""",
+            "1m",
+            "warning",
+            "Databricks pipeline {{ $labels.pipeline_name }} failed",
+            "The last update {{ $labels.update_id }} of pipeline " + pipeline + " FAILED: "
+            "{{ $labels.message }}",
+            PIPELINES,
         ),
     ]
 
@@ -255,7 +308,7 @@ def exporter(s: Settings) -> list[Rule]:
             "The last collections of a collector failed for 15 minutes (auth, permissions, API "
             "down).",
             f"""
-{m("databricks_exporter_collection_success")} == 0
+{m(COLLECTION_SUCCESS.name)} == 0
 """,
             "15m",
             "warning",
@@ -269,7 +322,7 @@ def exporter(s: Settings) -> list[Rule]:
             "DatabricksExporterDataStale",
             f"No successful collection for {t.data_stale_minutes:g} minutes, whatever the reason.",
             f"""
-time() - {m("databricks_exporter_last_success_timestamp_seconds")} > {t.data_stale_minutes * 60:g}
+time() - {m(LAST_SUCCESS.name)} > {t.data_stale_minutes * 60:g}
 """,
             "5m",
             "warning",
@@ -285,9 +338,9 @@ time() - {m("databricks_exporter_last_success_timestamp_seconds")} > {t.data_sta
             "The --state-file could not be written for 10 minutes (a full or read-only disk): "
             "a restart now loses the pools' integrals.",
             f"""
-increase({m("databricks_exporter_state_write_errors_total")}[10m]) > 0
+increase({m(STATE_WRITE_ERRORS.name)}[10m]) > 0
 unless on (job, instance, workspace)
-time() - {m("databricks_exporter_state_last_write_timestamp_seconds")} <= 600
+time() - {m(STATE_LAST_WRITE.name)} <= 600
 """,
             "5m",
             "warning",
@@ -303,7 +356,7 @@ time() - {m("databricks_exporter_state_last_write_timestamp_seconds")} <= 600
             f"Databricks answered 429 more than {_times(t.throttled_per_minute, 'once')} a minute on "
             "average over 15 minutes.",
             f"""
-sum by (workspace) (rate({m("databricks_exporter_api_retries_total", 'reason="429"')}[15m])) * 60 > {t.throttled_per_minute:g}
+sum by (workspace) (rate({m(API_RETRIES.name, 'reason="429"')}[15m])) * 60 > {t.throttled_per_minute:g}
 """,
             "15m",
             "warning",

@@ -2,10 +2,11 @@
 
     python packaging/build_wheels.py dist/
 
-The sources a wheel is made of (pyproject.toml, README.md, LICENSE, exporter/, airflow_callbacks/,
-packaging/) are copied to a temporary directory first, so no build/ left in the tree from an
-earlier build can add files to a wheel. pip builds each in an isolated environment with the
-setuptools its pyproject.toml asks for. Prints the wheels' paths.
+The sources a wheel is made of (pyproject.toml, README.md, LICENSE, exporter/,
+databricks_simulator/, airflow_callbacks/, packaging/) are copied to a temporary directory
+first, so no build/ left in the tree from an earlier build can add files to a wheel. pip
+builds each in an isolated environment with the setuptools its pyproject.toml asks for. Prints
+the wheels' paths.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "LICENSE", "exporter", "airflow_callbacks", "packaging")
+SOURCES = (
+    "pyproject.toml",
+    "README.md",
+    "LICENSE",
+    "exporter",
+    "databricks_simulator",
+    "airflow_callbacks",
+    "packaging",
+)
 PROJECTS = (".", "packaging/airflow-callbacks")
 
 

@@ -1,9 +1,9 @@
 """A pytest plugin (``-p callbacks_import_guard``) for the callbacks' tests in a venv of their own.
 
-The fixtures need the exporter's simulator (a fake Databricks), so ``exporter`` is importable
-there; this makes sure the code under test never uses it: any ``import exporter...`` executed by
-an ``airflow_callbacks`` module fails the session, and ``airflow_callbacks`` must be the installed
-wheel's copy, not the repository's.
+The fixtures need the simulator (``databricks_simulator``, a fake Databricks that imports nothing
+of the exporter); this makes sure the code under test never uses the exporter: any
+``import exporter...`` executed by an ``airflow_callbacks`` module fails the session, and
+``airflow_callbacks`` must be the installed wheel's copy, not the repository's.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.simulator import SimConfig, SimServer, SimWorkspace
+from databricks_simulator import SimConfig, SimServer, SimWorkspace
 
 # Fast jobs: runs start every 1-3 s and last 0.2-1.5 s, so a test sees dozens end in seconds.
 FAST = SimConfig(

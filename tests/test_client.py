@@ -8,11 +8,11 @@ import pytest
 import requests
 import requests_mock as rm
 
+from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.auth import DatabricksAuth
 from exporter.client import POOLS_LIST, RUNS_GET, RUNS_LIST, ApiError, DatabricksClient
 from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
-from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 
 HOST = "https://adb-1.2.azuredatabricks.net"
 

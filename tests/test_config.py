@@ -197,7 +197,10 @@ WS = "workspaces:\n  - name: a\n    host: https://a.b\n"
         (WS + "max_one_time_run_names: 0\n", "max_one_time_run_names: must be > 0"),
         (WS + "collectors: {clusters: true}\n", "unknown collector(s) clusters"),
         (WS + "collectors: {pools: maybe}\n", "collectors: expected a mapping"),
-        (WS + "collectors: {pools: false, runs: false}\n", "every collector is turned off"),
+        (
+            WS + "collectors: {pools: false, runs: false, pipelines: false}\n",
+            "every collector is turned off",
+        ),
         (WS + "prices: 0.29\n", "prices: expected a mapping with currency"),
         (WS + "prices: {node_types: {Standard_DS3_v2: 0.29}}\n", "prices.currency: expected a"),
         (WS + "prices: {currency: dollars, node_types: {X: 1}}\n", "three-letter currency"),
@@ -305,12 +308,14 @@ def test_collectors_are_toggled_globally_by_flag_and_per_workspace_in_yaml(tmp_p
         "  - name: b\n    host: https://c.d\n    collectors: {pools: true}\n"
     )
     settings = load_settings(["--config", str(config)], {})
-    assert settings.collectors == ("runs",)
-    assert [w.collectors for w in settings.workspaces] == [(), ("runs", "pools")]
+    assert settings.collectors == ("runs", "pipelines")
+    assert [w.collectors for w in settings.workspaces] == [(), ("runs", "pools", "pipelines")]
     flagged = load_settings(["--config", str(config), "--collector.pools"], {})
-    assert flagged.collectors == ("runs", "pools")
+    assert flagged.collectors == ("runs", "pools", "pipelines")
     env = load_settings(["--no-collector.pools"], {"DATABRICKS_HOST": HOST})
-    assert env.collectors == ("runs",)
+    assert env.collectors == ("runs", "pipelines")
+    off = load_settings(["--no-collector.pipelines"], {"DATABRICKS_HOST": HOST})
+    assert off.collectors == ("runs", "pools")
 
 
 def test_the_shipped_example_price_table_loads(tmp_path: Path):

@@ -17,7 +17,7 @@ from conftest import (
     wait_for,
 )
 
-from exporter.simulator import FaultRule
+from databricks_simulator import FaultRule
 
 
 def test_every_run_is_counted_exactly_once(make_sim, exporter):
@@ -89,15 +89,15 @@ def test_rejected_token_reports_failure_and_keeps_serving(make_sim, exporter):
     )
     proc.wait_healthy()
     wait_for(
-        lambda: select(proc.samples(), "databricks_exporter_collection_success"),
+        lambda: len(select(proc.samples(), "databricks_exporter_collection_success")) == 3,
         10,
-        "a failed collection",
+        "a failed collection of each collector",
     )
     success = {
         dict(k)["collector"]: v
         for k, v in select(proc.samples(), "databricks_exporter_collection_success").items()
     }
-    assert success == {"runs": 0.0, "pools": 0.0}
+    assert success == {"runs": 0.0, "pools": 0.0, "pipelines": 0.0}
     # Ready all the same: failures are metrics and alerts, never a reason to stop the scrapes.
     assert requests.get(proc.url + "/readyz", timeout=2).status_code == 200
     log = proc.output()
@@ -282,7 +282,7 @@ def test_pools_forbidden_is_ready_serves_jobs_and_reports_pools_failing(make_sim
         dict(k)["collector"]: v
         for k, v in select(proc.samples(), "databricks_exporter_collection_success").items()
     }
-    assert success == {"runs": 1.0, "pools": 0.0}
+    assert success == {"runs": 1.0, "pools": 0.0, "pipelines": 1.0}
     assert "403" in proc.output()
 
 

@@ -12,10 +12,10 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from databricks_simulator import SimClock, SimConfig, SimServer, SimWorkspace
+from exporter.collectors.runs.model import Run
 from exporter.config import PriceTable, Settings, WorkspaceConfig
 from exporter.metrics import build_registry
-from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
-from exporter.state import Run
 from exporter.workspace import Workspace
 
 GOLDEN = Path(__file__).parent / "golden" / "exposition.prom"
@@ -146,8 +146,8 @@ def hostile_run(name: str) -> Run:
 
 
 def test_hostile_label_values_render_as_valid_exposition():
-    from exporter.metrics import job_families
-    from exporter.state import RunsSnapshot
+    from exporter.collectors.runs.families import job_families
+    from exporter.collectors.runs.ledger import RunsSnapshot
 
     names = ['quote " and backslash \\', "new\nline", "unicode ✓ ジョブ", "x" * 10_000]
     lines = []

@@ -15,13 +15,15 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
+import exporter.collectors.runs.families
 import exporter.exposition
 import exporter.metrics
+from databricks_simulator import SimClock, SimConfig, SimServer, SimWorkspace
+from exporter.collectors import Registration, registrations
 from exporter.config import Settings, WorkspaceConfig
 from exporter.exposition import Exposition
 from exporter.metrics import build_registry
 from exporter.server import MetricsServer, make_app
-from exporter.simulator import SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.workspace import Workspace
 
 MAX_AGE = "databricks_job_active_run_max_age_seconds"
@@ -51,13 +53,13 @@ def setup() -> Iterator[tuple[Workspace, SimClock]]:
 def renders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many times the job families were built (once per render of the snapshot part)."""
     calls: list[int] = []
-    original = exporter.metrics.job_families
+    original = exporter.collectors.runs.families.job_families
 
     def counting(views):  # type: ignore[no-untyped-def]
         calls.append(1)
         return original(views)
 
-    monkeypatch.setattr(exporter.metrics, "job_families", counting)
+    monkeypatch.setattr(exporter.collectors.runs.families, "job_families", counting)
     return calls
 
 
@@ -108,15 +110,15 @@ def test_a_collection_that_changes_nothing_keeps_the_render(setup, renders):
     ws, clock = setup
     exposition = Exposition([ws], clock.time)
     exposition.render(None)
-    runs, pools = ws.runs.snapshot, ws.pools.snapshot
+    runs, pools = ws.collectors["runs"].snapshot, ws.collectors["pools"].snapshot
     assert ws.collect("runs") and ws.collect("pools")  # same simulated instant: same answers
-    assert ws.runs.snapshot is runs and ws.pools.snapshot is pools
+    assert ws.collectors["runs"].snapshot is runs and ws.collectors["pools"].snapshot is pools
     exposition.refresh()
     exposition.render(None)
     assert len(renders) == 1
     clock.advance(600)
     assert ws.collect("runs")
-    assert ws.runs.snapshot is not runs
+    assert ws.collectors["runs"].snapshot is not runs
     exposition.render(None)
     assert len(renders) == 2
 
@@ -145,7 +147,7 @@ def test_scrapes_during_a_re_render_get_the_previous_render_without_waiting(
     ws, clock = setup
     exposition = Exposition([ws], clock.time)
     before = exposition.render(None)[0]
-    original = exporter.metrics.job_families
+    original = exporter.collectors.runs.families.job_families
     started, release = threading.Event(), threading.Event()
 
     def slow(views):  # type: ignore[no-untyped-def]
@@ -153,7 +155,7 @@ def test_scrapes_during_a_re_render_get_the_previous_render_without_waiting(
         assert release.wait(10)
         return original(views)
 
-    monkeypatch.setattr(exporter.metrics, "job_families", slow)
+    monkeypatch.setattr(exporter.collectors.runs.families, "job_families", slow)
     clock.advance(600)
     assert ws.collect("runs")
     refresher = threading.Thread(target=exposition.refresh)
@@ -259,7 +261,9 @@ def test_a_toy_collector_is_a_protocol_a_families_function_and_one_registration(
         yield running
 
     ws, clock = setup
-    monkeypatch.setitem(exporter.metrics.FAMILIES, "warehouses", families)
+    toy = Registration("warehouses", factory=lambda ctx: Warehouses(), render=families, families=())
+    monkeypatch.setattr(exporter.collectors, "_found", (*registrations(), toy))
+    monkeypatch.setitem(ws.registrations, "warehouses", toy)
     monkeypatch.setitem(ws.collectors, "warehouses", Warehouses())
     assert ws.collect("warehouses")  # the one wrapper: timed, health recorded
     exposition = Exposition([ws], clock.time)

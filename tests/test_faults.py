@@ -8,8 +8,8 @@ from pathlib import Path
 from conftest import assert_counts_match_truth, drain, select, wait_for
 from fake_aad import SECRET, FakeAAD, exporter_env
 
+from databricks_simulator import FaultRule
 from exporter.client import RateLimiter
-from exporter.simulator import FaultRule
 
 
 def start_tuned(exporter, server, tmp_path: Path, tuning: str):

@@ -22,7 +22,7 @@ import yaml
 
 import exporter
 from exporter import config as exporter_config
-from exporter.collectors import COLLECTOR_NAMES
+from exporter.collectors import collector_names
 from exporter.config import load_settings, shard_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,7 +270,7 @@ def test_the_rendered_config_and_flags_are_accepted_by_the_exporters_loader(
     persistent = values_of(name).get("persistence", {}).get("enabled", True)
     assert settings.state_file == (tmp_path / "state.json" if persistent else None)
     assert settings.collectors == tuple(
-        c for c in COLLECTOR_NAMES if values_of(name).get("collectors", {}).get(c, True)
+        c for c in collector_names() if values_of(name).get("collectors", {}).get(c, True)
     )
     for key, value in values_of(name).get("config", {}).items():  # each reaches the exporter
         expected = {"45s": 45.0}.get(value, value) if isinstance(value, str) else value
@@ -616,7 +616,10 @@ BAD_VALUES: dict[str, tuple[str, dict[str, Any]]] = {
         "/web/tls",
         {"web": {"existingSecret": "w", "clientCertificates": True}},
     ),
-    "every collector off": ("/collectors", {"collectors": {"runs": False, "pools": False}}),
+    "every collector off": (
+        "/collectors",
+        {"collectors": {"runs": False, "pools": False, "pipelines": False}},
+    ),
     "an unknown collector": ("'clusters' not allowed", {"collectors": {"clusters": True}}),
     "workload identity without a client id": (
         "/workloadIdentity/clientId",
@@ -678,5 +681,5 @@ def test_the_schema_knows_every_value_and_the_exporters_keys():
         "web_config_file",
     }
     assert set(s["properties"]["config"]["properties"]) | owned == exporter_config._YAML_TOP_KEYS
-    assert set(s["definitions"]["collectors"]["properties"]) == set(COLLECTOR_NAMES)
-    assert set(defaults["collectors"]) == set(COLLECTOR_NAMES)
+    assert set(s["definitions"]["collectors"]["properties"]) == set(collector_names())
+    assert set(defaults["collectors"]) == set(collector_names())

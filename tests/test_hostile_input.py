@@ -15,13 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from statefile_parts import restore_ledger, restore_pools, save_ledger
 
 from exporter.collectors.pools import PoolsSnapshot, parse_pool
+from exporter.collectors.pools.families import pool_families
+from exporter.collectors.pools.usage import PoolUsage
+from exporter.collectors.runs.families import job_families
+from exporter.collectors.runs.ledger import LedgerPolicy, RunLedger
+from exporter.collectors.runs.model import BadRun, parse_run
+from exporter.collectors.runs.persist import ledger_from_dict, ledger_to_dict
 from exporter.config import PriceTable
-from exporter.metrics import job_families, pool_families
-from exporter.poolusage import PoolUsage
-from exporter.state import BadRun, RunLedger, parse_run
-from exporter.statefile import StateFile, ledger_from_dict, ledger_to_dict
+from exporter.statefile import StateFile
 
 NOW = 1_800_000_000_000
 MIN = 60_000
@@ -89,7 +93,7 @@ def render(ledger: RunLedger, pools: PoolsSnapshot) -> str:
     st.lists(json_values, max_size=3),
 )
 def test_arbitrary_run_and_pool_objects_never_raise_and_render_valid_exposition(raws, pools):
-    ledger = RunLedger.starting_at(NOW, 60 * MIN, 5 * MIN)
+    ledger = RunLedger.starting_at(NOW, 60 * MIN, LedgerPolicy(overlap_ms=5 * MIN))
     runs = []
     for raw in raws:
         try:
@@ -123,7 +127,7 @@ def state_file_with(tmp_path_factory: Any, part: str, doc: Any) -> Path:
 @given(json_values)
 def test_arbitrary_state_files_are_restored_or_refused_never_raised(tmp_path_factory, doc):
     path = state_file_with(tmp_path_factory, "ledger", doc)
-    ledger = StateFile(path).restore("w", "h")
+    ledger = restore_ledger(StateFile(path), "w", "h")
     kept = list(path.parent.glob("state.json.corrupt-*"))
     # Either the entry is restored (and renders), or it is refused and kept aside: never both.
     assert (ledger is not None) != bool(kept)
@@ -136,7 +140,7 @@ def test_arbitrary_state_files_are_restored_or_refused_never_raised(tmp_path_fac
 def test_arbitrary_pool_counters_are_restored_or_refused_never_raised(tmp_path_factory, doc):
     path = state_file_with(tmp_path_factory, "pools", doc)
     usage = PoolUsage(300)
-    restored = StateFile(path).restore_pools("w", "h", usage)
+    restored = restore_pools(StateFile(path), "w", "h", usage)
     kept = list(path.parent.glob("state.json.corrupt-*"))
     assert restored != bool(kept)
     if not restored:  # refused: the integral starts afresh, untouched by the damaged part
@@ -149,7 +153,7 @@ def test_arbitrary_pool_counters_are_restored_or_refused_never_raised(tmp_path_f
 
 
 def test_damaged_state_files_are_kept_aside_and_the_exporter_starts_fresh(tmp_path):
-    good = RunLedger.starting_at(NOW, 60 * MIN, 5 * MIN)
+    good = RunLedger.starting_at(NOW, 60 * MIN, LedgerPolicy(overlap_ms=5 * MIN))
     saved = ledger_to_dict(good)
     saved["runs_total"] = [["1", "job", "SUCCESS", "many"]]  # a string where a count belongs
     path = tmp_path / "state.json"
@@ -162,11 +166,11 @@ def test_damaged_state_files_are_kept_aside_and_the_exporter_starts_fresh(tmp_pa
         )
     )
     state = StateFile(path)
-    assert state.restore("w", "h") is None
+    assert restore_ledger(state, "w", "h") is None
     kept = list(tmp_path.glob("state.json.corrupt-*"))
     assert len(kept) == 1 and kept[0].read_text() == path.read_text()
-    state.save("w", "h", good)  # the fresh baseline overwrites the file, the copy stays
-    assert StateFile(path).restore("w", "h") is not None and kept[0].exists()
+    save_ledger(state, "w", "h", good)  # the fresh baseline overwrites the file, the copy stays
+    assert restore_ledger(StateFile(path), "w", "h") is not None and kept[0].exists()
 
 
 def test_a_symlinked_state_file_stays_a_symlink_and_its_target_is_written(tmp_path):
@@ -174,6 +178,11 @@ def test_a_symlinked_state_file_stays_a_symlink_and_its_target_is_written(tmp_pa
     target.parent.mkdir()
     link = tmp_path / "state.json"
     os.symlink(target, link)
-    StateFile(link).save("w", "h", RunLedger.starting_at(NOW, 60 * MIN, 5 * MIN))
+    save_ledger(
+        StateFile(link),
+        "w",
+        "h",
+        RunLedger.starting_at(NOW, 60 * MIN, LedgerPolicy(overlap_ms=5 * MIN)),
+    )
     assert link.is_symlink() and target.exists()
-    assert StateFile(link).restore("w", "h") is not None
+    assert restore_ledger(StateFile(link), "w", "h") is not None

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,21 @@ from conftest import (
 )
 from fake_aad import CLIENT, SECRET, TENANT, FakeAAD
 from loopback import Loopback, QuietHandler
+from statefile_parts import restore_ledger, restore_pools, save_ledger
 
+from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.auth import DATABRICKS_SCOPE, CachedToken, build_credential
 from exporter.client import POOLS_LIST, RUNS_LIST
-from exporter.collectors.pools import MAX_INSTANCES, BadPool, parse_pool
+from exporter.collectors import registration
+from exporter.collectors.pools.model import MAX_INSTANCES, BadPool, parse_pool
+from exporter.collectors.pools.usage import PoolTotals, PoolUsage
+from exporter.collectors.runs.ledger import LedgerPolicy, RunLedger
+from exporter.collectors.runs.persist import ledger_to_dict
 from exporter.config import ConfigError, WorkspaceConfig, load_settings
-from exporter.poolusage import PoolTotals, PoolUsage
 from exporter.redact import RedactingFilter, secret_forms
 from exporter.scheduling import ClockStepWatch
 from exporter.servertime import ServerClock
-from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
-from exporter.state import RunLedger
-from exporter.statefile import StateFile, StateFileInUse, ledger_to_dict
+from exporter.statefile import StateFile, StateFileInUse
 
 HOST = "https://adb-1234567890123456.7.azuredatabricks.net"
 NOW_S = 1_800_000_000.0
@@ -148,8 +152,6 @@ def test_one_family_that_cannot_be_encoded_leaves_the_rest_of_the_page(monkeypat
     class Ws:
         name = "w"
         collectors = {"pools": Pools()}
-        runs = None
-        pools = Pools()
 
         class health:
             @staticmethod
@@ -158,7 +160,10 @@ def test_one_family_that_cannot_be_encoded_leaves_the_rest_of_the_page(monkeypat
 
                 return WorkspaceHealth().snapshot()
 
-    monkeypatch.setitem(module.FAMILIES, "pools", bad_pools)
+    import exporter.collectors
+
+    pools = exporter.collectors.registration("pools")
+    monkeypatch.setattr(exporter.collectors, "_found", (replace(pools, render=bad_pools),))
     caplog.set_level(logging.ERROR)
     body, _ = module.Exposition([Ws()]).render()  # type: ignore[list-item]
     text = body.decode()
@@ -373,7 +378,7 @@ def test_parse_pool_refuses_counts_that_are_not_counts():
 
 
 def _ledger() -> RunLedger:
-    return RunLedger.starting_at(int(NOW_S * 1000), 3600_000, 300_000)
+    return RunLedger.starting_at(int(NOW_S * 1000), 3600_000, LedgerPolicy(overlap_ms=300_000))
 
 
 def test_a_failed_write_sets_the_file_aside_so_a_restart_never_restores_older_counters(
@@ -385,7 +390,7 @@ def test_a_failed_write_sets_the_file_aside_so_a_restart_never_restores_older_co
     usage = PoolUsage(300)
     usage.totals = {"p": PoolTotals(idle=382.0)}
     state = StateFile(path)
-    state.save("w", "h", ledger, pools=usage.to_dict())
+    save_ledger(state, "w", "h", ledger, usage.to_dict())
     ledger.runs_total[("1", "job", "SUCCESS")] = 44  # served, then the disk fills up
     real_write = StateFile._write
 
@@ -394,23 +399,23 @@ def test_a_failed_write_sets_the_file_aside_so_a_restart_never_restores_older_co
 
     monkeypatch.setattr(StateFile, "_write", full)
     with pytest.raises(OSError):
-        state.save("w", "h", ledger)
+        save_ledger(state, "w", "h", ledger)
     assert not path.exists() and (tmp_path / "state.json.stale").exists()
     # Killed now. The runs ledger continues from the older file: the runs since are listed
     # again and counted once, so its counters come back to 44 (never shown lower: job series
     # appear only after the first cycle). The pools' integral cannot be re-derived: it starts
     # from zero (one reset for Prometheus) instead of going back to 382 from 1,376.
     after_kill = StateFile(path)
-    restored = after_kill.restore("w", "h")
+    restored = restore_ledger(after_kill, "w", "h")
     assert restored is not None and restored.runs_total[("1", "job", "SUCCESS")] == 5
     fresh_pools = PoolUsage(300)
-    assert after_kill.restore_pools("w", "h", fresh_pools) is False
+    assert restore_pools(after_kill, "w", "h", fresh_pools) is False
     assert fresh_pools.totals == {}
     # Or the disk frees up: the next write is whole again and the marker goes.
     monkeypatch.setattr(StateFile, "_write", real_write)
-    state.save("w", "h", ledger)
+    save_ledger(state, "w", "h", ledger)
     assert path.exists() and not (tmp_path / "state.json.stale").exists()
-    restored = StateFile(path).restore("w", "h")
+    restored = restore_ledger(StateFile(path), "w", "h")
     assert restored is not None and restored.runs_total[("1", "job", "SUCCESS")] == 44
 
 
@@ -465,9 +470,10 @@ def test_failed_state_writes_are_counted_per_workspace(tmp_path: Path, monkeypat
         ledger = _ledger()
         lock = threading.Lock()
 
-    ws.runs, ws.pools = Runs(), None  # type: ignore[assignment]
+    ws.collectors = {"runs": Runs()}  # type: ignore[dict-item]
+    ws.registrations = {"runs": registration("runs")}
     for _ in range(3):
-        ws._save_state(ws.runs)  # type: ignore[arg-type]
+        ws._save_state("runs")
     writes = ws.health.snapshot().state_writes
     assert writes is not None and writes.errors == 3 and writes.last_success is None
 
@@ -492,7 +498,7 @@ def test_the_lock_is_released_when_the_owner_goes_and_leftover_temp_files_are_re
     owner.acquire()
     with pytest.raises(StateFileInUse):
         StateFile(path).acquire()
-    owner.save("w", "h", _ledger())
+    save_ledger(owner, "w", "h", _ledger())
     owner.release()
     leftover = tmp_path / ".state.json.tmp-abc123"
     leftover.write_text("half a write")
@@ -509,7 +515,7 @@ def test_a_huge_foreign_state_file_is_set_aside_without_reading_it(tmp_path: Pat
         f.truncate(200 << 20)
     caplog.set_level(logging.WARNING)
     state = StateFile(path)
-    assert state.restore("w", "h") is None
+    assert restore_ledger(state, "w", "h") is None
     (aside,) = tmp_path.glob("state.json.corrupt-*")
     assert aside.stat().st_size == 200 << 20 and not path.exists()  # moved, not copied
     assert "not an exporter state file" in caplog.text
@@ -519,7 +525,7 @@ def test_a_state_file_larger_than_the_limit_is_set_aside(tmp_path: Path, caplog)
     path = tmp_path / "state.json"
     path.write_text('{"format":"databricks-jobs-exporter/state/v2","workspaces":{}}' + " " * 5000)
     caplog.set_level(logging.WARNING)
-    assert StateFile(path, max_bytes=4096).restore("w", "h") is None
+    assert restore_ledger(StateFile(path, max_bytes=4096), "w", "h") is None
     assert "more than any state file" in caplog.text
 
 
@@ -528,29 +534,31 @@ def test_a_renamed_workspace_continues_and_entries_of_gone_ones_are_dropped(tmp_
     ledger = _ledger()
     ledger.runs_total[("1", "job", "SUCCESS")] = 44
     writer = StateFile(path)
-    writer.save("alpha", "https://a", ledger)
-    writer.save("gone", "https://g", _ledger())
+    save_ledger(writer, "alpha", "https://a", ledger)
+    save_ledger(writer, "gone", "https://g", _ledger())
     caplog.set_level(logging.WARNING)
     state = StateFile(path)
     state.keep_only({"alpha-prod": "https://a"})
-    restored = state.restore("alpha-prod", "https://a")
+    restored = restore_ledger(state, "alpha-prod", "https://a")
     assert restored is not None and restored.runs_total[("1", "job", "SUCCESS")] == 44
     assert "was saved as alpha (same host)" in caplog.text
     assert "'gone' is no longer configured" in caplog.text
-    state.save("alpha-prod", "https://a", restored)
+    save_ledger(state, "alpha-prod", "https://a", restored)
     saved = json.loads(path.read_text())["workspaces"]
     assert set(saved) == {"alpha-prod"}
 
 
 def test_a_watermark_saved_years_ahead_is_refused(tmp_path: Path):
     path = tmp_path / "state.json"
-    ledger = RunLedger.starting_at(253402214400_000, 0, 0)  # 9999-12-31, saved by an old version
+    ledger = RunLedger.starting_at(
+        253402214400_000, 0, LedgerPolicy(overlap_ms=0)
+    )  # 9999-12-31, saved by an old version
     doc = {
         "format": "databricks-jobs-exporter/state/v2",
         "workspaces": {"w": {"host": "h", "ledger": ledger_to_dict(ledger)}},
     }
     path.write_text(json.dumps(doc))
-    assert StateFile(path).restore("w", "h") is None
+    assert restore_ledger(StateFile(path), "w", "h") is None
 
 
 # --- 7. a stalled Entra ID -----------------------------------------------------------------------

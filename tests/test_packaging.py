@@ -145,7 +145,8 @@ def test_the_exporter_wheel_holds_the_exporter_and_publishes_no_test_pins():
         names = z.namelist()
         entry_points = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")} == {
-        "exporter"
+        "exporter",
+        "databricks_simulator",  # --simulate and make demo
     }
     assert "databricks-exporter = exporter.cli:run" in entry_points
 
@@ -246,7 +247,7 @@ def test_the_callbacks_tests_pass_with_the_lowest_versions_the_wheel_allows(tmp_
     # The fixtures' simulator comes from the tree; nothing else of it is on the path.
     shim = tmp_path / "path"
     shim.mkdir()
-    (shim / "exporter").symlink_to(ROOT / "exporter")
+    (shim / "databricks_simulator").symlink_to(ROOT / "databricks_simulator")
     (tmp_path / "pytest.ini").write_text("[pytest]\ntimeout = 300\n")
     run = subprocess.run(
         [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"]

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from statefile_parts import restore_ledger
+
 from exporter.collectors.runs import RunsCollector
+from exporter.collectors.runs.ledger import LedgerPolicy, RunLedger
 from exporter.servertime import ServerClock
-from exporter.state import RunLedger
 from exporter.statefile import StateFile
 
 MIN = 60_000
@@ -75,7 +77,7 @@ def test_backlog_run_active_at_the_active_listing_is_not_a_repair():
     T = 1_700_000_000_000
     now = [T]
     client = FakeClient()
-    ledger = RunLedger.starting_at(T, 0, 5 * MIN)
+    ledger = RunLedger.starting_at(T, 0, LedgerPolicy(overlap_ms=5 * MIN))
     c = RunsCollector(client, ledger, lambda: now[0])
     c.collect()  # first cycle, nothing
     # A cut listing left a pending window [T-5min, T+10min] of the cycle at T+15min.
@@ -108,7 +110,7 @@ def test_a_failed_run_of_a_pending_window_repaired_before_it_is_read_is_counted_
     T = 1_700_000_000_000
     now = [T]
     client = FakeClient()
-    ledger = RunLedger.starting_at(T, 0, 1 * MIN)
+    ledger = RunLedger.starting_at(T, 0, LedgerPolicy(overlap_ms=1 * MIN))
     c = RunsCollector(client, ledger, lambda: now[0])
     c.collect()
     now[0] = T + 10 * MIN
@@ -142,7 +144,7 @@ def test_a_failed_run_of_a_pending_window_repaired_before_it_is_read_is_counted_
 
 def test_a_listing_that_keeps_failing_makes_one_growing_window_not_one_per_cycle():
     T = 1_700_000_000_000
-    ledger = RunLedger.starting_at(T, 0, MIN)
+    ledger = RunLedger.starting_at(T, 0, LedgerPolicy(overlap_ms=MIN))
     ledger.apply(T, [], [])
     for cycle in range(1, 200):
         now = T + cycle * MIN
@@ -172,7 +174,7 @@ def test_a_first_date_an_hour_ahead_does_not_move_the_baseline_into_the_future()
         return FakeClient.iter_runs(client, dates=None, **kw)
 
     client.iter_runs = dated  # type: ignore[method-assign]
-    ledger = RunLedger.starting_at(T, 0, MIN)
+    ledger = RunLedger.starting_at(T, 0, LedgerPolicy(overlap_ms=MIN))
     collector = RunsCollector(client, ledger, lambda: now[0])
     collector.collect()  # the first answer's Date is an hour ahead (a proxy's clock)
     assert ledger.baseline_ms == T and ledger.watermark_ms == T
@@ -213,5 +215,5 @@ def test_a_state_entry_with_pools_only_is_no_damaged_entry(tmp_path: Path):
         )
     )
     state = StateFile(path)
-    assert state.restore("w", "h") is None
+    assert restore_ledger(state, "w", "h") is None
     assert not list(tmp_path.glob("state.json.corrupt-*"))

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from conftest import ExporterProcess, select, wait_for
 
+from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.collectors.pools import Pool, parse_pool
+from exporter.collectors.pools.usage import PoolUsage
 from exporter.config import PriceTable
-from exporter.poolusage import PoolUsage
-from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 
 T0_MS = 1_799_971_200_000  # 00:00 UTC: the simulated working day starts at 07:00
 PRICES = PriceTable("USD", {"Standard_DS3_v2": 0.293, "Standard_E8ds_v5": 0.576})

@@ -18,7 +18,7 @@ import yaml
 from conftest import free_port
 from fake_slack import FakeSlack
 
-from exporter.simulator import FaultRule
+from databricks_simulator import FaultRule
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS = shutil.which("prometheus")
@@ -80,6 +80,11 @@ def stack(tmp_path: Path, make_sim, exporter) -> Iterator[dict[str, Any]]:
         repair_delay_seconds=0.5,
         repair_seconds=0.5,
         pool_error_rate=1.0,
+        # Lakeflow pipelines with an update every few seconds, most of them failing: some
+        # pipeline's last update has failed whenever the panels are asked.
+        pipelines=3,
+        pipeline_period_seconds=(4.0, 8.0),
+        pipeline_fail_rate=0.8,
     )
     sim.add_faults(
         FaultRule(path_prefix="/api/2.2/jobs/runs/list", status=429, retry_after=0, count=3)
@@ -183,6 +188,9 @@ def test_every_panel_returns_data_and_the_failed_job_alert_reaches_slack(stack):
     wait_until(lambda: query(prom, "databricks_job_runs_total"), 60, "counted runs in Prometheus")
     wait_until(
         lambda: query(prom, "databricks_exporter_api_retries_total"), 30, "retries in Prometheus"
+    )
+    wait_until(
+        lambda: query(prom, "databricks_pipeline_updates_total"), 60, "pipeline updates counted"
     )
     # Counting starts at zero when the exporter starts, and a series that Prometheus has seen
     # once has no increase() yet: panels such as "Top failing jobs" fill as the runs end, after

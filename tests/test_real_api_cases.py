@@ -11,17 +11,17 @@ from typing import Any
 import pytest
 from conftest import drain, select, sim_env
 
+from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.auth import DatabricksAuth
 from exporter.client import RUNS_GET, DatabricksClient
 from exporter.collectors.pools import PoolsCollector
 from exporter.collectors.runs import RunsCollector
+from exporter.collectors.runs.families import active_age_family, job_families
+from exporter.collectors.runs.ledger import LedgerPolicy, RunLedger
 from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
-from exporter.metrics import active_age_family, job_families
 from exporter.outcomes import is_failure
 from exporter.servertime import ServerClock
-from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
-from exporter.state import RunLedger
 
 MIN = 60_000
 BASE = SimConfig(
@@ -51,7 +51,7 @@ def setup(**overrides: Any) -> tuple[SimServer, RunsCollector, SimClock]:
         max_retries=1,
         server_clock=ServerClock("t", elapsed=clock.time, wall=clock.time),
     )
-    ledger = RunLedger.starting_at(clock.now_ms(), 3600_000, 5 * MIN)
+    ledger = RunLedger.starting_at(clock.now_ms(), 3600_000, LedgerPolicy(overlap_ms=5 * MIN))
     return server, RunsCollector(client, ledger, clock.now_ms), clock
 
 
@@ -155,8 +155,9 @@ def test_one_time_runs_are_counted_by_normalised_name_never_by_job_id(sims):
 
 def test_one_time_run_names_beyond_the_cap_are_folded(sims):
     _, collector, clock = sims(one_time_jobs=4, jobs=8)
-    collector.ledger.max_one_time_names = 2
-    collector.ledger.set_run_name_patterns([])
+    collector.ledger.policy = LedgerPolicy(
+        overlap_ms=collector.ledger.overlap_ms, max_one_time_names=2
+    )
     collector.collect()
     run_cycles(collector, clock, 10)
     names = {name for name, _, _ in collector.ledger.one_time_total}

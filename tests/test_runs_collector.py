@@ -6,14 +6,14 @@ import json
 
 import pytest
 
+from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
 from exporter.auth import DatabricksAuth
 from exporter.client import RUNS_GET, RUNS_LIST, ApiError, DatabricksClient
 from exporter.collectors.runs import RunsCollector
+from exporter.collectors.runs.ledger import LedgerPolicy, RunLedger
 from exporter.config import WorkspaceConfig
 from exporter.health import WorkspaceHealth
 from exporter.servertime import ServerClock
-from exporter.simulator import FaultRule, SimClock, SimConfig, SimServer, SimWorkspace
-from exporter.state import RunLedger
 
 MIN = 60_000
 
@@ -30,7 +30,9 @@ def setup(
     client = DatabricksClient(
         "t", server.url, auth, health, backoff_factor=0.01, server_clock=server_clock
     )
-    ledger = RunLedger.starting_at(clock.now_ms(), int(lookback_hours * 3600_000), overlap_ms)
+    ledger = RunLedger.starting_at(
+        clock.now_ms(), int(lookback_hours * 3600_000), LedgerPolicy(overlap_ms=overlap_ms)
+    )
     return server, RunsCollector(client, ledger, clock.now_ms), clock
 
 
@@ -220,7 +222,9 @@ def test_an_untrustworthy_runs_get_answer_falls_back_to_the_listing(requests_moc
     health = WorkspaceHealth()
     auth = DatabricksAuth(WorkspaceConfig(name="t", host=host, token="dapi-x-12345678"), health)
     client = DatabricksClient("t", host, auth, health, backoff_factor=0.01)
-    collector = RunsCollector(client, RunLedger.starting_at(now, 0, 5 * MIN), lambda: now)
+    collector = RunsCollector(
+        client, RunLedger.starting_at(now, 0, LedgerPolicy(overlap_ms=5 * MIN)), lambda: now
+    )
     assert collector.collect() == 1
     assert collector.ledger.runs_total == {("1", "wide", "SUCCESS"): 1}
     assert collector.ledger.skipped_runs == {"non_finite": 1}
@@ -259,7 +263,7 @@ def test_exact_counts_with_the_exporter_clock_off_and_runs_listed_up_to_30_s_lat
 
 
 def test_asking_each_job_for_its_last_run_gives_what_paging_the_whole_lookback_gives(monkeypatch):
-    from exporter.collectors import runs as module
+    from exporter.collectors.runs import collector as module
 
     config = SimConfig(seed=6, jobs=25, history_hours=8, period_seconds=(30, 600), fail_rate=0.6)
     results = {}
@@ -290,8 +294,8 @@ def test_asking_each_job_for_its_last_run_gives_what_paging_the_whole_lookback_g
 
 
 def test_a_listing_past_max_pages_keeps_what_it_read_and_goes_on_next_cycles(monkeypatch):
-    from exporter.collectors import runs as module
-    from exporter.statefile import ledger_from_dict, ledger_to_dict
+    from exporter.collectors.runs import collector as module
+    from exporter.collectors.runs.persist import ledger_from_dict, ledger_to_dict
 
     monkeypatch.setattr(module, "PENDING_PAGES", 2)  # a cut listing takes several cycles
     config = SimConfig(

@@ -156,6 +156,9 @@ def test_collections_run_once_at_start_then_spread_over_the_interval():
             self.name = f"ws-{i}"
             self.collectors = {"runs": None, "pools": None}
 
+        def background(self) -> list[str]:
+            return ["runs"]
+
     workspaces = [Ws(i) for i in range(50)]
     scheduler = schedule(workspaces, 60.0, renderer=None)  # type: ignore[arg-type]
     now = datetime.now(timezone.utc)

@@ -2,7 +2,8 @@
 
 The SDK's dataclasses (databricks.sdk.service.jobs / compute) are generated from Databricks'
 own API specification: a field or enum value the real API does not have would not survive
-``from_dict`` → ``as_dict``. This keeps the simulator honest to the real Jobs API 2.2.
+``from_dict`` → ``as_dict``. This keeps the simulator honest to the real Jobs API 2.2, and
+to the Pipelines API 2.0 (databricks.sdk.service.pipelines).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from typing import Any
 import pytest
 import requests
 
-from exporter.simulator import OUTCOME_WIRE, SimClock, SimConfig, SimServer, SimWorkspace
+from databricks_simulator import OUTCOME_WIRE, SimClock, SimConfig, SimServer, SimWorkspace
 
 jobs = pytest.importorskip("databricks.sdk.service.jobs")
 compute = pytest.importorskip("databricks.sdk.service.compute")
+pipelines_sdk = pytest.importorskip("databricks.sdk.service.pipelines")
 
 EVERY_CASE = SimConfig(
     seed=4,
@@ -32,6 +34,9 @@ EVERY_CASE = SimConfig(
     repair_delay_seconds=60,
     queue_rate=0.5,
     pool_error_rate=1.0,
+    pipelines=5,
+    pipeline_period_seconds=(300, 900),
+    pipeline_fail_rate=0.4,
 )
 
 
@@ -162,3 +167,105 @@ def test_instance_pools_with_start_errors_survive_the_sdk_model(every_case):
     assert survives(compute.ListInstancePools, body)
     errors = [p["status"]["pending_instance_errors"] for p in body["instance_pools"]]
     assert all(e and e[0]["message"] for e in errors)
+
+
+def _pages(server: SimServer, path: str, key: str, model: Any, **params: Any) -> list[Any]:
+    """Every page of a Pipelines API listing (next_page_token, no has_more), each checked."""
+    items: list[Any] = []
+    token = None
+    while True:
+        page = api(server, path, **params, **({"page_token": token} if token else {}))
+        assert "has_more" not in page
+        assert survives(model, page)
+        items += page.get(key, [])
+        token = page.get("next_page_token")
+        if not token:
+            return items
+
+
+def test_pipelines_listings_survive_the_sdk_models(every_case):
+    listing = _pages(
+        every_case,
+        "/api/2.0/pipelines",
+        "statuses",
+        pipelines_sdk.ListPipelinesResponse,
+        max_results=2,
+    )
+    assert len(listing) == 5  # three pages of two
+    for pipeline in listing:
+        assert survives(pipelines_sdk.PipelineStateInfo, pipeline)
+        updates = _pages(
+            every_case,
+            f"/api/2.0/pipelines/{pipeline['pipeline_id']}/updates",
+            "updates",
+            pipelines_sdk.ListUpdatesResponse,
+            max_results=10,
+        )
+        assert len(updates) > 10  # paged
+        ids = [u["update_id"] for u in updates]
+        assert len(set(ids)) == len(ids)
+        times = [u["creation_time"] for u in updates]
+        assert times == sorted(times, reverse=True)  # newest first
+        latest = [u["update_id"] for u in pipeline["latest_updates"]]
+        assert latest == ids[: len(latest)]
+        events = api(every_case, f"/api/2.0/pipelines/{pipeline['pipeline_id']}/events")
+        assert survives(pipelines_sdk.ListPipelineEventsResponse, events)
+
+
+def _idle_after_failure(server: SimServer) -> float:
+    """The first minute from now when a pipeline is IDLE after a failed update."""
+    clock, pipelines = server.model.clock, server.model.pipelines
+    start = clock.time()
+    for minute in range(24 * 60):
+        at = int((start + 60 * minute) * 1000)
+        for p in range(pipelines.count):
+            listed = pipelines.pipeline_json(p, at)
+            if listed["state"] == "IDLE" and listed["latest_updates"][0]["state"] == "FAILED":
+                return start + 60 * minute
+    raise AssertionError("no pipeline is ever IDLE after a failed update")
+
+
+def test_the_pipelines_show_every_case_the_exporter_must_handle():
+    clock = SimClock()
+    clock.set(1_800_000_000.0)
+    with SimServer(SimWorkspace(EVERY_CASE, clock)) as server:
+        clock.set(_idle_after_failure(server))
+        listing = api(server, "/api/2.0/pipelines", max_results=100)["statuses"]
+        states = set()
+        idle_after_failure = []
+        for pipeline in listing:
+            path = f"/api/2.0/pipelines/{pipeline['pipeline_id']}/updates"
+            updates = api(server, path, max_results=100)["updates"]
+            states |= {u["state"] for u in updates}
+            last = next(u for u in updates if u["state"] in ("COMPLETED", "FAILED", "CANCELED"))
+            if pipeline["state"] == "IDLE" and last["state"] == "FAILED":
+                idle_after_failure.append(pipeline)
+                assert pipeline["health"] == "UNHEALTHY"
+        assert {"COMPLETED", "FAILED", "CANCELED"} <= states
+        assert idle_after_failure  # IDLE while its latest update FAILED, as real pipelines are
+        failed = idle_after_failure[0]
+        events = api(server, f"/api/2.0/pipelines/{failed['pipeline_id']}/events")["events"]
+        assert events[0]["level"] == "ERROR" and events[0]["error"]["exceptions"][0]["message"]
+        assert events[0]["origin"]["update_id"] == failed["latest_updates"][0]["update_id"]
+        # And updates on their way, in the states the SDK knows.
+        on_their_way = {u["state"] for p in listing for u in p["latest_updates"]} - {
+            "COMPLETED",
+            "FAILED",
+            "CANCELED",
+        }
+        assert on_their_way <= {s.value for s in pipelines_sdk.UpdateStateInfoState}
+
+
+def test_an_unknown_pipeline_is_404_and_a_bad_page_size_400(every_case):
+    headers = {"Authorization": f"Bearer {every_case.token}"}
+    gone = requests.get(
+        every_case.url + "/api/2.0/pipelines/nope/updates", headers=headers, timeout=5
+    )
+    assert gone.status_code == 404 and gone.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    big = requests.get(
+        every_case.url + "/api/2.0/pipelines",
+        params={"max_results": 101},
+        headers=headers,
+        timeout=5,
+    )
+    assert big.status_code == 400 and big.json()["error_code"] == "INVALID_PARAMETER_VALUE"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from statefile_parts import restore_ledger, save_ledger
 
 from exporter import outcomes
-from exporter.state import RUN_DURATION_BUCKETS, BadRun, RunLedger, parse_run
+from exporter.collectors.runs.ledger import LedgerPolicy, RunLedger
+from exporter.collectors.runs.model import RUN_DURATION_BUCKETS, BadRun, parse_run
 from exporter.statefile import StateFile
 
 NOW = 1_800_000_000_000
@@ -45,7 +48,7 @@ def run(*args: Any, **kw: Any):
 
 
 def ledger() -> RunLedger:
-    return RunLedger.starting_at(NOW, lookback_ms=24 * 60 * MIN, overlap_ms=5 * MIN)
+    return RunLedger.starting_at(NOW, 24 * 60 * MIN, LedgerPolicy(overlap_ms=5 * MIN))
 
 
 def test_run_ending_after_baseline_is_counted_once_even_if_listed_again():
@@ -186,7 +189,7 @@ def test_histogram_observes_counted_runs_only():
 
 def test_jobs_beyond_the_cap_fold_into_other_and_say_so(caplog):
     book = ledger()
-    book.max_jobs = 3
+    book.policy = replace(book.policy, max_jobs=3)
     runs = [run(i, NOW + MIN, NOW + 2 * MIN, job_id=j) for i, j in enumerate(range(1, 7), start=1)]
     book.apply(NOW + 3 * MIN, [], runs)
     jobs = {job_id for job_id, _, _ in book.runs_total}
@@ -353,12 +356,12 @@ def test_state_file_of_the_previous_format_is_read(tmp_path):
     }
     path = tmp_path / "state.json"
     path.write_text(json.dumps(v1))
-    book = StateFile(path).restore("prod", "https://x")
+    book = restore_ledger(StateFile(path), "prod", "https://x")
     assert book is not None and not book.fresh
     assert book.runs_total == {("1", "job1", "SUCCESS"): 3}
     assert book.seen == {5: (NOW, 0)} and book.durations[("1", "job1")].count == 3
-    StateFile(path).save("prod", "https://x", book)  # written back as v2, read again
-    again = StateFile(path).restore("prod", "https://x")
+    save_ledger(StateFile(path), "prod", "https://x", book)  # written back as v2, read again
+    again = restore_ledger(StateFile(path), "prod", "https://x")
     assert again is not None and again.durations[("1", "job1")].bounds == RUN_DURATION_BUCKETS
     assert json.loads(path.read_text())["format"].endswith("/v2")
 
@@ -396,7 +399,7 @@ def test_one_run_is_one_run_whatever_type_its_id_has():
 
 def test_series_beyond_max_series_fold_into_other_jobs_tasks_and_names(caplog):
     book = ledger()
-    book.max_series = 40 + 3 * 10  # one job and ten of its task keys
+    book.policy = replace(book.policy, max_series=40 + 3 * 10)  # one job, ten task keys
     tasks = [{"task_key": f"t{i}", "state": {"result_state": "SUCCESS"}} for i in range(50)]
     wide = parse_run({**raw_run(1, NOW + MIN, NOW + 2 * MIN), "tasks": tasks}, NOW)
     other = run(2, NOW + MIN, NOW + 2 * MIN, job_id=2)
@@ -406,12 +409,12 @@ def test_series_beyond_max_series_fold_into_other_jobs_tasks_and_names(caplog):
     assert len(keys) == 11 and "__other__" in keys
     assert book.tasks_total[("1", "job1", "__other__", "SUCCESS")] == 40
     assert ("__other__", "__other__", "SUCCESS") in book.runs_total  # job 2 had no room
-    assert book.series_budget_used <= book.max_series
+    assert book.series_budget_used <= book.policy.max_series
     assert "max_series" in caplog.text
 
 
 def test_after_time_nobody_watched_the_completed_listing_reaches_back_five_minutes():
-    book = RunLedger(baseline_ms=NOW, watermark_ms=NOW, overlap_ms=MIN)
+    book = RunLedger(baseline_ms=NOW, watermark_ms=NOW, policy=LedgerPolicy(overlap_ms=MIN))
     book.fresh = False
     assert book.completed_list_from([]) == NOW - MIN
     # A restart or a failed cycle: a run repaired and ended meanwhile is found by re-listing.

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from exporter.simulator import FaultRule
+from databricks_simulator import FaultRule
 
 PASSWORD = "s3cret-scrape-password"
 

@@ -235,8 +235,8 @@ def failing_simulator() -> Any:
         sys.path.insert(0, str(ROOT))  # run from a checkout without the package installed
     from dataclasses import replace
 
+    from databricks_simulator import SimServer, SimWorkspace
     from exporter.cli import demo_config
-    from exporter.simulator import SimServer, SimWorkspace
 
     return SimServer(SimWorkspace(replace(demo_config(), fail_rate=0.5))).start()
 

@@ -27,7 +27,8 @@ from exporter.client import (
     PageLimit,
     RateLimiter,
 )
-from exporter.state import BadRun, Run, RunLedger, RunsSnapshot, parse_run
+from exporter.collectors.runs.ledger import RunLedger, RunsSnapshot
+from exporter.collectors.runs.model import BadRun, Run, parse_run
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,14 @@ class RunsCollector:
             self.busy.clear()
         self._after_gap = False
         return counted
+
+    def background_pending(self) -> bool:
+        """Whether some of the look-back is still to be read."""
+        return self.ledger.backfill_window() is not None
+
+    def background(self, budget_seconds: float) -> int:
+        """Between cycles (Workspace.backfill): some of the look-back."""
+        return self.backfill(budget_seconds)
 
     def backfill(self, budget_seconds: float) -> int:
         """Read the look-back for up to ``budget_seconds``, newest first, between cycles.

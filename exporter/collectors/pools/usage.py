@@ -24,10 +24,12 @@ import math
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from exporter.collectors.pools import Pool
-from exporter.config import PriceTable
+from exporter.collectors.pools.model import Pool
+
+if TYPE_CHECKING:
+    from exporter.config import PriceTable
 
 log = logging.getLogger(__name__)
 
