@@ -30,6 +30,7 @@ PIPELINES_PAGE = 100  # the API refuses more
 UPDATES_PAGE = 25
 EVENTS_PAGE = 25
 MAX_MESSAGE = 200  # characters of an error message kept as a label value
+MAX_ERROR_TRIES = 3  # event-log reads for one failed update's error
 
 
 def updates_path(pipeline_id: str) -> str:
@@ -76,17 +77,17 @@ class PipelinesCollector:
                 (u.update_id, u.state if u.state in TERMINAL else "") for u in pipeline.latest
             )
             needed = self.ledger.needs_updates(pipeline.pipeline_id, latest)
-            if needed and not self._read_updates(pipeline, latest, now_ms) and self.ledger.fresh:
-                # The first cycle settles what each pipeline has: one that could not be
-                # read would later miss the updates it had on their way now.
-                self.ledger.books.clear()
-                raise ApiError(
-                    f"workspace {self.client.workspace}: the updates of pipeline "
-                    f"{pipeline.pipeline_id} could not be read; the first cycle is repeated"
-                )
-        # Pipelines no longer listed were deleted; one listed but not readable is kept.
+            # What the listing says first: the updates on its way are seen on their way now,
+            # also for a pipeline whose updates cannot be read this cycle (one unreadable
+            # pipeline neither blinds the others nor loses its own updates on their way).
+            self.ledger.listed(pipeline.pipeline_id, pipeline.name, latest, now_ms)
+            if needed:
+                self._read_updates(pipeline, latest, now_ms)
+            else:
+                self._retry_error(pipeline)
+        # Pipelines no longer listed were deleted (after a day: see FORGET_AFTER_MS).
         listed = {r.get("pipeline_id") for r in raws}
-        self.ledger.forget_missing({p for p in listed if isinstance(p, str)})
+        self.ledger.forget_missing({p for p in listed if isinstance(p, str)}, now_ms)
         self.ledger.fresh = False
         facts = tuple((p.pipeline_id, p.name, p.state, p.health) for p in pipelines)
         snapshot = self.ledger.snapshot(facts)
@@ -99,7 +100,9 @@ class PipelinesCollector:
     ) -> bool:
         """Read and fold in a pipeline's updates; False (logged) when they cannot be read."""
         book = self.ledger.books.get(pipeline.pipeline_id)
-        horizon = book.horizon_ms if book is not None else None
+        first = book is None or book.first_read
+        horizon = book.horizon_ms if book is not None else 0
+        baseline = self.ledger.baseline_ms
         dates: list[int | None] = []
         updates: list[Update] = []
         complete = True
@@ -116,10 +119,13 @@ class PipelinesCollector:
                 if update is None:
                     continue
                 updates.append(update)
-                if horizon is None and len(updates) >= UPDATES_PAGE:
-                    complete = False  # first sight: the newest page tells all there is to know
+                if first and len(updates) >= UPDATES_PAGE and update.created_ms <= baseline:
+                    # First sight: down to the baseline (a pipeline first seen after it, e.g.
+                    # created while the exporter was down, may have ended many since), then
+                    # the newest page tells all there is to know of what is older.
+                    complete = False
                     break
-                if horizon is not None and update.created_ms < horizon:
+                if not first and update.created_ms < horizon:
                     complete = False  # older ones are settled
                     break
         except ApiError as exc:
@@ -143,7 +149,7 @@ class PipelinesCollector:
             )
         last = self.ledger.books[pipeline.pipeline_id].last
         if last is not None and last.state == "FAILED" and last.update_id != before:
-            last.error = self._error(pipeline, last.update_id)
+            self._read_error(pipeline)
             log.warning(
                 "workspace %s: pipeline %s (%s) update %s FAILED: %s",
                 self.client.workspace,
@@ -153,6 +159,26 @@ class PipelinesCollector:
                 last.error or "(no error in the event log)",
             )
         return True
+
+    def _read_error(self, pipeline: Pipeline) -> None:
+        book = self.ledger.books[pipeline.pipeline_id]
+        if book.last is not None:
+            book.error_tries += 1
+            book.last.error = self._error(pipeline, book.last.update_id)
+
+    def _retry_error(self, pipeline: Pipeline) -> None:
+        """A failed update whose error the event log did not give yet (an error answer, or
+        events not written yet) is asked again, a few times at most."""
+        book = self.ledger.books.get(pipeline.pipeline_id)
+        last = book.last if book is not None else None
+        if (
+            book is not None
+            and last is not None
+            and last.state == "FAILED"
+            and not last.error
+            and book.error_tries < MAX_ERROR_TRIES
+        ):
+            self._read_error(pipeline)
 
     def _error(self, pipeline: Pipeline, update_id: str) -> str:
         """The failed update's error from the event log's newest ERROR events, or ""."""

@@ -29,8 +29,9 @@ UPDATES = Family(
 UPDATE_DURATION = Family(
     "databricks_pipeline_update_duration_seconds",
     "histogram",
-    "Duration of counted updates: from creation_time to the collection that first saw them "
-    "ended (the API gives no end time: at most one interval long)." + SCHEDULED,
+    "Duration of counted updates seen on their way at most 15 minutes before the collection "
+    "that saw them ended: from creation_time to that collection (the API gives no end time: "
+    "at most one interval long)." + SCHEDULED,
     PIPELINE,
 )
 UPDATES_RUNNING = Family(

@@ -21,6 +21,15 @@ from exporter.text import valid_text
 # Pipeline updates: a minute to a day.
 UPDATE_DURATION_BUCKETS = (60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
 MAX_KNOWN = 1000  # updates remembered per pipeline beyond the horizon: a bound, never reached
+# A pipeline missing from the listing keeps its books (and its counters) this long: a listing
+# that misses it once (a permission flap, a page that shifted) must not reset its counters and
+# count its updates again when it is back. Past it, it was deleted; a tombstone of its horizon
+# stays, so a pipeline that comes back later is not counted over again either.
+FORGET_AFTER_MS = 24 * 3600 * 1000
+MAX_TOMBSTONES = 10_000
+# A duration is observed only for an update seen on its way at most this long before the read
+# that found it ended (the API has no end time): then it is at most that much too long.
+MAX_END_ERROR_MS = 15 * 60 * 1000
 
 
 @dataclass
@@ -41,6 +50,10 @@ class PipelineBook:
     active: dict[str, tuple[int, str]] = field(default_factory=dict)  # created_ms, state
     latest: tuple[tuple[str, str], ...] = ()  # latest_updates as of the last full reading
     last: LastUpdate | None = None
+    first_read: bool = True  # its updates never read yet (page down to the baseline)
+    missing_since_ms: int = 0  # not in the listing since then (0: listed)
+    seen_active_ms: dict[str, int] = field(default_factory=dict)  # listed on its way, when
+    error_tries: int = 0  # event-log reads for the last failed update's error
 
 
 @dataclass(frozen=True)
@@ -62,12 +75,31 @@ class PipelineLedger:
     updates_total: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     durations: dict[tuple[str, str], Histogram] = field(default_factory=dict)
     fresh: bool = True  # no cycle applied yet: the baseline moves to the first answer's time
+    tombstones: dict[str, int] = field(default_factory=dict)  # forgotten pipeline: horizon
 
     def needs_updates(self, pipeline_id: str, latest: tuple[tuple[str, str], ...]) -> bool:
         """Whether the pipeline's updates must be read: its latest_updates changed since the
         last reading, or it is new. An unchanged listing costs no request."""
         book = self.books.get(pipeline_id)
-        return book is None or book.latest != latest
+        return book is None or book.first_read or book.latest != latest
+
+    def listed(
+        self, pipeline_id: str, name: str, latest: tuple[tuple[str, str], ...], at_ms: int
+    ) -> None:
+        """The listing shows the pipeline: it is back if it was missing, its updates on their
+        way are seen on their way now, and a pipeline whose updates cannot be read yet gets
+        its books from the listing (the updates on their way there are counted when they end,
+        as if they had been read)."""
+        book = self.books.get(pipeline_id)
+        if book is None:
+            book = self.books[pipeline_id] = PipelineBook(name)
+            book.horizon_ms = self.tombstones.pop(pipeline_id, 0)
+        book.missing_since_ms = 0
+        for update_id, state in latest:
+            if not state:  # on its way
+                book.seen_active_ms[update_id] = at_ms
+                if book.first_read and update_id not in book.known:
+                    book.active.setdefault(update_id, (book.horizon_ms, "RUNNING"))
 
     def apply(
         self,
@@ -81,36 +113,56 @@ class PipelineLedger:
         """Fold one reading of a pipeline's updates in (newest first, down to its horizon;
         ``complete`` when the listing ended before it). Returns the updates newly counted."""
         book = self.books.get(pipeline_id)
-        first_sight = book is None
         if book is None:
             book = self.books[pipeline_id] = PipelineBook(name)
+            book.horizon_ms = self.tombstones.pop(pipeline_id, 0)
+        first_sight = book.first_read
         book.name = name
+        book.missing_since_ms = 0
         counted = []
         for update in updates:
             if update.created_ms < book.horizon_ms or update.update_id in book.known:
                 continue
-            if not update.terminal:
+            if update.state in ACTIVE:
                 book.active[update.update_id] = (update.created_ms, update.state)
                 continue
+            if not update.terminal:
+                continue  # a state this exporter does not know: neither on its way nor ended
             was_active = book.active.pop(update.update_id, None) is not None
+            seen_ms = book.seen_active_ms.pop(update.update_id, None)
             book.known[update.update_id] = update.created_ms
             if was_active or update.created_ms > self.baseline_ms:
                 self.updates_total[(pipeline_id, name, update.state)] += 1
-                seconds = max(observed_ms - update.created_ms, 0) / 1000.0
-                key = (pipeline_id, name)
-                self.durations.setdefault(key, Histogram(UPDATE_DURATION_BUCKETS)).observe(seconds)
+                if seen_ms is not None and observed_ms - seen_ms <= MAX_END_ERROR_MS:
+                    seconds = max(observed_ms - update.created_ms, 0) / 1000.0
+                    key = (pipeline_id, name)
+                    hist = self.durations.setdefault(key, Histogram(UPDATE_DURATION_BUCKETS))
+                    hist.observe(seconds)
                 counted.append(update)
             if book.last is None or update.created_ms >= book.last.created_ms:
                 book.last = LastUpdate(update.update_id, update.state, update.created_ms)
+                book.error_tries = 0
         listed = {u.update_id for u in updates}
         for update_id, (created_ms, _) in list(book.active.items()):
             # Listed down to the horizon and not there: gone (deleted with its history).
             if update_id not in listed and (complete or created_ms >= _oldest(updates)):
                 del book.active[update_id]
+                book.seen_active_ms.pop(update_id, None)
         if first_sight and not complete and updates:
-            book.horizon_ms = _oldest(updates)  # older ones were there before: settled
+            book.horizon_ms = max(book.horizon_ms, _oldest(updates))  # older: were settled
+        book.first_read = False
         self._move_horizon(book)
-        book.latest = latest
+        # What /updates confirmed of latest_updates: a listing ahead of /updates (an update
+        # it shows that /updates does not have yet, or ended there only) is read again.
+        # latest_updates is newest first; the newest is never settled away from /updates.
+        states = {u.update_id: (u.state if u.terminal else "") for u in updates}
+        newest = latest[0] if latest else None
+        confirmed = (
+            newest is None
+            or states.get(newest[0], "?") == newest[1]
+            or (newest[0] in book.known and newest[1] != "")
+        )
+        book.latest = latest if confirmed else ()
         return counted
 
     def _move_horizon(self, book: PipelineBook) -> None:
@@ -129,13 +181,26 @@ class PipelineLedger:
             book.known = dict(kept)
             book.horizon_ms = max(book.horizon_ms, kept[0][1])
 
-    def forget_missing(self, listed: set[str]) -> None:
-        """Pipelines no longer listed (deleted) leave the ledger and the metrics."""
-        for pipeline_id in [p for p in self.books if p not in listed]:
-            name = self.books.pop(pipeline_id).name
+    def forget_missing(self, listed: set[str], now_ms: int) -> None:
+        """Pipelines not listed for FORGET_AFTER_MS (deleted) leave the ledger and the metrics,
+        a tombstone of their horizon staying; one missing for less keeps its books."""
+        for pipeline_id, book in list(self.books.items()):
+            if pipeline_id in listed:
+                continue
+            if not book.missing_since_ms:
+                book.missing_since_ms = now_ms
+                continue
+            if now_ms - book.missing_since_ms < FORGET_AFTER_MS:
+                continue
+            del self.books[pipeline_id]
             for key in [k for k in self.updates_total if k[0] == pipeline_id]:
                 del self.updates_total[key]
-            self.durations.pop((pipeline_id, name), None)
+            for hist_key in [k for k in self.durations if k[0] == pipeline_id]:
+                del self.durations[hist_key]
+            # Every update it had is settled: created before the newest it knew, or that one.
+            self.tombstones[pipeline_id] = max([book.horizon_ms, *book.known.values()]) + 1
+            while len(self.tombstones) > MAX_TOMBSTONES:
+                del self.tombstones[next(iter(self.tombstones))]
 
     def snapshot(self, pipelines: tuple[tuple[str, str, str, str], ...]) -> PipelinesSnapshot:
         books = self.books
@@ -146,6 +211,7 @@ class PipelineLedger:
             running={
                 (pid, book.name): sum(1 for _, state in book.active.values() if state in ACTIVE)
                 for pid, book in books.items()
+                if not book.missing_since_ms
             },
             last={(pid, b.name): replace_last(b.last) for pid, b in books.items() if b.last},
             baseline_ms=self.baseline_ms,
@@ -194,9 +260,12 @@ def to_dict(ledger: PipelineLedger) -> dict[str, Any]:
                 "last": None
                 if b.last is None
                 else [b.last.update_id, b.last.state, b.last.created_ms, b.last.error],
+                "first_read": b.first_read,
+                "missing_since_ms": b.missing_since_ms,
             }
             for pid, b in ledger.books.items()
         },
+        "tombstones": ledger.tombstones,
         "updates_total": [[*key, n] for key, n in ledger.updates_total.items()],
         "durations": [
             [*key, list(h.bounds), h.counts, h.total, h.count]
@@ -222,6 +291,9 @@ def _book(data: Any) -> PipelineBook:
             for item in (_list(i, "latest item") for i in _list(data.get("latest", []), "latest"))
             if len(item) == 2
         ),
+        # Written before these were kept: a saved book was read, and listed.
+        first_read=data.get("first_read", False) is True,
+        missing_since_ms=_int(data.get("missing_since_ms", 0), "missing_since_ms"),
     )
     for update_id, row in active.items():
         row = _list(row, "active update")
@@ -250,6 +322,12 @@ def from_dict(data: Any) -> PipelineLedger:
         raise ValueError("books is not an object")
     ledger = PipelineLedger(baseline_ms=_int(data.get("baseline_ms"), "baseline_ms"), fresh=False)
     ledger.books = {_str(pid, "pipeline_id"): _book(b) for pid, b in books.items()}
+    tombstones = data.get("tombstones", {})
+    if not isinstance(tombstones, dict):
+        raise ValueError("tombstones is not an object")
+    ledger.tombstones = {
+        _str(p, "pipeline_id"): _int(h, "tombstone") for p, h in tombstones.items()
+    }
     for row in _list(data.get("updates_total", []), "updates_total"):
         row = _list(row, "counter row")
         if len(row) != 4 or row[2] not in TERMINAL:
