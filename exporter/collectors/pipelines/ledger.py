@@ -144,8 +144,12 @@ class PipelineLedger:
                 book.error_tries = 0
         listed = {u.update_id for u in updates}
         for update_id, (created_ms, _) in list(book.active.items()):
-            # Listed down to the horizon and not there: gone (deleted with its history).
-            if update_id not in listed and (complete or created_ms >= _oldest(updates)):
+            # Listed down to the horizon and not there: gone (deleted with its history). A
+            # first reading has the newest page, where every update on its way is: one the
+            # listing showed (its creation time unknown) and that is not there is gone too.
+            if update_id not in listed and (
+                complete or first_sight or created_ms >= _oldest(updates)
+            ):
                 del book.active[update_id]
                 book.seen_active_ms.pop(update_id, None)
         if first_sight and not complete and updates:
