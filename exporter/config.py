@@ -485,32 +485,47 @@ _YAML_TOP_KEYS = {
 MAX_CONFIG_BYTES = 1 << 20  # a workspaces file is a few kB; /dev/zero is not one
 
 
-def _load_yaml(path: str) -> dict[str, Any]:
+def read_text(
+    setting: str, path: str | Path, error: type[Exception] = ConfigError, hint: str = ""
+) -> str:
+    """A small text file a setting names (--config, --web.config.file), or ``error`` naming
+    the setting: unreadable, over 1 MiB (``hint`` says more), not UTF-8, or not text."""
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
-        raise ConfigError(f"--config: cannot read {path}: {exc.strerror or exc}") from None
+        raise error(f"{setting}: cannot read {path}: {exc.strerror or exc}") from None
     if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"--config: {path} is larger than 1 MiB; is it the right file?")
+        raise error(f"{setting}: {path} is larger than 1 MiB{hint}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError(f"--config: {path} is not UTF-8 text") from None
+        raise error(f"{setting}: {path} is not UTF-8 text") from None
     if "\x00" in text:
-        raise ConfigError(f"--config: {path} is not a text file")
+        raise error(f"{setting}: {path} is not a text file")
+    return text
+
+
+def parse_yaml(setting: str, text: str, error: type[Exception] = ConfigError) -> Any:
+    """YAML text, or ``error`` naming ``setting`` (where it says which file) and the line; an
+    alias bomb is refused before it is expanded."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         if root is not None and _expanded_size(root) > MAX_YAML_NODES:
-            raise ConfigError(
-                f"--config: {path} expands to more than {MAX_YAML_NODES:,} values through YAML "
+            raise error(
+                f"{setting} expands to more than {MAX_YAML_NODES:,} values through YAML "
                 "aliases (&/*); write the values out"
             )
-        doc = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"--config: {path} is not valid YAML{where}") from None
+        raise error(f"{setting} is not valid YAML{where}") from None
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    text = read_text("--config", path, hint="; is it the right file?")
+    doc = parse_yaml(f"--config: {path}", text)
     if not isinstance(doc, dict):
         raise ConfigError(f"--config: {path} must be a mapping with a 'workspaces:' list")
     unknown = set(doc) - _YAML_TOP_KEYS

@@ -32,9 +32,12 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import yaml
 
-from exporter.config import _duration  # the durations Prometheus users write ("100ms", "1s")
+from exporter.config import (
+    _duration,  # the durations Prometheus users write ("100ms", "1s")
+    parse_yaml,
+    read_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,6 @@ TLS_KEYS = {
     "prefer_server_cipher_suites",
     "curve_preferences",
 }
-MAX_FILE_BYTES = 1 << 20
 BCRYPT_HASH = re.compile(r"^\$2[abxy]?\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
 BCRYPT_MAX_BYTES = 72  # bcrypt reads this much of a password, as Go's does
 CHECK_EVERY_SECONDS = 1.0  # how often the files' modification times are looked at
@@ -293,13 +295,7 @@ def _rate_limit(where: str, raw: Any) -> RateLimit | None:
 
 
 def parse_web_config(text: str, folder: Path, name: str = "--web.config.file") -> WebConfig:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise WebConfigError(f"{name}: not valid YAML{where}") from None
-    conf = _mapping(name, doc, TOP_KEYS)
+    conf = _mapping(name, parse_yaml(name, text, WebConfigError), TOP_KEYS)
     http = _mapping(
         f"{name}: http_server_config", conf.get("http_server_config"), {"http2", "headers"}
     )
@@ -312,17 +308,7 @@ def parse_web_config(text: str, folder: Path, name: str = "--web.config.file") -
 
 
 def load_web_config(path: Path) -> WebConfig:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise WebConfigError(f"--web.config.file: cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise WebConfigError(f"--web.config.file: {path} is larger than 1 MiB")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise WebConfigError(f"--web.config.file: {path} is not UTF-8 text") from None
+    text = read_text("--web.config.file", path, WebConfigError)
     return parse_web_config(text, path.parent, f"--web.config.file {path}")
 
 

@@ -107,6 +107,12 @@ def hashed(password: str = PASSWORD) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+)
+
+
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "exporter", *args],
@@ -305,6 +311,7 @@ def test_a_change_that_does_not_load_keeps_the_last_valid_config(sim, exporter, 
         ("basic_auth_users: [a, b]\n", "basic_auth_users"),
         ("rate_limit:\n  interval: soon\n", "rate_limit.interval"),
         ("{", "not valid YAML"),
+        (ALIAS_BOMB, "aliases"),  # 10^9 values: refused before they are expanded
     ],
 )
 def test_a_bad_web_config_exits_2_with_one_line_naming_it(tmp_path, text, named):
