@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
-import ipaddress
 import logging
+import sys
 import tempfile
 import threading
 import time
@@ -24,10 +23,9 @@ from pathlib import Path
 import bcrypt
 import requests
 from common import figures, median, percentile
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from pki import LOOPBACK, make_ca, make_cert
 from scrape_latency import PROMETHEUS_HEADERS, exporter_exposition
 
 from exporter.server import MetricsServer, make_app
@@ -38,44 +36,8 @@ PASSWORD = "bench-password"
 
 
 def certificates(folder: Path) -> None:
-    now = datetime.datetime.now(datetime.timezone.utc)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench ca")])
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(ca_key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(2)
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (folder / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "tls.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    """ca.pem, and tls.crt / tls.key for 127.0.0.1 signed by it."""
+    make_cert(folder, "tls", make_ca(folder), LOOPBACK)
 
 
 def serve(folder: Path, tls: bool, auth: bool) -> tuple[MetricsServer, str]:
