@@ -237,3 +237,21 @@ def assert_counts_match_truth(proc: ExporterProcess, server: SimServer) -> dict:
     time.sleep(3)
     assert exported_runs(proc) == want_runs
     return want_runs
+
+
+@pytest.fixture
+def bot(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fake Slack Web API the callbacks post to with a bot token, to #data-oncall, with no
+    webhook, no Slack connection and no settings Variable (the callbacks' defaults)."""
+    from fake_slack import BOT_TOKEN, FakeSlack
+
+    from airflow_callbacks import settings
+
+    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
+    monkeypatch.delenv("AIRFLOW_CALLBACKS_SLACK_CONN_ID", raising=False)
+    monkeypatch.setattr(settings, "_variable_text", lambda: None)
+    with FakeSlack() as server:
+        monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
+        monkeypatch.setenv("SLACK_CHANNEL", "#data-oncall")
+        monkeypatch.setenv("SLACK_API_BASE_URL", server.api_base)
+        yield server

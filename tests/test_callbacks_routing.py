@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
-from fake_slack import BOT_TOKEN, FakeSlack
 from test_callbacks import FakeTI, context, text_of
 
 from airflow_callbacks import notify, settings
@@ -173,18 +171,6 @@ def test_keyword_settings_replace_the_variables_keys(monkeypatch):
 
 
 # --- applied by notify() --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def bot(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
-    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
-    monkeypatch.delenv("AIRFLOW_CALLBACKS_SLACK_CONN_ID", raising=False)
-    monkeypatch.setattr(settings, "_variable_text", lambda: None)
-    with FakeSlack() as server:
-        monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
-        monkeypatch.setenv("SLACK_CHANNEL", "#data-oncall")
-        monkeypatch.setenv("SLACK_API_BASE_URL", server.api_base)
-        yield server
 
 
 def databricks_says(monkeypatch, **fields) -> None:

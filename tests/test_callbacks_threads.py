@@ -4,15 +4,12 @@ task's own error, the repair line beside the run page link."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import SimpleNamespace
 
-import pytest
-from fake_slack import BOT_TOKEN, FakeSlack
 from test_callbacks import FakeTI, context, text_of
 
 import airflow_callbacks
-from airflow_callbacks import error_digest, notify, settings
+from airflow_callbacks import error_digest, notify
 from airflow_callbacks.context import task_facts
 from airflow_callbacks.enrich import FailedTask, RunDetails
 from airflow_callbacks.incidents import MemoryStore
@@ -33,18 +30,6 @@ RUN = RunDetails(
     errors=[ERROR],
     rerun=["ingest", "publish"],
 )
-
-
-@pytest.fixture
-def bot(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlack]:
-    monkeypatch.delenv("SLACK_WEBHOOK_URL", raising=False)
-    monkeypatch.delenv("AIRFLOW_CALLBACKS_SLACK_CONN_ID", raising=False)
-    monkeypatch.setattr(settings, "_variable_text", lambda: None)
-    with FakeSlack() as server:
-        monkeypatch.setenv("SLACK_BOT_TOKEN", BOT_TOKEN)
-        monkeypatch.setenv("SLACK_CHANNEL", "#data-oncall")
-        monkeypatch.setenv("SLACK_API_BASE_URL", server.api_base)
-        yield server
 
 
 def lines_of(message: dict) -> list[str]:
