@@ -83,6 +83,14 @@ class PipelineLedger:
         book = self.books.get(pipeline_id)
         return book is None or book.first_read or book.latest != latest
 
+    def _book(self, pipeline_id: str, name: str) -> PipelineBook:
+        """The pipeline's books; new ones settle what a forgotten pipeline had (its tombstone)."""
+        book = self.books.get(pipeline_id)
+        if book is None:
+            book = self.books[pipeline_id] = PipelineBook(name)
+            book.horizon_ms = self.tombstones.pop(pipeline_id, 0)
+        return book
+
     def listed(
         self, pipeline_id: str, name: str, latest: tuple[tuple[str, str], ...], at_ms: int
     ) -> None:
@@ -90,10 +98,7 @@ class PipelineLedger:
         way are seen on their way now, and a pipeline whose updates cannot be read yet gets
         its books from the listing (the updates on their way there are counted when they end,
         as if they had been read)."""
-        book = self.books.get(pipeline_id)
-        if book is None:
-            book = self.books[pipeline_id] = PipelineBook(name)
-            book.horizon_ms = self.tombstones.pop(pipeline_id, 0)
+        book = self._book(pipeline_id, name)
         book.missing_since_ms = 0
         for update_id, state in latest:
             if not state:  # on its way
@@ -112,10 +117,7 @@ class PipelineLedger:
     ) -> list[Update]:
         """Fold one reading of a pipeline's updates in (newest first, down to its horizon;
         ``complete`` when the listing ended before it). Returns the updates newly counted."""
-        book = self.books.get(pipeline_id)
-        if book is None:
-            book = self.books[pipeline_id] = PipelineBook(name)
-            book.horizon_ms = self.tombstones.pop(pipeline_id, 0)
+        book = self._book(pipeline_id, name)
         first_sight = book.first_read
         book.name = name
         book.missing_since_ms = 0
