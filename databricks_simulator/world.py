@@ -135,6 +135,10 @@ class SimJob:
     max_ms: int
     tasks: tuple[str, ...]
     kind: str = "job"  # job | continuous | submit | workflow
+    # What its tasks run on (see COMPUTE_PLANS); pool and node type index when it has them.
+    compute: str = "pool"
+    pool: int = 0
+    node_type: str = "Standard_DS3_v2"
 
 
 # Other failure codes a FAILED run may carry (all FAILED for the exporter).
@@ -174,6 +178,32 @@ OUTCOME_MIX = (
 SKIPPED_OUTCOMES = frozenset(
     {"SKIPPED", "MAXIMUM_CONCURRENT_RUNS_REACHED", "EXCLUDED", "DISABLED", "UPSTREAM_CANCELED"}
 )
+# Jobs' compute (cumulative shares): a job cluster from a pool, a job cluster from the cloud, an
+# all-purpose cluster (existing_cluster_id), serverless, or a mix (its first task on an
+# all-purpose cluster, its last a SQL task on a warehouse, the others on a pool's job cluster).
+# Any ten jobs in a row have every kind.
+COMPUTE_PLANS = (
+    "pool",
+    "on_demand",
+    "pool",
+    "all_purpose",
+    "on_demand",
+    "serverless",
+    "pool",
+    "mixed",
+    "on_demand",
+    "pool",
+)
+# How long each kind takes to give a task a cluster (ms): (least, most).
+SETUP_MS = {
+    "pool": (15_000, 45_000),
+    "on_demand": (180_000, 420_000),
+    "all_purpose": (200, 2_000),
+    "serverless": (5_000, 20_000),
+    "unknown": (1_000, 5_000),  # a SQL warehouse's
+}
+JOB_CLUSTER_KEY = "job_cluster"
+SPARK_VERSION = "15.4.x-scala2.12"
 WIDE_TASKS = 130
 TASK_PAGE = 100  # the API's cap on tasks per run in a listing or a runs/get page
 ONE_TIME_JOB_BASE = 800_000_000_000
@@ -314,6 +344,11 @@ class SimWorkspace(GroundTruth):
             name += "_stream"
         if c.continuous_jobs <= j < c.continuous_jobs + c.wide_jobs and kind == "job":
             tasks = tuple(f"t{i:03d}" for i in range(WIDE_TASKS))
+        compute = COMPUTE_PLANS[(j + seed) % len(COMPUTE_PLANS)]
+        if compute in ("pool", "mixed") and c.pools <= 0:
+            compute = "on_demand"
+        if compute == "mixed" and len(tasks) < 3:
+            tasks = TASK_KEYS
         return SimJob(
             index=j,
             job_id=1000 + j * 7 + (_mix(seed, j) % 7),
@@ -324,6 +359,9 @@ class SimWorkspace(GroundTruth):
             max_ms=max(int(max(d1, d2) * 1000), 1),
             tasks=tasks,
             kind=kind,
+            compute=compute,
+            pool=_mix(seed, j, 7) % max(c.pools, 1),
+            node_type=POOL_NODE_TYPES[_mix(seed, j, 8) % len(POOL_NODE_TYPES)],
         )
 
     def run(self, job: SimJob, k: int) -> SimRun:
@@ -535,18 +573,20 @@ class SimWorkspace(GroundTruth):
         if run.queue_ms and now - run.start_ms >= run.queue_ms:
             body["queue_duration"] = run.queue_ms
         if done:
-            ran = run.duration_ms - run.queue_ms + (run.repair_ms if run.repaired(now) else 0)
             if len(run.job.tasks) > 1:
-                body["run_duration"] = ran
-            else:
-                setup = ran // 10
-                cleanup = ran // 50
+                body["run_duration"] = self.ran_ms(run, now)
+            else:  # a single-task run reports its task's phases itself too
+                _, setup, execution, cleanup = self.task_phases(run, now)[0]
                 body["setup_duration"] = setup
                 body["cleanup_duration"] = cleanup
-                body["execution_duration"] = ran - setup - cleanup
+                body["execution_duration"] = execution
+        if len(run.job.tasks) == 1 and self._cluster_of(run.job, 0):
+            body["cluster_spec"] = self._cluster_of(run.job, 0)
         tasks = self._tasks_json(run, now, host) if expand_tasks else []
         if tasks:  # the API leaves out empty arrays
             body["tasks"] = tasks
+            if any("job_cluster_key" in task for task in tasks):
+                body["job_clusters"] = [self._job_cluster_json(run.job)]
         if history and run.repair_start_ms and now >= run.repair_start_ms:
             body["repair_history"] = self._history_json(run, now)
         return body
@@ -596,11 +636,85 @@ class SimWorkspace(GroundTruth):
                 "end_time": run.end_time(now),
                 "attempt_number": 0,
                 "run_page_url": f"{url_prefix}/{task_run_id}",
+                **self._cluster_of(run.job, i),
             }
+            if self.task_compute(run.job, i) == "unknown":
+                task["sql_task"] = {"warehouse_id": "5f1e2d3c4b5a6978", "file": {"path": key}}
+            else:
+                path = f"/Workspace/etl/{run.job.name}/{key}"
+                task["notebook_task"] = {"notebook_path": path, "source": "WORKSPACE"}
+            if done:
+                _, setup, execution, cleanup = self.task_phases(run, now)[i]
+                task.update(
+                    setup_duration=setup, execution_duration=execution, cleanup_duration=cleanup
+                )
             if state is not None:
                 task["state"] = state
+            if self.task_compute(run.job, i) in ("pool", "on_demand", "all_purpose") and (
+                now - run.start_ms >= run.queue_ms
+            ):
+                task["cluster_instance"] = {"cluster_id": self._cluster_id(run, i)}
             tasks.append(task)
         return tasks
+
+    # --- compute and phases ----------------------------------------------------------------
+
+    def task_compute(self, job: SimJob, i: int) -> str:
+        """What the job's i-th task runs on: pool, on_demand, all_purpose or serverless."""
+        if job.compute == "mixed":
+            return "all_purpose" if i == 0 else "unknown" if i == len(job.tasks) - 1 else "pool"
+        return job.compute
+
+    def _new_cluster(self, job: SimJob) -> dict[str, Any]:
+        cluster: dict[str, Any] = {"spark_version": SPARK_VERSION, "num_workers": 2}
+        if self.task_compute(job, 1) == "pool":
+            pool_id = f"0101-120000-pool{job.pool:02d}"
+            cluster.update(instance_pool_id=pool_id, driver_instance_pool_id=pool_id)
+        else:
+            cluster["node_type_id"] = job.node_type
+        return cluster
+
+    def _job_cluster_json(self, job: SimJob) -> dict[str, Any]:
+        return {"job_cluster_key": JOB_CLUSTER_KEY, "new_cluster": self._new_cluster(job)}
+
+    def _cluster_of(self, job: SimJob, i: int) -> dict[str, Any]:
+        """The task's compute fields: a single-task job's cluster is its own new_cluster,
+        a multi-task job's tasks share a job cluster."""
+        compute = self.task_compute(job, i)
+        if compute == "all_purpose":
+            return {"existing_cluster_id": f"0101-093000-allpurp{job.index % 3}"}
+        if compute == "serverless":
+            return {"environment_key": "default"} if i % 2 else {}
+        if compute == "unknown":
+            return {}
+        if len(job.tasks) == 1:
+            return {"new_cluster": self._new_cluster(job)}
+        return {"job_cluster_key": JOB_CLUSTER_KEY}
+
+    def _cluster_id(self, run: SimRun, i: int) -> str:
+        own = self._cluster_of(run.job, i)
+        if "existing_cluster_id" in own:
+            return str(own["existing_cluster_id"])
+        return f"0101-{run.run_id % 1_000_000:06d}-job{0 if 'job_cluster_key' in own else i}"
+
+    def ran_ms(self, run: SimRun, now: int) -> int:
+        """How long the run ran (its repair too, once repaired at ``now``), queue excluded."""
+        return run.duration_ms - run.queue_ms + (run.repair_ms if run.repaired(now) else 0)
+
+    def task_phases(self, run: SimRun, now: int) -> list[tuple[str, int, int, int]]:
+        """(compute, setup, execution, cleanup) ms of each task of a finished run: the tasks
+        run side by side for the whole run; the tasks of a job cluster share its start-up."""
+        ran = self.ran_ms(run, now)
+        out = []
+        for i in range(len(run.job.tasks)):
+            compute = self.task_compute(run.job, i)
+            least, most = SETUP_MS[compute]
+            shared = "job_cluster_key" in self._cluster_of(run.job, i)
+            draw = _unit(self.config.seed, run.run_id, 0 if shared else i + 1, 20)
+            setup = min(least + int((most - least) * draw), ran * 2 // 5)
+            cleanup = ran // 50 if compute in ("pool", "on_demand") else 0
+            out.append((compute, setup, ran - setup - cleanup, cleanup))
+        return out
 
     def listing_lag_ms(self, run: SimRun) -> int:
         """How long after its start the run shows up in runs/list (0..listing_lag_seconds)."""

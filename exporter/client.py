@@ -531,7 +531,7 @@ class DatabricksClient:
                 return None
             raise
         arrays: dict[str, list[Any]] = {
-            key: list(run.get(key) or []) for key in ("tasks", "repair_history")
+            key: list(run.get(key) or []) for key in ("tasks", "job_clusters", "repair_history")
         }
         token = run.get("next_page_token")
         seen_tokens: set[str] = set()

@@ -10,6 +10,7 @@ from prometheus_client.core import Metric
 from exporter.catalogue import Family
 from exporter.collectors.runs.ledger import RunsSnapshot
 from exporter.collectors.runs.model import Run
+from exporter.collectors.runs.phases import COMPUTE_KINDS
 from exporter.families import SCHEDULED, counters, histograms
 from exporter.outcomes import FAILED, results_of
 
@@ -112,6 +113,37 @@ ONE_TIME_RUNS_ACTIVE = Family(
     "One-time runs that are not terminal yet, by life_cycle_state." + SCHEDULED,
     (*ONE_TIME, "life_cycle_state"),
 )
+_COMPUTE = " compute: " + ", ".join(COMPUTE_KINDS) + " (README, 'Run phases and compute')."
+JOB_RUN_PHASE = Family(
+    "databricks_job_run_phase_seconds",
+    "histogram",
+    "Queue, setup, execution and cleanup time of the tasks of counted job runs, one "
+    "observation per task and phase, by the compute the task ran on (tasks in parallel are "
+    "not merged: the sum is compute time, not wall time)." + _COMPUTE + SCHEDULED,
+    (*JOB, "phase", "compute"),
+)
+ONE_TIME_RUN_PHASE = Family(
+    "databricks_one_time_run_phase_seconds",
+    "histogram",
+    "Queue, setup, execution and cleanup time of the tasks of counted one-time runs, as "
+    "databricks_job_run_phase_seconds." + SCHEDULED,
+    (*ONE_TIME, "phase", "compute"),
+)
+JOB_RUNS_BY_COMPUTE = Family(
+    "databricks_job_runs_by_compute_total",
+    "counter",
+    "Counted job runs by the compute their tasks ran on (a run with tasks on two kinds "
+    "counts once under each)." + _COMPUTE + SCHEDULED,
+    (*JOB, "compute"),
+)
+CLUSTER_SETUP = Family(
+    "databricks_cluster_setup_seconds",
+    "histogram",
+    "Start-up time of the clusters counted runs used (a job cluster once per run: its "
+    "tasks' longest setup), by compute, pool_id (compute=pool) and node_type_id "
+    "(compute=on_demand; a pool's node type is in databricks_instance_pool_info)." + SCHEDULED,
+    ("workspace", "compute", "pool_id", "node_type_id"),
+)
 BASELINE = Family(
     "databricks_exporter_baseline_timestamp_seconds",
     "gauge",
@@ -149,6 +181,20 @@ LOOKBACK_PROGRESS = Family(
     "the first cycle; never counted in databricks_job_runs_total.",
     ("workspace",),
 )
+PHASES_FOLDED = Family(
+    "databricks_exporter_run_phases_folded",
+    "gauge",
+    "Distinct (job or one-time run name, compute) pairs beyond max_series whose phase "
+    'histograms are reported as job_id="__other__" (or run_name).',
+    ("workspace",),
+)
+LOOKBACK_START = Family(
+    "databricks_exporter_lookback_start_timestamp_seconds",
+    "gauge",
+    "Start of the look-back (Unix seconds): once databricks_exporter_lookback_progress_ratio "
+    "is 1, the last-run facts know every run that started after it.",
+    ("workspace",),
+)
 RUNS_SKIPPED = Family(
     "databricks_exporter_runs_skipped_total",
     "counter",
@@ -168,8 +214,12 @@ FAMILIES: tuple[Family, ...] = (
     JOB_CONTINUOUS,
     JOB_RUN_REPAIRS,
     TASK_RUNS,
+    JOB_RUN_PHASE,
+    JOB_RUNS_BY_COMPUTE,
+    CLUSTER_SETUP,
     ONE_TIME_RUNS,
     ONE_TIME_RUN_DURATION,
+    ONE_TIME_RUN_PHASE,
     ONE_TIME_RUNS_ACTIVE,
     JOB_ACTIVE_RUN_MAX_AGE,
     BASELINE,
@@ -178,6 +228,8 @@ FAMILIES: tuple[Family, ...] = (
     TASK_KEYS_FOLDED,
     RUNS_VANISHED,
     LOOKBACK_PROGRESS,
+    PHASES_FOLDED,
+    LOOKBACK_START,
     RUNS_SKIPPED,
 )
 LIVE = (JOB_ACTIVE_RUN_MAX_AGE,)  # rendered at every scrape (active_age_family)
@@ -213,6 +265,9 @@ def job_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Metric]:
     yield continuous
     yield counters(JOB_RUN_REPAIRS, [(ws, snap.repairs_total) for ws, snap in views])
     yield counters(TASK_RUNS, [(ws, snap.tasks_total) for ws, snap in views])
+    yield histograms(JOB_RUN_PHASE, [(ws, snap.phases) for ws, snap in views])
+    yield counters(JOB_RUNS_BY_COMPUTE, [(ws, snap.runs_by_compute) for ws, snap in views])
+    yield histograms(CLUSTER_SETUP, [(ws, snap.start_ups) for ws, snap in views])
     yield from one_time_families(views)
 
 
@@ -220,6 +275,7 @@ def one_time_families(views: Sequence[tuple[str, RunsSnapshot]]) -> Iterator[Met
     """Runs of runs/submit and dbutils.notebook.run, by normalised run name, never by job_id."""
     yield counters(ONE_TIME_RUNS, [(ws, snap.one_time_total) for ws, snap in views])
     yield histograms(ONE_TIME_RUN_DURATION, [(ws, snap.one_time_durations) for ws, snap in views])
+    yield histograms(ONE_TIME_RUN_PHASE, [(ws, snap.one_time_phases) for ws, snap in views])
     active = ONE_TIME_RUNS_ACTIVE.gauge()
     for ws, snap in views:
         by_state: Counter[tuple[str, str, str]] = Counter(
@@ -279,6 +335,8 @@ LEDGER_FIGURES: list[tuple[Family, Callable[[RunsSnapshot], float]]] = [
     (TASK_KEYS_FOLDED, lambda snap: snap.folded_task_keys),
     (RUNS_VANISHED, lambda snap: snap.vanished_runs),
     (LOOKBACK_PROGRESS, lambda snap: snap.backfill_progress),
+    (PHASES_FOLDED, lambda snap: snap.folded_phase_sets),
+    (LOOKBACK_START, lambda snap: snap.lookback_start_ms / 1000.0),
 ]
 
 

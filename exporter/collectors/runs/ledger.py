@@ -30,6 +30,7 @@ from exporter.collectors.runs.model import (
     OneTimeKey,
     Run,
 )
+from exporter.collectors.runs.phases import PHASE_BUCKETS, PHASES, compute_kinds, start_ups
 from exporter.health import Histogram
 from exporter.outcomes import SUCCEEDED, outcome
 
@@ -58,6 +59,13 @@ MAX_PENDING_MS = 6 * 3600 * 1000  # a cut listing not read within 6 hours is giv
 SERIES_PER_JOB = 40
 SERIES_PER_TASK_KEY = 3
 SERIES_PER_ONE_TIME_NAME = 24
+# A (job or one-time name, compute kind) pair's phase histograms: 4 phases, buckets, sum, count.
+SERIES_PER_PHASE_SET = len(PHASES) * (len(PHASE_BUCKETS) + 3)
+# Distinct (compute, pool_id, node_type_id) start-up histograms; beyond, "__other__".
+MAX_START_UP_KEYS = 500
+SERIES_PER_START_UP = len(PHASE_BUCKETS) + 3
+PhaseKey = tuple[str, str, str, str]  # (job_id or run_name, job_name or run_type, phase, compute)
+StartUpKey = tuple[str, str, str]  # (compute, pool_id, node_type_id)
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,12 @@ class RunsSnapshot:
     skipped_runs: Mapping[str, int] = field(default_factory=dict)
     folded_task_keys: int = 0
     backfill_progress: float = 1.0
+    phases: Mapping[PhaseKey, Histogram] = field(default_factory=dict)
+    one_time_phases: Mapping[PhaseKey, Histogram] = field(default_factory=dict)
+    runs_by_compute: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+    start_ups: Mapping[StartUpKey, Histogram] = field(default_factory=dict)
+    folded_phase_sets: int = 0
+    lookback_start_ms: int = 0
 
 
 def _compiled(patterns: Iterable[str]) -> tuple[re.Pattern[str], ...]:
@@ -130,6 +144,14 @@ class RunLedger:
     folded_one_time_names: set[str] = field(default_factory=set)
     known_task_keys: set[tuple[str, str]] = field(default_factory=set)  # (job_id, task_key)
     folded_task_keys: set[tuple[str, str]] = field(default_factory=set)
+    # Where runs' time goes (exporter.collectors.runs.phases), observed when a run is counted.
+    phases: dict[PhaseKey, Histogram] = field(default_factory=dict)
+    one_time_phases: dict[PhaseKey, Histogram] = field(default_factory=dict)
+    runs_by_compute: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    start_ups: dict[StartUpKey, Histogram] = field(default_factory=dict)
+    # (one_time, job_id or run_name, compute) pairs with phase histograms of their own.
+    known_phase_sets: set[tuple[bool, str, str]] = field(default_factory=set)
+    folded_phase_sets: set[tuple[bool, str, str]] = field(default_factory=set)
     fresh: bool = True  # no cycle applied yet (a restored ledger is not fresh)
     # The history read in the background for the last-run facts (never counted): runs that
     # started in [backfill_from_ms, backfill_to_ms] are still to be read, newest first.
@@ -338,6 +360,8 @@ class RunLedger:
             since = run.uncounted_since or tracked.uncounted_since
             if since and run.run_id not in self.seen:
                 run = replace(run, uncounted_since=since)
+            if run.phases:  # observed from its terminal listing, not kept while it runs
+                run = replace(run, phases=())
             still_active[run.run_id] = run
         self.fresh = False
         for run_id in vanished:
@@ -356,12 +380,19 @@ class RunLedger:
             len(self.known_jobs) * SERIES_PER_JOB
             + len(self.known_task_keys) * SERIES_PER_TASK_KEY
             + len(self.known_one_time_names) * SERIES_PER_ONE_TIME_NAME
+            + len(self.known_phase_sets) * SERIES_PER_PHASE_SET
+            + sum(1 for key in self.start_ups if key[1] != OTHER_JOB) * SERIES_PER_START_UP
         )
 
     def _room_for(self, series: int, what: str) -> bool:
         if self.series_budget_used + series <= self.policy.max_series:
             return True
-        if not (self.folded or self.folded_task_keys or self.folded_one_time_names):
+        if not (
+            self.folded
+            or self.folded_task_keys
+            or self.folded_one_time_names
+            or self.folded_phase_sets
+        ):
             log.warning(
                 "about %d series reached (max_series %d): further %s are reported as %r "
                 "(see databricks_exporter_*_folded)",
@@ -453,6 +484,7 @@ class RunLedger:
             key = (*run.one_time_key, result)
             self.one_time_total[key] += 1
             self._observe(self.one_time_durations, run.one_time_key, run.duration_seconds)
+            self._observe_phases(run)
             return 1
         if run.repairs:
             self._count_repairs(run, after_ms=self.baseline_ms)
@@ -461,14 +493,56 @@ class RunLedger:
             task_key = self._task_key(run.job_id, task.task_key)
             self.tasks_total[(run.job_id, run.job_name, task_key, task.result_state)] += 1
         self._observe(self.durations, run.job, run.duration_seconds)
+        self._observe_phases(run)
+        for compute in compute_kinds(run.phases):
+            self.runs_by_compute[(run.job_id, run.job_name, compute)] += 1
         return 1
 
     @staticmethod
-    def _observe(histograms: dict[Any, Histogram], key: Any, value: float) -> None:
+    def _observe(
+        histograms: dict[Any, Histogram],
+        key: Any,
+        value: float,
+        bounds: tuple[float, ...] = RUN_DURATION_BUCKETS,
+    ) -> None:
+        """Observe into a new copy of the key's histogram: one that a snapshot holds is never
+        changed, so a snapshot copies the mapping, not 5,000 histograms."""
         hist = histograms.get(key)
-        if hist is None:
-            hist = histograms[key] = Histogram(RUN_DURATION_BUCKETS)
+        hist = Histogram(bounds) if hist is None else hist.copy()
         hist.observe(value)
+        histograms[key] = hist
+
+    def _phase_owner(self, run: Run, compute: str) -> tuple[str, str]:
+        """The (job_id, job_name) or (run_name, run_type) a run's phases on ``compute`` are
+        reported under: its own while max_series has room, else "__other__"."""
+        owner = run.one_time_key if run.one_time else run.job
+        key = (run.one_time, owner[0], compute)
+        if owner[0] == OTHER_JOB or key in self.known_phase_sets:
+            return owner
+        if key not in self.folded_phase_sets and self._room_for(
+            SERIES_PER_PHASE_SET, "run phase histograms"
+        ):
+            self.known_phase_sets.add(key)
+            return owner
+        self.folded_phase_sets.add(key)
+        return (OTHER_JOB, OTHER_JOB)
+
+    def _observe_phases(self, run: Run) -> None:
+        """Each task's phases under its compute kind, and the clusters the run started."""
+        histograms = self.one_time_phases if run.one_time else self.phases
+        for task in run.phases:
+            owner = self._phase_owner(run, task.compute)
+            for phase in PHASES:
+                key: PhaseKey = (*owner, phase, task.compute)
+                self._observe(histograms, key, task.seconds(phase), PHASE_BUCKETS)
+        for start in start_ups(run.phases):
+            start_key: StartUpKey = (start.compute, start.pool_id, start.node_type_id)
+            if start_key not in self.start_ups and (
+                len(self.start_ups) >= MAX_START_UP_KEYS
+                or not self._room_for(SERIES_PER_START_UP, "cluster start-up histograms")
+            ):
+                start_key = (start.compute, OTHER_JOB, OTHER_JOB)
+            self._observe(self.start_ups, start_key, start.setup_seconds, PHASE_BUCKETS)
 
     def _count_repairs(self, run: Run, after_ms: int) -> None:
         """Repairs that ended after ``after_ms`` (one, with the run's result, without history)."""
@@ -486,7 +560,9 @@ class RunLedger:
             return  # its job never runs again: no last-run gauges for it
         last = self.last_runs.get(run.job_id)
         if last is None or run.end_ms >= last.end_ms:
-            self.last_runs[run.job_id] = replace(run, tasks=(), original=None, repairs=())
+            self.last_runs[run.job_id] = replace(
+                run, tasks=(), original=None, repairs=(), phases=()
+            )
         if outcome(run.result_state) == SUCCEEDED:
             self.last_success_ms[run.job_id] = max(
                 self.last_success_ms.get(run.job_id, 0), run.end_ms
@@ -506,7 +582,7 @@ class RunLedger:
         return RunsSnapshot(
             runs_total=dict(self.runs_total),
             tasks_total=dict(self.tasks_total),
-            durations={k: h.copy() for k, h in self.durations.items()},
+            durations=dict(self.durations),  # never changed in place (see _observe)
             last_runs=dict(self.last_runs),
             last_success_ms=dict(self.last_success_ms),
             active=tuple(self.active.values()),
@@ -515,10 +591,16 @@ class RunLedger:
             folded_jobs=len(self.folded),
             repairs_total=dict(self.repairs_total),
             one_time_total=dict(self.one_time_total),
-            one_time_durations={k: h.copy() for k, h in self.one_time_durations.items()},
+            one_time_durations=dict(self.one_time_durations),
             folded_one_time_names=len(self.folded_one_time_names),
             vanished_runs=self.vanished_runs,
             skipped_runs=dict(self.skipped_runs),
             folded_task_keys=len(self.folded_task_keys),
             backfill_progress=self.backfill_progress,
+            phases=dict(self.phases),
+            one_time_phases=dict(self.one_time_phases),
+            runs_by_compute=dict(self.runs_by_compute),
+            start_ups=dict(self.start_ups),
+            folded_phase_sets=len(self.folded_phase_sets),
+            lookback_start_ms=self.backfill_from_ms,
         )

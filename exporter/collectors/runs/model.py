@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.collectors.runs.phases import TaskPhases, run_phases
 from exporter.ids import normalise_run_id
 from exporter.outcomes import (
     ACTIVE_LIFE_CYCLES,
@@ -99,6 +100,8 @@ class Run:
     # Seen active, never counted, started inside a listing still to be read (or read while it
     # ran): its original attempt, if it ended before this watermark, was not counted either.
     uncounted_since: int = 0
+    # Each task's phases and compute (exporter.collectors.runs.phases); observed when counted.
+    phases: tuple[TaskPhases, ...] = ()
 
     @property
     def terminal(self) -> bool:
@@ -276,4 +279,5 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
         original=original,
         repairs=repairs,
         paused=paused,
+        phases=run_phases(raw, queue_ms),
     )

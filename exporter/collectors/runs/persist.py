@@ -93,17 +93,23 @@ def _restore_hists(rows: Any, key_len: int) -> dict[Any, Histogram]:
     return out
 
 
+def _saved(run: Run) -> dict[str, Any]:
+    saved = asdict(run)
+    del saved["phases"]  # observed when counted; neither active nor last runs keep them
+    return saved
+
+
 def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
     return {
         "baseline_ms": ledger.baseline_ms,
         "watermark_ms": ledger.watermark_ms,
         "overlap_ms": ledger.overlap_ms,
         "seen": [[run_id, start, end] for run_id, (start, end) in ledger.seen.items()],
-        "active": [asdict(run) for run in ledger.active.values()],
+        "active": [_saved(run) for run in ledger.active.values()],
         "runs_total": [[*key, n] for key, n in ledger.runs_total.items()],
         "tasks_total": [[*key, n] for key, n in ledger.tasks_total.items()],
         "durations": _hists(ledger.durations),
-        "last_runs": [asdict(run) for run in ledger.last_runs.values()],
+        "last_runs": [_saved(run) for run in ledger.last_runs.values()],
         "last_success_ms": ledger.last_success_ms,
         "repairs_total": [[*key, n] for key, n in ledger.repairs_total.items()],
         "one_time_total": [[*key, n] for key, n in ledger.one_time_total.items()],
@@ -113,6 +119,10 @@ def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
         "skipped_runs": dict(ledger.skipped_runs),
         "backfill": [ledger.backfill_from_ms, ledger.backfill_to_ms],
         "pending": [list(window) for window in ledger.pending],
+        "phases": _hists(ledger.phases),
+        "one_time_phases": _hists(ledger.one_time_phases),
+        "runs_by_compute": [[*key, n] for key, n in ledger.runs_by_compute.items()],
+        "start_ups": _hists(ledger.start_ups),
     }
 
 
@@ -218,7 +228,14 @@ def ledger_from_dict(data: dict[str, Any], policy: LedgerPolicy | None = None) -
         ledger.pending.append(
             (_int(window[0], "pending from"), _int(window[1], "pending to"), _int(window[2], "s"))
         )
+    ledger.phases = _restore_hists(data.get("phases", []), 4)
+    ledger.one_time_phases = _restore_hists(data.get("one_time_phases", []), 4)
+    ledger.runs_by_compute = _counter(data.get("runs_by_compute", []), 3)
+    ledger.start_ups = _restore_hists(data.get("start_ups", []), 3)
     ledger.fresh = False
+    ledger.known_phase_sets = {(False, job_id, c) for job_id, _, _, c in ledger.phases}
+    ledger.known_phase_sets |= {(True, name, c) for name, _, _, c in ledger.one_time_phases}
+    ledger.known_phase_sets = {k for k in ledger.known_phase_sets if k[1] != OTHER_JOB}
     ledger.known_jobs = {job_id for job_id in ledger.last_runs if job_id != OTHER_JOB}
     ledger.known_jobs |= {job_id for job_id, _, _ in ledger.runs_total if job_id != OTHER_JOB}
     ledger.known_task_keys = {(job_id, key) for job_id, _, key, _ in ledger.tasks_total}
