@@ -47,15 +47,18 @@ from exporter.collectors.pools.families import (
     VM_PRICE,
 )
 from exporter.collectors.runs.families import (
+    CLUSTER_SETUP,
     JOB_ACTIVE_RUN_MAX_AGE,
     JOB_LAST_RUN_DURATION,
     JOB_LAST_RUN_END,
     JOB_LAST_RUN_INFO,
     JOB_LAST_SUCCESS,
     JOB_RUN_DURATION,
+    JOB_RUN_PHASE,
     JOB_RUN_REPAIRS,
     JOB_RUNS,
     JOB_RUNS_ACTIVE,
+    JOB_RUNS_BY_COMPUTE,
     ONE_TIME_RUNS,
 )
 from mixin.settings import Settings
@@ -522,6 +525,7 @@ def jobs(s: Settings) -> Dashboard:
         12,
         8,
     )
+    phases_row(lay, jm)
     pipelines_row(lay, wm)
     return dashboard(
         "databricks-jobs",
@@ -530,6 +534,79 @@ def jobs(s: Settings) -> Dashboard:
         lay,
         s,
         with_job=True,
+    )
+
+
+def phases_row(lay: Layout, jm: str) -> None:
+    """Where runs' time goes: each task's phases by compute, and jobs on all-purpose clusters."""
+    phase = JOB_RUN_PHASE.name
+    lay.add(
+        panel(
+            "bargauge",
+            "Task time by phase and compute over the range",
+            "Hours the tasks of runs that ended in the range spent queued, getting a cluster "
+            "(setup), executing and cleaning up, by the compute they ran on. Tasks in parallel "
+            "add up: this is compute time, not wall time.",
+            "h",
+            [
+                (
+                    f"sum by (phase, compute) (increase({phase}_sum{{{jm}}}[$__range])) / 3600",
+                    "{{phase}} on {{compute}}",
+                )
+            ],
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Setup p50 and p95 by compute",
+            "How long tasks waited for their cluster, by compute: a pool's warm instances "
+            "take seconds, a cluster from the cloud minutes (see the pools dashboard's 'What "
+            "pools buy').",
+            "s",
+            [
+                (
+                    f"histogram_quantile({q}, sum by (compute, le) "
+                    f'(increase({phase}_bucket{{{jm},phase="setup"}}[$__range])))',
+                    f"p{int(q * 100)} {{{{compute}}}}",
+                )
+                for q in (0.5, 0.95)
+            ],
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "table",
+            "Jobs on all-purpose clusters",
+            "Runs in the range whose tasks ran on an all-purpose cluster (existing_cluster_id). "
+            "Scheduled jobs belong on job clusters: all-purpose compute costs more DBUs and is "
+            "shared with people (alert DatabricksScheduledJobOnAllPurposeCompute).",
+            "short",
+            [
+                (
+                    "sort_desc(sum by (workspace, job_id, job_name) (increase("
+                    f'{JOB_RUNS_BY_COMPUTE.name}{{{jm},compute="all_purpose"}}[$__range])) > 0)',
+                    "",
+                ),
+                (
+                    "sum by (workspace, job_id, job_name) (increase("
+                    f"{JOB_RUNS_BY_COMPUTE.name}{{{jm}}}[$__range])) and on (workspace, job_id) "
+                    "(sum by (workspace, job_id) (increase("
+                    f'{JOB_RUNS_BY_COMPUTE.name}{{{jm},compute="all_purpose"}}[$__range])) > 0)',
+                    "",
+                ),
+            ],
+            instant=True,
+            transformations=merged_columns("runs on all-purpose", "runs (any compute)"),
+        ),
+        24,
+        8,
     )
 
 
@@ -749,6 +826,7 @@ def pools(s: Settings) -> Dashboard:
         8,
     )
     pool_cost(lay, wm, s.thresholds.idle_cost_per_day)
+    pools_buy(lay, wm)
     return dashboard(
         "databricks-pools",
         "Databricks instance pools",
@@ -890,6 +968,88 @@ def pool_cost(lay: Layout, wm: str, per_day: float) -> None:
             "Pools whose node type the exporter's price table lacks: their idle cost is not "
             "counted. Add the node type under prices.node_types.",
             f"{UNPRICED.name}{{{wm}}}",
+        ),
+        12,
+        8,
+    )
+
+
+def pools_buy(lay: Layout, wm: str) -> None:
+    """What pools buy: start-ups from a pool against on-demand ones of the same node type,
+    start-ups served, and idle cost per start-up served (README, "Run phases and compute")."""
+    setup = CLUSTER_SETUP.name
+    # A pool's start-ups under its node type and name (from the pool's info series).
+    node_of = f"max by (workspace, pool_id, node_type_id) ({POOL_INFO.name}{{{wm}}})"
+    name_of = f"max by (workspace, pool_id, pool_name) ({POOL_INFO.name}{{{wm}}})"
+    targets = []
+    for q in (0.5, 0.95):
+        targets.append(
+            (
+                f"histogram_quantile({q}, sum by (node_type_id, le) (increase("
+                f'{setup}_bucket{{{wm},compute="pool"}}[$__range]) * on (workspace, pool_id) '
+                f"group_left (node_type_id) {node_of}))",
+                f"pool p{int(q * 100)} {{{{node_type_id}}}}",
+            )
+        )
+        targets.append(
+            (
+                f"histogram_quantile({q}, sum by (node_type_id, le) (increase("
+                f'{setup}_bucket{{{wm},compute="on_demand"}}[$__range])))',
+                f"on-demand p{int(q * 100)} {{{{node_type_id}}}}",
+            )
+        )
+    lay.add(
+        panel(
+            "bargauge",
+            "What pools buy: cluster start-up, pool vs on-demand",
+            "Start-up p50 and p95 of the clusters runs used, from a pool and from the cloud, by "
+            "node type (a pool's from its info). The difference is what the idle cost above "
+            "buys: clusters that start in seconds instead of minutes.",
+            "s",
+            targets,
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    served = (
+        f'sum by (workspace, pool_id) (increase({setup}_count{{{wm},compute="pool"}}[$__range]))'
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Start-ups served per hour",
+            "Clusters started from each pool per hour over the range (a job cluster once per run).",
+            "short",
+            [
+                (
+                    "3600 * sum by (workspace, pool_id) (rate("
+                    f'{setup}_count{{{wm},compute="pool"}}[$__range])) * on (workspace, pool_id) '
+                    f"group_left (pool_name) {name_of}",
+                    "{{pool_name}}",
+                )
+            ],
+            instant=True,
+        ),
+        12,
+        8,
+    )
+    lay.add(
+        panel(
+            "bargauge",
+            "Idle cost per start-up served",
+            "Idle VM cost over the range divided by the clusters the pool started: what one "
+            "fast start-up cost. Pools that served none are not shown.",
+            "short",
+            [
+                (
+                    f"sum by (workspace, pool_id, pool_name, currency) (increase("
+                    f"{IDLE_COST.name}{{{wm}}}[$__range])) / on (workspace, pool_id) "
+                    f"({served} > 0)",
+                    "{{pool_name}} ({{currency}})",
+                )
+            ],
+            instant=True,
         ),
         12,
         8,
