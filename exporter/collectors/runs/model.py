@@ -279,5 +279,9 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
         original=original,
         repairs=repairs,
         paused=paused,
-        phases=run_phases(raw, queue_ms),
+        # Observed when counted, so only a terminal run's (as Run.terminal decides).
+        phases=run_phases(raw, queue_ms)
+        if life_cycle in TERMINAL_LIFE_CYCLES
+        or (life_cycle not in ACTIVE_LIFE_CYCLES and end_ms > 0)
+        else (),
     )
