@@ -340,7 +340,7 @@ def test_the_jobs_collector_has_its_own_bounded_interval(tmp_path: Path):
         with pytest.raises(ConfigError, match=message):
             load_settings(["--jobs-interval", bad], env)
     config.write_text(WS + "jobs_interval: -5\n")
-    with pytest.raises(ConfigError, match="^jobs_interval: must be > 0"):
+    with pytest.raises(ConfigError, match=r"^jobs_interval: must be > 0"):
         load_settings(["--config", str(config)], {})
 
 
