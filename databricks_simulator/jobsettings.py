@@ -10,6 +10,7 @@ among the workspace's ``jobs`` (so runs are untouched), only in jobs/list.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -79,8 +80,10 @@ def _trigger(seed: int, job: SimJob, idle: bool) -> tuple[Promise, dict[str, Any
     return Promise("manual"), {}
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def promise(config: SimConfig, job: SimJob, idle: bool = False) -> Promise:
-    """The settings of one job and what they promise."""
+    """The settings of one job and what they promise (the same object each time: every
+    jobs/list page of a 5,000-job workspace looks them all up)."""
     seed = config.seed
     base, settings = _trigger(seed, job, idle)
     lo, hi = job.min_ms // 1000, job.max_ms // 1000
