@@ -288,6 +288,11 @@ CRON_TABLE = [
     ("0 0 8 ? * 2-6", "UTC", 3 * DAY),  # the same in numbers (1=SUN)
     ("0 0 9 ? * 1", "UTC", 7 * DAY),  # Sundays
     ("0 0 9 ? * SUN,SAT", "UTC", 6 * DAY),  # weekends: Sunday to Saturday
+    ("0 0 9 ? * 1-7", "UTC", DAY),  # every day, in Quartz's numbers
+    ("0 0 9 ? * SUN-SAT", "UTC", DAY),
+    ("0 0 9 ? * FRI-MON", "UTC", 4 * DAY),  # over the week's end: Monday to Friday
+    ("0 0 9 ? * MON/2", "UTC", 3 * DAY),  # Monday, Wednesday, Friday
+    ("0 0 9 ? * mon-fri", "UTC", 3 * DAY),  # names in any case
     # Fewer than two fires within the 8 days: the gap to the first fire after them.
     ("0 15 10 ? * 6L", "UTC", 28 * DAY),  # the last Friday (Quartz 6=FRI): Jan 30, Feb 27
     ("0 15 10 ? * 2#1", "UTC", 28 * DAY),  # the first Monday: Jan 5 (10:15), Feb 2
@@ -326,7 +331,8 @@ def test_a_daily_schedule_across_a_dst_change_has_its_longest_day():
         "0 0 12 * *",  # five fields: a Unix cron
         "0 0 12 ? * 8",
         "0 0 12 ? * 2#9",
-        "0 0 12 ? * MON/2",
+        "0 0 12 ? * MON/9",
+        "0 0 12 ? * 1-X",
         "0 0 12 5 * MON",  # both days
         "; rm -rf / ? * * *",
         "0 0 ? * * *",

@@ -34,18 +34,45 @@ _DOW = {
     "7": "sat",
     **{n: n.lower() for n in ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")},
 }
+_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # Quartz's 1..7
 _ORDINALS = {"1": "1st", "2": "2nd", "3": "3rd", "4": "4th", "5": "5th"}
 _FIELD_RE = re.compile(r"^[0-9A-Za-z*?/,#-]+$")
-_DOW_TOKEN_RE = re.compile(r"[0-9]+|[A-Za-z]+")
 
 
 class Untranslatable(ValueError):
     """A Quartz expression CronTrigger cannot take (or that is not a Quartz expression)."""
 
 
+def _day_number(token: str, field: str) -> int:
+    """A Quartz day of week (1..7 or SUN..SAT) as 1..7."""
+    name = _DOW.get(token.upper())
+    if name is None:
+        raise Untranslatable(f"day of week {field!r}")
+    return _NAMES.index(name) + 1
+
+
+def _days(part: str, field: str) -> list[int]:
+    """One comma-separated part of Quartz's day of week (``MON``, ``2-6``, ``FRI-MON``,
+    ``1/2``, ``MON-FRI/2``) as the days it names, 1..7."""
+    span, _, step_text = part.partition("/")
+    step = int(step_text) if step_text.isdigit() else 0
+    if step_text and not 1 <= step <= 7:
+        raise Untranslatable(f"day of week {field!r}")
+    if span == "*":
+        first, last = 1, 7
+    elif "-" in span:
+        a, _, b = span.partition("-")
+        first, last = _day_number(a, field), _day_number(b, field)
+    else:
+        first = _day_number(span, field)
+        last = 7 if step else first
+    count = (last - first) % 7 + 1  # FRI-MON wraps over the week's end
+    return [(first - 1 + i) % 7 + 1 for i in range(0, count, step or 1)]
+
+
 def _day_of_week(field: str) -> tuple[str, str]:
     """Quartz's day-of-week as (CronTrigger's day, CronTrigger's day_of_week)."""
-    if field == "?":
+    if field in ("?", "*"):
         return "", "*"
     if field.endswith("L") and len(field) > 1:  # 6L: the last Friday of the month
         day = _DOW.get(field[:-1].upper())
@@ -58,17 +85,8 @@ def _day_of_week(field: str) -> tuple[str, str]:
         if day is None or nth not in _ORDINALS:
             raise Untranslatable(f"day of week {field!r}")
         return f"{_ORDINALS[nth]} {day}", "*"
-
-    def name(match: re.Match[str]) -> str:
-        token = match.group()
-        day = _DOW.get(token.upper())
-        if day is None:
-            raise Untranslatable(f"day of week {field!r}")
-        return day
-
-    if "/" in field:
-        raise Untranslatable(f"day of week with a step {field!r}")
-    return "", _DOW_TOKEN_RE.sub(name, field)
+    days = sorted({d for part in field.split(",") for d in _days(part, field)})
+    return "", ",".join(_NAMES[d - 1] for d in days)
 
 
 def _day_of_month(field: str) -> str:
