@@ -30,6 +30,7 @@ FIGURES = (
     "workspaces.py",
     "time_to_ready.py",
     "web_overhead.py",
+    "jobs_cost.py",
 )
 
 

@@ -28,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from databricks_simulator.jobsettings import listed_jobs
 from databricks_simulator.pipelines import page as pipeline_page
 from databricks_simulator.ratelimit import TokenBucket
 from databricks_simulator.world import TASK_PAGE, SimRun, SimWorkspace
@@ -277,23 +278,22 @@ class SimServer:
         return body
 
     def _jobs_list(self, params: dict[str, str]) -> dict[str, Any]:
-        """Jobs that exist (a runs/submit run's job is not listed), 100 a page at most."""
+        """Jobs that exist (a runs/submit run's job is not listed) with their settings
+        (databricks_simulator.jobsettings), idle ones last, 100 a page at most."""
         m = self.model
         limit = _page_limit(params, most=100, zero_means=20)
         offset = _decode_offset(params["page_token"]) if params.get("page_token") else 0
-        listed = [
-            j for j in m.jobs if j.kind in ("job", "continuous") and j.index not in m.deleted_jobs
-        ]
+        listed = listed_jobs(m)
         page = listed[offset : offset + limit]
         body: dict[str, Any] = {
             "jobs": [
                 {
-                    "job_id": j.job_id,
+                    "job_id": job.job_id,
                     "creator_user_name": "simulator@example.com",
                     "created_time": m.origin_ms,
-                    "settings": {"name": j.name},
+                    "settings": promise.settings,
                 }
-                for j in page
+                for job, promise in page
             ],
             "has_more": len(listed) > offset + limit,
         }

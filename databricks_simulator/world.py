@@ -122,6 +122,9 @@ class SimConfig:
     pipelines: int = 0
     pipeline_period_seconds: tuple[float, float] = (600.0, 1800.0)
     pipeline_fail_rate: float = 0.2
+    # Jobs listed by jobs/list with a live schedule that never run (databricks_simulator.
+    # jobsettings: not among SimWorkspace.jobs, so no run of theirs exists).
+    idle_jobs: int = 0
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from exporter.logsetup import LOG_FORMATS
 
 DEFAULT_PORT = 9180
 DEFAULT_INTERVAL = 60.0
+DEFAULT_JOBS_INTERVAL = 600.0  # the jobs' settings change rarely: jobs/list every 10 minutes
 DEFAULT_LOOKBACK_HOURS = 24.0
 DEFAULT_OVERLAP_SECONDS = 60.0
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -45,6 +46,8 @@ MAX_NUMBER = 1e9
 MAX_INTERVAL = 86_400.0  # a day between collections
 MAX_LOOKBACK_HOURS = 24.0 * 366
 MAX_SECONDS = 86_400.0 * 31  # timeouts, overlaps and gaps
+MAX_JOB_TAGS = 20  # job_tags: tag keys that become labels of databricks_job_info
+MAX_TAG_KEY = 127  # characters of a tag key (Databricks' own limit)
 MAX_YAML_NODES = 100_000  # nodes of the config once aliases are expanded (an alias bomb has 10^9)
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -106,6 +109,8 @@ class Settings:
     telemetry_path: str = "/metrics"
     web_config_file: Path | None = None
     interval: float = DEFAULT_INTERVAL
+    jobs_interval: float = DEFAULT_JOBS_INTERVAL  # the jobs collector's own interval
+    job_tags: tuple[str, ...] = ()  # tag keys shown as tag_<key> labels of databricks_job_info
     lookback_hours: float = DEFAULT_LOOKBACK_HOURS
     overlap_seconds: float = DEFAULT_OVERLAP_SECONDS
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
@@ -163,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", metavar="N", help=argparse.SUPPRESS)  # --web.listen-address
     p.add_argument(
         "--interval", metavar="SECONDS", help=f"seconds between collections ({DEFAULT_INTERVAL:g})"
+    )
+    p.add_argument(
+        "--jobs-interval",
+        metavar="SECONDS",
+        help="seconds between two listings of the jobs' settings (the jobs collector) "
+        f"({DEFAULT_JOBS_INTERVAL:g})",
     )
     p.add_argument(
         "--lookback-hours",
@@ -278,6 +289,34 @@ def _patterns(raw: Any) -> tuple[str, ...]:
         if compiled.match(""):
             raise ConfigError(f"run_name_patterns[{i}]: {pattern!r} matches the empty string")
     return tuple(raw)
+
+
+_TAG_LABEL_RE = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _tag_label(key: str) -> str:
+    """The label the jobs collector shows a tag key as (its model's tag_label, which a test
+    keeps equal: a collector's code is not imported here)."""
+    return "tag_" + _TAG_LABEL_RE.sub("_", key)
+
+
+def _job_tags(raw: Any) -> tuple[str, ...]:
+    """job_tags: a list of tag keys (at most MAX_JOB_TAGS), each a label of its own."""
+    if not isinstance(raw, list) or not all(isinstance(k, str) and k.strip() for k in raw):
+        raise ConfigError("job_tags: expected a list of tag keys (non-empty strings)")
+    if len(raw) > MAX_JOB_TAGS:
+        raise ConfigError(
+            f"job_tags: at most {MAX_JOB_TAGS} tag keys (each is a label), got {len(raw)}"
+        )
+    labels: dict[str, str] = {}
+    for key in raw:
+        if len(key) > MAX_TAG_KEY or not key.isprintable():
+            raise ConfigError(f"job_tags: {_shown(key)} is not a tag key")
+        label = _tag_label(key)
+        if label in labels and labels[label] != key:
+            raise ConfigError(f"job_tags: {labels[label]!r} and {key!r} are both the label {label}")
+        labels[label] = key
+    return tuple(dict.fromkeys(raw))
 
 
 _REPR = reprlib.Repr()
@@ -463,6 +502,8 @@ _YAML_TOP_KEYS = {
     "listen_address",
     "port",
     "interval",
+    "jobs_interval",
+    "job_tags",
     "lookback_hours",
     "overlap_seconds",
     "timeout_seconds",
@@ -832,6 +873,14 @@ def load_settings(
             0,
             maximum=MAX_INTERVAL,
         ),
+        jobs_interval=_number(
+            named("--jobs-interval", args.jobs_interval, "jobs_interval"),
+            _duration(pick(args.jobs_interval, "jobs_interval", DEFAULT_JOBS_INTERVAL), 1.0),
+            float,
+            0,
+            maximum=MAX_INTERVAL,
+        ),
+        job_tags=_job_tags(doc.get("job_tags", [])),
         lookback_hours=_number(
             named("--lookback-hours", args.lookback_hours, "lookback_hours"),
             _duration(pick(args.lookback_hours, "lookback_hours", DEFAULT_LOOKBACK_HOURS), 3600.0),

@@ -146,7 +146,9 @@ def schedule(
 
     Every collection runs once at the start (so /readyz turns 200 after one cycle), then at its
     interval from an offset of its own, spread over the interval: a hundred workspaces' two
-    hundred collections do not fall due in the same second and queue for the workers."""
+    hundred collections do not fall due in the same second and queue for the workers. The
+    interval is ``interval``, or the collector's own (``Workspace.intervals``, from its
+    registration's ``interval_setting``)."""
     scheduler = BackgroundScheduler(
         executors={
             "default": ThreadPoolExecutor(
@@ -161,6 +163,9 @@ def schedule(
     jobs = [(ws, name) for ws in workspaces for name in ws.collectors]
     for i, (ws, name) in enumerate(jobs):
         job_id = f"{ws.name}:{name}"
+        # A collector with an interval of its own (the jobs' settings: jobs_interval) runs at
+        # it; every other at ``interval``.
+        every = float(getattr(ws, "intervals", {}).get(name, interval))
         running = threading.Lock()
         # The first collection now; then from an offset in (0, interval], one per job.
         scheduler.add_job(
@@ -172,13 +177,13 @@ def schedule(
             name=f"{job_id}:first",
             misfire_grace_time=None,
         )
-        first = now + timedelta(seconds=interval * (i + 1) / len(jobs))
+        first = now + timedelta(seconds=every * (i + 1) / len(jobs))
         scheduler.add_job(
             collect_and_render,
             "interval",
-            seconds=interval,
+            seconds=every,
             start_date=first,
-            args=[ws, name, renderer, Due(first, interval), running],
+            args=[ws, name, renderer, Due(first, every), running],
             id=job_id,
             name=job_id,
             max_instances=1,

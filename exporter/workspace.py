@@ -65,6 +65,8 @@ class Workspace:
             state_file.on_write(config.name, self._state_written)
         enabled = set(config.collectors or settings.collectors)
         self.registrations = {r.name: r for r in registrations() if r.name in enabled}
+        # Seconds between each collector's collections (the scheduler's intervals).
+        self.intervals = {name: r.interval(settings) for name, r in self.registrations.items()}
         self.collectors: dict[str, Collector] = {
             name: registration.factory(
                 Context(

@@ -18,6 +18,14 @@ from exporter.catalogue import (
     STATE_LAST_WRITE,
     STATE_WRITE_ERRORS,
 )
+from exporter.collectors.jobs.families import (
+    CREATED,
+    JOB_INFO,
+    RUN_DURATION_THRESHOLD,
+    SCHEDULE_INTERVAL,
+    SCHEDULE_PAUSED,
+    TIMEOUT,
+)
 from exporter.collectors.pipelines.families import LAST_UPDATE_ERROR, LAST_UPDATE_FAILED
 from exporter.collectors.pools.families import (
     COUNTS,
@@ -35,8 +43,14 @@ from exporter.collectors.runs.families import (
     JOB_LAST_SUCCESS,
     JOB_RUN_DURATION,
     JOB_RUNS,
+    LOOKBACK_PROGRESS,
 )
 from mixin.settings import Settings
+
+# Families of the runs collector declared with issue 27's runs part (the compute of each run,
+# and where the look-back starts): named here until they are importable from its families.
+RUNS_BY_COMPUTE = "databricks_job_runs_by_compute_total"
+LOOKBACK_START = "databricks_exporter_lookback_start_timestamp_seconds"
 
 FAILED = outcomes.promql_matcher(outcomes.FAILED)
 JOBS = "/d/databricks-jobs/databricks-jobs?var-workspace={{ $labels.workspace }}&var-job={{ $labels.job_name }}"
@@ -79,6 +93,7 @@ class Rule:
 def groups(s: Settings) -> list[tuple[str, list[Rule]]]:
     return [
         ("databricks-jobs", jobs(s)),
+        ("databricks-job-promises", promises(s)),
         ("databricks-pools", pools(s)),
         ("databricks-pipelines", pipelines(s)),
         ("databricks-exporter", exporter(s)),
@@ -181,6 +196,110 @@ unless on (workspace, job_id) {m(JOB_CONTINUOUS.name)} == 1
             "{{ $value | humanizeDuration }}",
             "The oldest active run of job " + job + " started {{ $value | humanizeDuration }} "
             f"ago (threshold {t.stuck_hours:g}h).",
+            JOBS,
+        ),
+    ]
+
+
+def promises(s: Settings) -> list[Rule]:
+    """Alerts from what each job's own settings promise (the jobs collector): its run duration
+    threshold, its timeout, its schedule's period."""
+    t, m = s.thresholds, s.m
+    job = "{{ $labels.job_name }} (id {{ $labels.job_id }}) in workspace {{ $labels.workspace }}"
+    periods = f"{t.not_succeeding_periods:g}"
+    margin = (
+        f"clamp_min({t.near_timeout_ratio:g} * {m(TIMEOUT.name)}, "
+        f"{t.near_timeout_min_minutes * 60:g})"
+    )
+    half = f"0.5 * {m(TIMEOUT.name)}"
+    return [
+        Rule(
+            "DatabricksJobRunOverDurationThreshold",
+            "An active run has been running longer than its job's own duration threshold (the "
+            "health rule RUN_DURATION_SECONDS GREATER_THAN set on the job). The age counts the "
+            "time running, not the time queued.",
+            f"""
+{m(JOB_ACTIVE_RUN_MAX_AGE.name)}
+> on (workspace, job_id) group_left ()
+  {m(RUN_DURATION_THRESHOLD.name)}
+""",
+            "5m",
+            "warning",
+            "Databricks job {{ $labels.job_name }} runs past its duration threshold",
+            "The oldest active run of job " + job + " has been running for "
+            "{{ $value | humanizeDuration }}, past the job's own RUN_DURATION_SECONDS threshold.",
+            JOBS,
+        ),
+        Rule(
+            "DatabricksJobRunNearTimeout",
+            f"An active run is close to its job's timeout_seconds (Databricks then ends it "
+            f"TIMEDOUT): less than {t.near_timeout_ratio:g} of the timeout, or "
+            f"{t.near_timeout_min_minutes:g} minutes if more, is left (at most half the "
+            "timeout: a short timeout does not fire at the run's start).",
+            f"""
+{m(JOB_ACTIVE_RUN_MAX_AGE.name)}
+> on (workspace, job_id) group_left ()
+  (
+    {m(TIMEOUT.name)}
+    - ({margin} <= {half} or {half})
+  )
+""",
+            "1m",
+            "warning",
+            "Databricks job {{ $labels.job_name }} is about to time out",
+            "The oldest active run of job " + job + " has been running for "
+            "{{ $value | humanizeDuration }}, close to the job's timeout_seconds: Databricks "
+            "ends it TIMEDOUT when it is reached.",
+            JOBS,
+        ),
+        Rule(
+            "DatabricksScheduledJobNotSucceeding",
+            f"A job with an unpaused schedule (cron or periodic) has not succeeded for "
+            f"{periods} of its periods: its last success is older, or the exporter read runs "
+            f"back over {periods} periods (the look-back done) and found none. Jobs younger "
+            "than that, paused, or whose schedule has no known period never fire.",
+            f"""
+(
+    time() - {m(JOB_LAST_SUCCESS.name)}
+  > on (workspace, job_id) group_left ()
+    {periods} * {m(SCHEDULE_INTERVAL.name)}
+or
+  (
+      (0 * {m(SCHEDULE_INTERVAL.name)} + on (workspace) group_left () (time() - {m(LOOKBACK_START)}))
+    > {periods} * {m(SCHEDULE_INTERVAL.name)}
+  )
+  unless on (workspace, job_id) {m(JOB_LAST_SUCCESS.name)}
+  and on (workspace) ({m(LOOKBACK_PROGRESS.name)} == 1)
+)
+and on (workspace, job_id) ({m(SCHEDULE_PAUSED.name)} == 0)
+and on (workspace, job_id) (time() - {m(CREATED.name)} > {periods} * {m(SCHEDULE_INTERVAL.name)})
+""",
+            "15m",
+            "warning",
+            "Databricks job {{ $labels.job_name }} has not succeeded for "
+            f"{periods} of its schedule's periods",
+            "Job " + job + " is scheduled and not paused, but has not succeeded for "
+            "{{ $value | humanizeDuration }} "
+            f"(more than {periods} times its schedule's period; without a known success, as far "
+            "back as the exporter read).",
+            JOBS,
+        ),
+        Rule(
+            "DatabricksScheduledJobOnAllPurposeCompute",
+            "A scheduled job (cron or periodic) ran on all-purpose compute in the last day: "
+            "job compute costs less per DBU, and a shared cluster makes runs wait on each "
+            "other.",
+            f"""
+sum by (workspace, job_id, job_name) (
+  increase({m(RUNS_BY_COMPUTE, 'compute="all_purpose"')}[1d])
+) > 0
+and on (workspace, job_id) {m(JOB_INFO.name, 'trigger=~"cron|periodic"')}
+""",
+            "15m",
+            "info",
+            "Databricks scheduled job {{ $labels.job_name }} runs on all-purpose compute",
+            "Scheduled job " + job + ' ran {{ $value | printf "%.0f" }} time(s) on an '
+            "all-purpose cluster in the last day; give it a job cluster (or serverless) instead.",
             JOBS,
         ),
     ]

@@ -21,6 +21,9 @@ class Thresholds:
     slow_factor: float
     slow_min_minutes: float
     stuck_hours: float
+    near_timeout_ratio: float
+    near_timeout_min_minutes: float
+    not_succeeding_periods: float
     idle_above_min_instances: int
     idle_cost_per_day: float
     data_stale_minutes: float

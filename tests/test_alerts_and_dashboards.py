@@ -96,7 +96,8 @@ def test_a_users_config_reaches_every_query_and_threshold(tmp_path: Path):
         'selector: \'job="dbx", namespace="data"\'\n'
         "grafana_url: https://grafana.example.com/\n"
         "thresholds: {failed_runs: 5, failed_runs_window: 12h, not_succeeded_hours: 50,\n"
-        "             stuck_hours: 3, idle_cost_per_day: 250}\n"
+        "             stuck_hours: 3, idle_cost_per_day: 250, not_succeeding_periods: 5,\n"
+        "             near_timeout_ratio: 0.2, near_timeout_min_minutes: 10}\n"
     )
     out = tmp_path / "out"
     assert generate.main(["--config", str(config), "--out", str(out)]) == 0
@@ -118,6 +119,12 @@ def test_a_users_config_reaches_every_query_and_threshold(tmp_path: Path):
     assert "(threshold 3h)" in by_name["DatabricksJobRunStuck"]["annotations"]["description"]
     assert by_name["DatabricksPoolIdleCostHigh"]["expr"].rstrip().endswith("> 250")
     assert by_name["DatabricksJobRunSlow"]["expr"].count("> 600") == 1  # default kept
+    quiet = by_name["DatabricksScheduledJobNotSucceeding"]["expr"]
+    assert quiet.count("5 * databricks_job_schedule_interval_seconds") == 3
+    near = by_name["DatabricksJobRunNearTimeout"]["expr"]
+    assert (
+        'clamp_min(0.2 * databricks_job_timeout_seconds{job="dbx", namespace="data"}, 600)' in near
+    )
     link = by_name["DatabricksExporterDown"]["annotations"]["dashboard"]
     assert link == "https://grafana.example.com/d/databricks-exporter/databricks-exporter"
     kube = yaml.safe_load((out / "prometheusrule.yaml").read_text())

@@ -198,7 +198,7 @@ WS = "workspaces:\n  - name: a\n    host: https://a.b\n"
         (WS + "collectors: {clusters: true}\n", "unknown collector(s) clusters"),
         (WS + "collectors: {pools: maybe}\n", "collectors: expected a mapping"),
         (
-            WS + "collectors: {pools: false, runs: false, pipelines: false}\n",
+            WS + "collectors: {pools: false, runs: false, pipelines: false, jobs: false}\n",
             "every collector is turned off",
         ),
         (WS + "prices: 0.29\n", "prices: expected a mapping with currency"),
@@ -308,14 +308,60 @@ def test_collectors_are_toggled_globally_by_flag_and_per_workspace_in_yaml(tmp_p
         "  - name: b\n    host: https://c.d\n    collectors: {pools: true}\n"
     )
     settings = load_settings(["--config", str(config)], {})
-    assert settings.collectors == ("runs", "pipelines")
-    assert [w.collectors for w in settings.workspaces] == [(), ("runs", "pools", "pipelines")]
+    assert settings.collectors == ("runs", "pipelines", "jobs")
+    assert [w.collectors for w in settings.workspaces] == [
+        (),
+        ("runs", "pools", "pipelines", "jobs"),
+    ]
     flagged = load_settings(["--config", str(config), "--collector.pools"], {})
-    assert flagged.collectors == ("runs", "pools", "pipelines")
+    assert flagged.collectors == ("runs", "pools", "pipelines", "jobs")
     env = load_settings(["--no-collector.pools"], {"DATABRICKS_HOST": HOST})
-    assert env.collectors == ("runs", "pipelines")
+    assert env.collectors == ("runs", "pipelines", "jobs")
     off = load_settings(["--no-collector.pipelines"], {"DATABRICKS_HOST": HOST})
-    assert off.collectors == ("runs", "pools")
+    assert off.collectors == ("runs", "pools", "jobs")
+    no_jobs = load_settings(["--no-collector.jobs"], {"DATABRICKS_HOST": HOST})
+    assert no_jobs.collectors == ("runs", "pools", "pipelines")
+
+
+def test_the_jobs_collector_has_its_own_bounded_interval(tmp_path: Path):
+    env = {"DATABRICKS_HOST": HOST}
+    assert load_settings([], env).jobs_interval == 600.0
+    assert load_settings(["--jobs-interval", "15m"], env).jobs_interval == 900.0
+    config = tmp_path / "ws.yaml"
+    config.write_text(WS + "jobs_interval: 2h\n")
+    assert load_settings(["--config", str(config)], {}).jobs_interval == 7200.0
+    flag = load_settings(["--config", str(config), "--jobs-interval", "60"], {})
+    assert flag.jobs_interval == 60.0  # the flag wins over the file
+    for bad, message in (
+        ("0", "--jobs-interval: must be > 0"),
+        ("2d", "--jobs-interval: must be <= 86400"),
+        ("often", "--jobs-interval: expected a number"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_settings(["--jobs-interval", bad], env)
+    config.write_text(WS + "jobs_interval: -5\n")
+    with pytest.raises(ConfigError, match=r"^jobs_interval: must be > 0"):
+        load_settings(["--config", str(config)], {})
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("team", "job_tags: expected a list of tag keys"),
+        ("[team, 3]", "job_tags: expected a list of tag keys"),
+        ("['']", "job_tags: expected a list of tag keys"),
+        ("[" + ", ".join(f"t{i}" for i in range(21)) + "]", "at most 20 tag keys"),
+        ("['" + "k" * 128 + "']", "is not a tag key"),
+        ("[cost-center, cost.center]", "are both the label tag_cost_center"),
+    ],
+)
+def test_job_tags_are_a_bounded_list_of_distinct_labels(tmp_path: Path, value: str, message: str):
+    config = tmp_path / "ws.yaml"
+    config.write_text(WS + f"job_tags: {value}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_settings(["--config", str(config)], {})
+    config.write_text(WS + "job_tags: [team, team, tier]\n")
+    assert load_settings(["--config", str(config)], {}).job_tags == ("team", "tier")
 
 
 def test_the_shipped_example_price_table_loads(tmp_path: Path):

@@ -328,6 +328,17 @@ def test_a_collector_turned_off_becomes_its_flag():
     assert not [a for a in container(by_kind(rendered("minimal.yaml")))["args"] if "collector" in a]
 
 
+def test_the_jobs_collector_is_toggled_and_configured_like_the_others():
+    base = values_of("minimal.yaml")
+    kinds = by_kind(render(base | {"collectors": {"jobs": False}}))
+    assert "--no-collector.jobs" in container(kinds)["args"]
+    config = {"jobs_interval": "15m", "job_tags": ["team", "cost-center"]}
+    kinds = by_kind(render(base | {"config": config}))
+    assert config_of(kinds)["jobs_interval"] == "15m"
+    assert config_of(kinds)["job_tags"] == ["team", "cost-center"]
+    assert not [a for a in container(kinds)["args"] if "collector" in a]
+
+
 def test_workload_identity_annotates_the_service_account_and_labels_the_pods():
     kinds = by_kind(rendered("workload-identity.yaml"))
     assert kinds["ServiceAccount"]["metadata"]["annotations"] == {
@@ -618,7 +629,13 @@ BAD_VALUES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "every collector off": (
         "/collectors",
-        {"collectors": {"runs": False, "pools": False, "pipelines": False}},
+        {"collectors": {"runs": False, "pools": False, "pipelines": False, "jobs": False}},
+    ),
+    "a jobs interval of zero": ("/config/jobs_interval", {"config": {"jobs_interval": 0}}),
+    "job tags that are not a list": ("/config/job_tags", {"config": {"job_tags": "team"}}),
+    "more job tags than labels allowed": (
+        "/config/job_tags",
+        {"config": {"job_tags": [f"t{i}" for i in range(21)]}},
     ),
     "an unknown collector": ("'clusters' not allowed", {"collectors": {"clusters": True}}),
     "workload identity without a client id": (

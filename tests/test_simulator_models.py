@@ -269,3 +269,46 @@ def test_an_unknown_pipeline_is_404_and_a_bad_page_size_400(every_case):
         timeout=5,
     )
     assert big.status_code == 400 and big.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+
+
+def test_jobs_list_pages_survive_the_sdk_models_with_every_kind_of_settings():
+    """jobs/list (100 a page) parses as ListJobsResponse, each job as BaseJob and its settings
+    as JobSettings, losing no field; the settings show every promise the exporter reads."""
+    config = SimConfig(seed=8, jobs=150, continuous_jobs=2, one_time_jobs=3, idle_jobs=5)
+    clock = SimClock()
+    clock.set(1_800_000_000.0)
+    with SimServer(SimWorkspace(config, clock)) as server:
+        listed, token = [], None
+        while True:
+            page = api(
+                server, "/api/2.2/jobs/list", limit=100, **({"page_token": token} if token else {})
+            )
+            assert survives(jobs.ListJobsResponse, page)
+            for job in page["jobs"]:
+                assert survives(jobs.BaseJob, job)
+                assert survives(jobs.JobSettings, job["settings"])
+            listed += page["jobs"]
+            token = page.get("next_page_token")
+            if not page.get("has_more"):
+                break
+    assert len(listed) == 150 - 3 + 5
+    settings = [j["settings"] for j in listed]
+    assert sum("schedule" in s for s in settings) > 20
+    assert {s["schedule"].get("pause_status") for s in settings if "schedule" in s} == {
+        "PAUSED",
+        "UNPAUSED",
+        None,  # left out: UNPAUSED, as the API documents
+    }
+    triggers = {k for s in settings for k in s.get("trigger", {}) if k != "pause_status"}
+    assert triggers == {"periodic", "file_arrival", "table_update"}
+    assert sum("continuous" in s for s in settings) == 2
+    rules = [r for s in settings for r in s.get("health", {}).get("rules", [])]
+    assert rules and all(jobs.JobsHealthRule.from_dict(r).value > 0 for r in rules)
+    assert {s["timeout_seconds"] > 0 for s in settings} == {True, False}
+    assert {tuple(sorted(s.get("tags", {}))) for s in settings} == {
+        (),
+        ("team",),
+        ("cost_center", "team", "tier"),
+    }
+    # The idle jobs come last, each with a live schedule.
+    assert all(s["schedule"].get("pause_status", "UNPAUSED") == "UNPAUSED" for s in settings[-5:])

@@ -3,7 +3,8 @@
 A collector is ``exporter/collectors/<name>/``: its API parsing and model, its collector, its
 families and what it keeps in the state file. Its ``__init__.py`` declares ``COLLECTOR``, a
 ``Registration``: its name, whether it is on by default, the factory that builds it for one
-workspace, how its snapshots render, and the part of the state file it keeps. Every other part
+workspace, how its snapshots render, the part of the state file it keeps and, for a collector
+with an interval of its own, the setting that holds it. Every other part
 of the exporter (the workspace, the state file, the exposition, the command line's toggles,
 readiness) loops over ``registrations()`` and names no collector.
 
@@ -87,6 +88,14 @@ class Registration:
     # The collector's part of the state file, and what to write there (from its own thread).
     state_part: str | None = None
     save: Callable[[Any], Any] | None = None
+    # The Settings field of the seconds between its collections (jobs_interval), when the
+    # collector has an interval of its own; None: the shared ``interval``.
+    interval_setting: str | None = None
+
+    def interval(self, settings: Settings) -> float:
+        """The seconds between this collector's collections."""
+        name = self.interval_setting or "interval"
+        return float(getattr(settings, name))
 
 
 _found: tuple[Registration, ...] | None = None

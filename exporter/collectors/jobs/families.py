@@ -1,0 +1,109 @@
+"""The jobs' families (what each job promises), rendered from JobsSnapshot values."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+from prometheus_client.core import Metric
+
+from exporter.catalogue import Family
+from exporter.collectors.jobs.collector import JobsSnapshot
+from exporter.families import SCHEDULED
+
+JOB = ("workspace", "job_id", "job_name")
+
+JOB_INFO = Family(
+    "databricks_job_info",
+    "info",
+    "Every job jobs/list shows, run or not: how it is triggered (cron, periodic, file_arrival, "
+    "table_update, job_completion, model, continuous, manual or unknown). Each tag key of "
+    "job_tags adds a label tag_<key> (the key with characters outside [a-zA-Z0-9_] as _), "
+    '"" for a job without that tag.' + SCHEDULED,
+    (*JOB, "trigger"),
+)
+RUN_DURATION_THRESHOLD = Family(
+    "databricks_job_run_duration_threshold_seconds",
+    "gauge",
+    "The job's own run duration threshold: its health rule RUN_DURATION_SECONDS "
+    "GREATER_THAN (absent without one).",
+    JOB,
+)
+TIMEOUT = Family(
+    "databricks_job_timeout_seconds",
+    "gauge",
+    "The job's timeout_seconds: Databricks ends a run that lasts longer (absent without one).",
+    JOB,
+)
+SCHEDULE_PAUSED = Family(
+    "databricks_job_schedule_paused",
+    "gauge",
+    "1 if the job's schedule, trigger or continuous run is paused, else 0 (jobs that have one).",
+    JOB,
+)
+SCHEDULE_INTERVAL = Family(
+    "databricks_job_schedule_interval_seconds",
+    "gauge",
+    "The period the job's schedule promises: a cron schedule's longest gap between fire "
+    "times over the next 8 days in its timezone, a periodic trigger's interval.",
+    JOB,
+)
+CREATED = Family(
+    "databricks_job_created_timestamp_seconds",
+    "gauge",
+    "When the job was created (Unix seconds).",
+    JOB,
+)
+JOBS_LISTED = Family(
+    "databricks_exporter_jobs_listed",
+    "gauge",
+    "Jobs the last jobs/list showed (all of them, also those beyond max_jobs).",
+    ("workspace",),
+)
+JOBS_LEFT_OUT = Family(
+    "databricks_exporter_jobs_listing_folded",
+    "gauge",
+    "Jobs listed beyond max_jobs (those of the highest job ids): they have no series of the "
+    "jobs collector.",
+    ("workspace",),
+)
+
+FAMILIES: tuple[Family, ...] = (
+    JOB_INFO,
+    RUN_DURATION_THRESHOLD,
+    TIMEOUT,
+    SCHEDULE_PAUSED,
+    SCHEDULE_INTERVAL,
+    CREATED,
+    JOBS_LISTED,
+    JOBS_LEFT_OUT,
+)
+
+
+def job_families(views: Sequence[tuple[str, JobsSnapshot]]) -> Iterator[Metric]:
+    tag_labels = next((snap.tag_labels for _, snap in views), ())
+    info = dataclasses.replace(JOB_INFO, labels=(*JOB_INFO.labels, *tag_labels)).gauge()
+    threshold = RUN_DURATION_THRESHOLD.gauge()
+    timeout = TIMEOUT.gauge()
+    paused = SCHEDULE_PAUSED.gauge()
+    interval = SCHEDULE_INTERVAL.gauge()
+    created = CREATED.gauge()
+    listed = JOBS_LISTED.gauge()
+    left_out = JOBS_LEFT_OUT.gauge()
+    for ws, snap in views:
+        for job in snap.jobs:
+            labels = [ws, job.job_id, job.name]
+            info.add_metric([*labels, job.trigger, *job.tag_values], 1.0)
+            if job.threshold is not None:
+                threshold.add_metric(labels, job.threshold)
+            if job.timeout is not None:
+                timeout.add_metric(labels, job.timeout)
+            if job.paused is not None:
+                paused.add_metric(labels, 1.0 if job.paused else 0.0)
+            if job.interval is not None:
+                interval.add_metric(labels, job.interval)
+            if job.created is not None:
+                created.add_metric(labels, job.created)
+        listed.add_metric([ws], float(snap.listed))
+        left_out.add_metric([ws], float(snap.folded))
+    yield from (info, threshold, timeout, paused, interval, created, listed, left_out)
