@@ -68,9 +68,7 @@ def main() -> None:
             f"{row['tasks_observed']:,} |"
         )
     ratio = on["cpu_ms"] / off["cpu_ms"] if off["cpu_ms"] else 1.0
-    print(
-        f"\nRequests: {on['requests'] / off['requests']:.2f}x the baseline; CPU: {ratio:.2f}x.\n"
-    )
+    print(f"\nRequests: {on['requests'] / off['requests']:.2f}x the baseline; CPU: {ratio:.2f}x.\n")
     figures({"off": off, "on": on, "cpu_ratio": ratio})
 
 

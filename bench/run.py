@@ -31,6 +31,7 @@ FIGURES = (
     "time_to_ready.py",
     "web_overhead.py",
     "jobs_cost.py",
+    "phases_cost.py",
 )
 
 

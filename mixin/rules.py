@@ -43,14 +43,11 @@ from exporter.collectors.runs.families import (
     JOB_LAST_SUCCESS,
     JOB_RUN_DURATION,
     JOB_RUNS,
+    JOB_RUNS_BY_COMPUTE,
     LOOKBACK_PROGRESS,
+    LOOKBACK_START,
 )
 from mixin.settings import Settings
-
-# Families of the runs collector declared with issue 27's runs part (the compute of each run,
-# and where the look-back starts): named here until they are importable from its families.
-RUNS_BY_COMPUTE = "databricks_job_runs_by_compute_total"
-LOOKBACK_START = "databricks_exporter_lookback_start_timestamp_seconds"
 
 FAILED = outcomes.promql_matcher(outcomes.FAILED)
 JOBS = "/d/databricks-jobs/databricks-jobs?var-workspace={{ $labels.workspace }}&var-job={{ $labels.job_name }}"
@@ -265,7 +262,7 @@ def promises(s: Settings) -> list[Rule]:
     {periods} * {m(SCHEDULE_INTERVAL.name)}
 or
   (
-      (0 * {m(SCHEDULE_INTERVAL.name)} + on (workspace) group_left () (time() - {m(LOOKBACK_START)}))
+      (0 * {m(SCHEDULE_INTERVAL.name)} + on (workspace) group_left () (time() - {m(LOOKBACK_START.name)}))
     > {periods} * {m(SCHEDULE_INTERVAL.name)}
   )
   unless on (workspace, job_id) {m(JOB_LAST_SUCCESS.name)}
@@ -291,7 +288,7 @@ and on (workspace, job_id) (time() - {m(CREATED.name)} > {periods} * {m(SCHEDULE
             "other.",
             f"""
 sum by (workspace, job_id, job_name) (
-  increase({m(RUNS_BY_COMPUTE, 'compute="all_purpose"')}[1d])
+  increase({m(JOB_RUNS_BY_COMPUTE.name, 'compute="all_purpose"')}[1d])
 ) > 0
 and on (workspace, job_id) {m(JOB_INFO.name, 'trigger=~"cron|periodic"')}
 """,

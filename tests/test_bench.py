@@ -88,3 +88,13 @@ def test_quick_benchmarks_run_and_report_exact_counts(tmp_path):
     assert len(web) == 6 and all(row["p50_s"] > 0 for row in web.values())
     flood = web["basic auth, 16 threads flooding wrong passwords"]
     assert flood["new_credentials_tries"] != 0 and flood["healthz_p99_s"] > 0
+    jobs = figures["jobs_cost"]  # 1,000 jobs: 10 pages a collection, 6 collections an hour
+    assert jobs["listed"] == jobs["jobs"] and jobs["requests_per_collection"] == 10
+    assert jobs["requests_per_hour"] == 60 and jobs["baseline_requests_per_hour"] == 600
+    phases = figures["phases_cost"]  # phases cost the runs cycle no request
+    assert phases["on"]["requests"] == phases["off"]["requests"] > 0
+    assert phases["on"]["counted"] == phases["off"]["counted"] > 0
+    assert (
+        phases["on"]["tasks_observed"] > phases["on"]["counted"]
+        and not phases["off"]["tasks_observed"]
+    )

@@ -89,7 +89,7 @@ def test_rejected_token_reports_failure_and_keeps_serving(make_sim, exporter):
     )
     proc.wait_healthy()
     wait_for(
-        lambda: len(select(proc.samples(), "databricks_exporter_collection_success")) == 3,
+        lambda: len(select(proc.samples(), "databricks_exporter_collection_success")) == 4,
         10,
         "a failed collection of each collector",
     )
@@ -97,7 +97,7 @@ def test_rejected_token_reports_failure_and_keeps_serving(make_sim, exporter):
         dict(k)["collector"]: v
         for k, v in select(proc.samples(), "databricks_exporter_collection_success").items()
     }
-    assert success == {"runs": 0.0, "pools": 0.0, "pipelines": 0.0}
+    assert success == {"runs": 0.0, "pools": 0.0, "pipelines": 0.0, "jobs": 0.0}
     # Ready all the same: failures are metrics and alerts, never a reason to stop the scrapes.
     assert requests.get(proc.url + "/readyz", timeout=2).status_code == 200
     log = proc.output()
@@ -282,7 +282,7 @@ def test_pools_forbidden_is_ready_serves_jobs_and_reports_pools_failing(make_sim
         dict(k)["collector"]: v
         for k, v in select(proc.samples(), "databricks_exporter_collection_success").items()
     }
-    assert success == {"runs": 1.0, "pools": 0.0, "pipelines": 1.0}
+    assert success == {"runs": 1.0, "pools": 0.0, "pipelines": 1.0, "jobs": 1.0}
     assert "403" in proc.output()
 
 
