@@ -4,8 +4,9 @@ continuous), a RUN_DURATION_SECONDS health rule between its shortest and longest
 runs pass it), a timeout, tags; some jobs have none of these. Each is a pure function of the
 config's seed and the job, and ``Promise`` is the ground truth the exporter must report.
 
-Idle jobs (``SimConfig.idle_jobs``) are listed with a live schedule and never run: they are not
-among the workspace's ``jobs`` (so runs are untouched), only in jobs/list.
+Idle jobs (``SimConfig.idle_jobs``) are listed with a schedule and never run (every other one's
+schedule is paused): they are not among the workspace's ``jobs`` (so runs are untouched), only
+in jobs/list.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Promise:
 def _trigger(seed: int, job: SimJob, idle: bool) -> tuple[Promise, dict[str, Any]]:
     u = _unit(seed, job.index, 40)
     paused = _unit(seed, job.index, 41) < 0.25 and not idle
+    if idle:  # every other idle job's schedule is paused: quiet, and must never alert for it
+        paused = (job.job_id - IDLE_JOB_BASE) % 2 == 1
     status = {"pause_status": "PAUSED" if paused else "UNPAUSED"}
     if job.kind == "continuous":
         return Promise("continuous", False), {"continuous": {"pause_status": "UNPAUSED"}}

@@ -96,16 +96,17 @@ def test_jobs_that_never_ran_have_their_series(world):
     collector = JobsCollector(client)
     collector.collect()
     assert collector.snapshot is not None
-    idle = {str(j.job_id) for j, _ in listed_jobs(server.model) if j.kind == "idle"}
+    idle = {str(j.job_id): p for j, p in listed_jobs(server.model) if j.kind == "idle"}
     assert len(idle) == 4
+    assert {p.paused for p in idle.values()} == {True, False}  # quiet paused jobs too
     ran = {str(run.job_id) for run in server.model.runs_desc(0, server.model.clock.now_ms())}
-    assert not idle & ran
+    assert not set(idle) & ran
     info = samples(collector.snapshot, "databricks_job_info")
     paused = samples(collector.snapshot, "databricks_job_schedule_paused")
     interval = samples(collector.snapshot, "databricks_job_schedule_interval_seconds")
-    for job_id in idle:
+    for job_id, promise in idle.items():
         assert info[job_id]["trigger"] == "cron"
-        assert paused[job_id] == 0.0 and interval[job_id] > 0
+        assert paused[job_id] == float(promise.paused) and interval[job_id] > 0
 
 
 def test_paging_past_100_jobs_and_max_jobs():

@@ -310,5 +310,11 @@ def test_jobs_list_pages_survive_the_sdk_models_with_every_kind_of_settings():
         ("team",),
         ("cost_center", "team", "tier"),
     }
-    # The idle jobs come last, each with a live schedule.
-    assert all(s["schedule"].get("pause_status", "UNPAUSED") == "UNPAUSED" for s in settings[-5:])
+    # The idle jobs come last, each with a schedule: live, then paused, in turn.
+    assert [s["schedule"].get("pause_status", "UNPAUSED") for s in settings[-5:]] == [
+        "UNPAUSED",
+        "PAUSED",
+        "UNPAUSED",
+        "PAUSED",
+        "UNPAUSED",
+    ]
