@@ -39,6 +39,7 @@ def demo_config() -> SimConfig:
     # The demo shows the Jobs API's awkward cases too: one-time runs (runs/submit, ADF), a
     # continuous job, a job of 130 tasks, status-only runs, repairs (a minute after a failure,
     # lasting a minute: the first within minutes), queues, pool start errors, an unpriced pool,
+    # tasks on pools, job clusters, all-purpose clusters, serverless and SQL warehouses,
     # and an API that answers its first pools listing and 1% of requests with 429 or 5xx
     # (retried: databricks_exporter_api_retries_total).
     return SimConfig(
@@ -55,6 +56,7 @@ def demo_config() -> SimConfig:
         repair_seconds=60,
         pool_error_rate=0.2,
         pipelines=4,  # Lakeflow pipelines, an update every 10 to 30 minutes, a fifth failing
+        idle_jobs=2,  # jobs with a schedule that never run (one paused): jobs collector, alerts
         align_origin_seconds=86_400,  # restarts within a UTC day replay the same runs
     )
 
