@@ -25,6 +25,13 @@ from exporter.catalogue import (
     LAST_SUCCESS,
     TOKEN_REQUESTS,
 )
+from exporter.collectors.jobs.families import (
+    JOB_INFO,
+    RUN_DURATION_THRESHOLD,
+    SCHEDULE_INTERVAL,
+    SCHEDULE_PAUSED,
+    TIMEOUT,
+)
 from exporter.collectors.pipelines.families import (
     LAST_UPDATE_ERROR,
     LAST_UPDATE_FAILED,
@@ -526,6 +533,7 @@ def jobs(s: Settings) -> Dashboard:
         8,
     )
     phases_row(lay, jm)
+    promises_table(lay, wm)
     pipelines_row(lay, wm)
     return dashboard(
         "databricks-jobs",
@@ -534,6 +542,46 @@ def jobs(s: Settings) -> Dashboard:
         lay,
         s,
         with_job=True,
+    )
+
+
+def promises_table(lay: Layout, wm: str) -> None:
+    """Each job's own promises (jobs collector) beside the time since its last success."""
+    by_job = "max by (workspace, job_id, job_name)"
+    # The settings' name for the runs' facts (a run's name can differ from its job's).
+    named = f"* on (workspace, job_id) group_left (job_name) {by_job} ({JOB_INFO.name}{{{wm}}})"
+    columns = [
+        ("threshold", f"{by_job} ({RUN_DURATION_THRESHOLD.name}{{{wm}}})"),
+        ("timeout", f"{by_job} ({TIMEOUT.name}{{{wm}}})"),
+        ("schedule period", f"{by_job} ({SCHEDULE_INTERVAL.name}{{{wm}}})"),
+        ("paused", f"{by_job} ({SCHEDULE_PAUSED.name}{{{wm}}})"),
+        (
+            "since last success",
+            f"(time() - max by (workspace, job_id) ({JOB_LAST_SUCCESS.name}{{{wm}}})) {named}",
+        ),
+    ]
+    hidden = {"Time": True}
+    renames = {f"Value #{chr(ord('A') + i)}": name for i, (name, _) in enumerate(columns)}
+    lay.add(
+        panel(
+            "table",
+            "Jobs' own promises",
+            "What each job's settings promise (jobs collector): its RUN_DURATION_SECONDS "
+            "health rule, timeout_seconds, its schedule's period and whether it is paused, "
+            "beside the time since its last success (seconds). Jobs that never ran are listed "
+            "too. Alerts: DatabricksJobRunOverDurationThreshold, DatabricksJobRunNearTimeout, "
+            "DatabricksScheduledJobNotSucceeding.",
+            "s",
+            [(expr, "") for _, expr in columns],
+            instant=True,
+            overrides=[("paused", [("unit", "none")])],
+            transformations=[
+                ("merge", {}),
+                ("organize", {"excludeByName": hidden, "renameByName": renames}),
+            ],
+        ),
+        24,
+        9,
     )
 
 
