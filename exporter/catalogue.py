@@ -106,6 +106,13 @@ START_DELAY = Family(
     "with more workspaces than it can serve starts them later and later.",
     COLLECTOR,
 )
+COLLECTION_INTERVAL = Family(
+    "databricks_exporter_collection_interval_seconds",
+    "gauge",
+    "Seconds between the collector's collections (interval, or its own: jobs_interval); "
+    "its data is stale when its last success is much older than this.",
+    COLLECTOR,
+)
 COLLECTION_DURATION = Family(
     "databricks_exporter_collection_duration_seconds",
     "histogram",
@@ -148,6 +155,7 @@ HEALTH: tuple[Family, ...] = (
     COLLECTION_SUCCESS,
     LAST_SUCCESS,
     START_DELAY,
+    COLLECTION_INTERVAL,
     COLLECTION_DURATION,
     API_REQUESTS,
     API_RETRIES,

@@ -60,6 +60,7 @@ class CollectorHealth:
     success: bool | None = None
     last_success: float | None = None
     start_delay: float | None = None  # how late the last collection started, seconds
+    interval: float | None = None  # seconds between its collections, as scheduled
     durations: Histogram = field(default_factory=lambda: Histogram(COLLECTION_BUCKETS))
 
 
@@ -99,6 +100,10 @@ class WorkspaceHealth:
                 last_success=now if ok else writes.last_success,
             )
 
+    def set_interval(self, collector: str, seconds: float) -> None:
+        with self._lock:
+            self._collectors.setdefault(collector, CollectorHealth()).interval = seconds
+
     def record_start_delay(self, collector: str, seconds: float) -> None:
         with self._lock:
             self._collectors.setdefault(collector, CollectorHealth()).start_delay = seconds
@@ -120,7 +125,7 @@ class WorkspaceHealth:
                 state_writes=self._state_writes,
                 collectors={
                     name: CollectorHealth(
-                        h.success, h.last_success, h.start_delay, h.durations.copy()
+                        h.success, h.last_success, h.start_delay, h.interval, h.durations.copy()
                     )
                     for name, h in self._collectors.items()
                 },

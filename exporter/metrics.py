@@ -19,6 +19,7 @@ from exporter.catalogue import (
     API_REQUESTS,
     API_RETRIES,
     COLLECTION_DURATION,
+    COLLECTION_INTERVAL,
     COLLECTION_SUCCESS,
     HEALTH,
     LAST_SUCCESS,
@@ -123,6 +124,7 @@ def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Met
     success = COLLECTION_SUCCESS.gauge()
     last_success = LAST_SUCCESS.gauge()
     delay = START_DELAY.gauge()
+    every = COLLECTION_INTERVAL.gauge()
     duration = COLLECTION_DURATION.histogram()
     requests = API_REQUESTS.counter()
     retries = API_RETRIES.counter()
@@ -135,13 +137,15 @@ def health_families(views: Sequence[tuple[str, HealthSnapshot]]) -> Iterator[Met
                 last_success.add_metric([ws, name], col.last_success)
             if col.start_delay is not None:
                 delay.add_metric([ws, name], col.start_delay)
+            if col.interval is not None:
+                every.add_metric([ws, name], col.interval)
             duration.add_metric([ws, name], col.durations.buckets(), col.durations.total)
         for (endpoint, status), value in sorted(health.requests.items()):
             requests.add_metric([ws, endpoint, status], value)
         for (endpoint, reason), value in sorted(health.retries.items()):
             retries.add_metric([ws, endpoint, reason], value)
         tokens.add_metric([ws], health.token_requests)
-    yield from (success, last_success, delay, duration, requests, retries, tokens)
+    yield from (success, last_success, delay, every, duration, requests, retries, tokens)
     yield from state_write_families(views)
 
 

@@ -67,6 +67,8 @@ class Workspace:
         self.registrations = {r.name: r for r in registrations() if r.name in enabled}
         # Seconds between each collector's collections (the scheduler's intervals).
         self.intervals = {name: r.interval(settings) for name, r in self.registrations.items()}
+        for name, seconds in self.intervals.items():
+            self.health.set_interval(name, seconds)
         self.collectors: dict[str, Collector] = {
             name: registration.factory(
                 Context(

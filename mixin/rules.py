@@ -13,6 +13,7 @@ import textwrap
 from exporter import outcomes
 from exporter.catalogue import (
     API_RETRIES,
+    COLLECTION_INTERVAL,
     COLLECTION_SUCCESS,
     LAST_SUCCESS,
     STATE_LAST_WRITE,
@@ -436,9 +437,12 @@ def exporter(s: Settings) -> list[Rule]:
         ),
         Rule(
             "DatabricksExporterDataStale",
-            f"No successful collection for {t.data_stale_minutes:g} minutes, whatever the reason.",
+            f"No successful collection for {t.data_stale_minutes:g} minutes (or three of the "
+            "collector's intervals, if longer: jobs_interval), whatever the reason.",
             f"""
-time() - {m(LAST_SUCCESS.name)} > {t.data_stale_minutes * 60:g}
+time() - {m(LAST_SUCCESS.name)}
+> on (job, instance, workspace, collector)
+  clamp_min(3 * {m(COLLECTION_INTERVAL.name)}, {t.data_stale_minutes * 60:g})
 """,
             "5m",
             "warning",
