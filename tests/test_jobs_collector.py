@@ -16,7 +16,7 @@ from databricks_simulator import FaultRule, SimClock, SimConfig, SimServer, SimW
 from databricks_simulator.jobsettings import listed_jobs
 from exporter.auth import DatabricksAuth
 from exporter.client import ApiError, DatabricksClient
-from exporter.collectors import registration
+from exporter.collectors import Context, registration
 from exporter.collectors.jobs.collector import JobsCollector, JobsSnapshot
 from exporter.collectors.jobs.families import job_families
 from exporter.collectors.jobs.model import parse_job, tag_label
@@ -120,6 +120,22 @@ def test_paging_past_100_jobs_and_max_jobs():
         kept = [int(j.job_id) for j in snap.jobs]
         assert kept == sorted(kept) and len(kept) == 200  # the lowest ids: stable
         assert samples(snap, "databricks_exporter_jobs_listing_folded") == {"-": 50.0}
+        client.close()
+
+
+def test_max_series_bounds_the_jobs_collector_too():
+    with _world(SimConfig(seed=3, jobs=230, pools=1)) as server:
+        client = _client(server.url, server.token)
+        ws = WorkspaceConfig(name="t", host=server.url, token=server.token)
+        for max_series, most in ((600, 100), (250_000, 5000)):
+            settings = Settings(workspaces=(ws,), max_series=max_series)
+            collector = registration("jobs").factory(
+                Context(client=client, config=ws, settings=settings, clock=server.model.clock.time)
+            )
+            assert isinstance(collector, JobsCollector) and collector.max_jobs == most
+            collector.collect()
+            snap = collector.snapshot
+            assert snap is not None and snap.listed == 230 and len(snap.jobs) == min(most, 230)
         client.close()
 
 

@@ -9,10 +9,15 @@ from exporter.collectors.jobs.collector import JobsCollector, JobsSnapshot
 from exporter.collectors.jobs.families import FAMILIES, job_families
 from exporter.collectors.jobs.model import Job, parse_job, tag_label
 
+# Series of one listed job: info, threshold, timeout, paused, schedule period, created time.
+SERIES_PER_LISTED_JOB = 6
+
 
 def build(ctx: Context) -> JobsCollector:
     settings = ctx.settings
-    return JobsCollector(ctx.client, settings.max_jobs, settings.job_tags, ctx.clock)
+    # max_series bounds this collector too (its own share: the runs' estimate is apart).
+    most = min(settings.max_jobs, max(settings.max_series // SERIES_PER_LISTED_JOB, 1))
+    return JobsCollector(ctx.client, most, settings.job_tags, ctx.clock)
 
 
 COLLECTOR = Registration(
