@@ -144,6 +144,8 @@ class GroundTruth:
                             continue  # not listed, and the run reports no phases of its own
                         if not cluster:
                             compute = "unknown"  # its cluster_spec does not say
+                    if not (setup or execution or cleanup):
+                        continue  # it never ran (upstream failed): no phases, no compute
                     queue = run.queue_ms if first else 0
                     first = False
                     for phase, ms in zip(PHASES, (queue, setup, execution, cleanup), strict=True):
@@ -153,6 +155,8 @@ class GroundTruth:
                     used.add(compute)
                     pool = f"0101-120000-pool{job.pool:02d}" if compute == "pool" else ""
                     node = job.node_type if compute == "on_demand" else ""
+                    if compute == "unknown" and not cluster:
+                        continue  # a SQL warehouse's task: no cluster of the run
                     if "job_cluster_key" in cluster:  # one start-up: its longest setup
                         shared[(compute, pool, node)] = max(
                             setup, shared.get((compute, pool, node), 0)

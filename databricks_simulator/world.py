@@ -206,6 +206,8 @@ SETUP_MS = {
     "unknown": (1_000, 5_000),  # a SQL warehouse's
 }
 JOB_CLUSTER_KEY = "job_cluster"
+# Task results of tasks that never started (every phase 0).
+NEVER_RAN = frozenset({"UPSTREAM_FAILED", "UPSTREAM_CANCELED", "SKIPPED", "EXCLUDED"})
 SPARK_VERSION = "15.4.x-scala2.12"
 WIDE_TASKS = 130
 TASK_PAGE = 100  # the API's cap on tasks per run in a listing or a runs/get page
@@ -708,9 +710,13 @@ class SimWorkspace(GroundTruth):
         """(compute, setup, execution, cleanup) ms of each task of a finished run: the tasks
         run side by side for the whole run; the tasks of a job cluster share its start-up."""
         ran = self.ran_ms(run, now)
+        results = dict(self.task_results(run, now))
         out = []
-        for i in range(len(run.job.tasks)):
+        for i, key in enumerate(run.job.tasks):
             compute = self.task_compute(run.job, i)
+            if len(run.job.tasks) > 1 and results.get(key) in NEVER_RAN:
+                out.append((compute, 0, 0, 0))  # skipped for its upstream: it never started
+                continue
             least, most = SETUP_MS[compute]
             shared = "job_cluster_key" in self._cluster_of(run.job, i)
             draw = _unit(self.config.seed, run.run_id, 0 if shared else i + 1, 20)

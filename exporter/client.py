@@ -530,8 +530,10 @@ class DatabricksClient:
             if run_gone(exc):
                 return None
             raise
+        # An array that is not one is left as it came, for parse_run to refuse (wrong_type).
         arrays: dict[str, list[Any]] = {
-            key: list(run.get(key) or []) for key in ("tasks", "job_clusters", "repair_history")
+            key: list(run[key]) if isinstance(run.get(key), list) else []
+            for key in ("tasks", "job_clusters", "repair_history")
         }
         token = run.get("next_page_token")
         seen_tokens: set[str] = set()

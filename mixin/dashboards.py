@@ -1091,9 +1091,11 @@ def pools_buy(lay: Layout, wm: str) -> None:
             "short",
             [
                 (
-                    f"sum by (workspace, pool_id, pool_name, currency) (increase("
+                    # By pool_id alone on the left: a pool renamed in the range is one pool.
+                    f"sum by (workspace, pool_id, currency) (increase("
                     f"{IDLE_COST.name}{{{wm}}}[$__range])) / on (workspace, pool_id) "
-                    f"({served} > 0)",
+                    f"group_left () ({served} > 0) * on (workspace, pool_id) "
+                    f"group_left (pool_name) {name_of}",
                     "{{pool_name}} ({{currency}})",
                 )
             ],

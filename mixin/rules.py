@@ -20,10 +20,10 @@ from exporter.catalogue import (
     STATE_WRITE_ERRORS,
 )
 from exporter.collectors.jobs.families import (
-    CREATED,
     JOB_INFO,
     RUN_DURATION_THRESHOLD,
     SCHEDULE_INTERVAL,
+    SCHEDULE_LIVE_SINCE,
     SCHEDULE_PAUSED,
     TIMEOUT,
 )
@@ -45,6 +45,7 @@ from exporter.collectors.runs.families import (
     JOB_RUN_DURATION,
     JOB_RUNS,
     JOB_RUNS_BY_COMPUTE,
+    JOBS_FOLDED,
     LOOKBACK_PROGRESS,
     LOOKBACK_START,
 )
@@ -254,8 +255,10 @@ def promises(s: Settings) -> list[Rule]:
             "DatabricksScheduledJobNotSucceeding",
             f"A job with an unpaused schedule (cron or periodic) has not succeeded for "
             f"{periods} of its periods: its last success is older, or the exporter read runs "
-            f"back over {periods} periods (the look-back done) and found none. Jobs younger "
-            "than that, paused, or whose schedule has no known period never fire.",
+            f"back over {periods} periods (the look-back done) and found none. Jobs whose "
+            f"schedule has been live (unpaused, or created) for less than {periods} periods, "
+            "paused jobs, schedules without a known period, and (without a known success) "
+            "workspaces whose runs collector folds jobs never fire.",
             f"""
 (
     time() - {m(JOB_LAST_SUCCESS.name)}
@@ -268,9 +271,10 @@ or
   )
   unless on (workspace, job_id) {m(JOB_LAST_SUCCESS.name)}
   and on (workspace) ({m(LOOKBACK_PROGRESS.name)} == 1)
+  unless on (workspace) ({m(JOBS_FOLDED.name)} > 0)
 )
 and on (workspace, job_id) ({m(SCHEDULE_PAUSED.name)} == 0)
-and on (workspace, job_id) (time() - {m(CREATED.name)} > {periods} * {m(SCHEDULE_INTERVAL.name)})
+and on (workspace, job_id) (time() - {m(SCHEDULE_LIVE_SINCE.name)} > {periods} * {m(SCHEDULE_INTERVAL.name)})
 """,
             "15m",
             "warning",
@@ -292,6 +296,7 @@ sum by (workspace, job_id, job_name) (
   increase({m(JOB_RUNS_BY_COMPUTE.name, 'compute="all_purpose"')}[1d])
 ) > 0
 and on (workspace, job_id) {m(JOB_INFO.name, 'trigger=~"cron|periodic"')}
+and on (workspace, job_id) ({m(SCHEDULE_PAUSED.name)} == 0)
 """,
             "15m",
             "info",

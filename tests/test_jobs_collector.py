@@ -127,7 +127,7 @@ def test_max_series_bounds_the_jobs_collector_too():
     with _world(SimConfig(seed=3, jobs=230, pools=1)) as server:
         client = _client(server.url, server.token)
         ws = WorkspaceConfig(name="t", host=server.url, token=server.token)
-        for max_series, most in ((600, 100), (250_000, 5000)):
+        for max_series, most in ((700, 100), (250_000, 5000)):
             settings = Settings(workspaces=(ws,), max_series=max_series)
             collector = registration("jobs").factory(
                 Context(client=client, config=ws, settings=settings, clock=server.model.clock.time)
@@ -386,3 +386,72 @@ def test_the_jobs_collector_runs_at_its_own_interval():
         assert registration("runs").interval(settings) == 30.0
     finally:
         ws.close()
+
+
+class _Listing:
+    """A client whose jobs/list answers what the test says (the shapes are the API's)."""
+
+    workspace = "t"
+
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+
+    def paginate(self, path: str, params: dict[str, Any], key: str) -> Any:
+        return iter(self.jobs)
+
+
+def _hourly(job_id: int, paused: bool | None) -> dict[str, Any]:
+    settings: dict[str, Any] = {"name": f"job{job_id}"}
+    if paused is not None:
+        settings["schedule"] = {
+            "quartz_cron_expression": "0 0 * * * ?",
+            "timezone_id": "UTC",
+            "pause_status": "PAUSED" if paused else "UNPAUSED",
+        }
+    return {"job_id": job_id, "created_time": 1_000_000, "settings": settings}
+
+
+def test_live_since_follows_pauses_and_survives_a_restart_through_the_state_part():
+    now = [2_000_000.0]
+    listing = _Listing()
+    collector = JobsCollector(listing, clock=lambda: now[0])  # type: ignore[arg-type]
+    listing.jobs = [_hourly(1, False), _hourly(2, True), _hourly(3, None)]
+    collector.collect()
+    live = samples(collector.snapshot, "databricks_job_schedule_live_since_timestamp_seconds")
+    assert live == {"1": 1_000.0}  # first seen live: since it was created; paused: none
+    now[0] += 600
+    listing.jobs = [_hourly(1, False), _hourly(2, False), _hourly(3, False)]
+    collector.collect()
+    live = samples(collector.snapshot, "databricks_job_schedule_live_since_timestamp_seconds")
+    # Unpaused now (2), a schedule added now (3): live since this listing; 1 unchanged.
+    assert live == {"1": 1_000.0, "2": 2_000_600.0, "3": 2_000_600.0}
+    saved = collector.state()
+    now[0] += 600
+    listing.jobs = [_hourly(1, True), _hourly(2, False), _hourly(3, False), _hourly(4, True)]
+    collector.collect()
+    restarted = JobsCollector(listing, clock=lambda: now[0])  # type: ignore[arg-type]
+    restarted.restore(saved)  # saved before 1 was paused and 4 was created
+    listing.jobs = [_hourly(1, False), _hourly(2, False), _hourly(3, False), _hourly(4, False)]
+    restarted.collect()
+    live = samples(restarted.snapshot, "databricks_job_schedule_live_since_timestamp_seconds")
+    assert live == {"1": 1_000.0, "2": 2_000_600.0, "3": 2_000_600.0, "4": 1_000.0}
+    paused = samples(restarted.snapshot, "databricks_job_schedule_paused")
+    assert paused == {"1": 0.0, "2": 0.0, "3": 0.0, "4": 0.0}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [],
+        {"live_since": []},
+        {"live_since": {"1": "x"}},
+        {"live_since": {"1": float("nan")}},
+        {"known": [1]},
+        {"live_since": {"1": True}},
+    ],
+)
+def test_a_damaged_jobs_part_is_refused(data):
+    collector = JobsCollector(_Listing())  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        collector.restore(data)
+    assert collector.live_since == {} and collector.known == set()

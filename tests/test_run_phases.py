@@ -12,8 +12,13 @@ from dataclasses import replace
 import pytest
 
 from databricks_simulator import SimConfig
-from exporter.collectors.runs.ledger import SERIES_PER_JOB, SERIES_PER_PHASE_SET, RunLedger
-from exporter.collectors.runs.model import parse_run
+from exporter.collectors.runs.ledger import (
+    SERIES_PER_JOB,
+    SERIES_PER_PHASE_SET,
+    SERIES_PER_START_UP,
+    RunLedger,
+)
+from exporter.collectors.runs.model import BadRun, parse_run
 from exporter.collectors.runs.persist import ledger_from_dict, ledger_to_dict
 from exporter.collectors.runs.phases import (
     ALL_PURPOSE,
@@ -208,12 +213,49 @@ def test_orchestration_tasks_use_no_compute_and_hostile_durations_count_as_nothi
                 _task("child", run_job_task={"job_id": 3}),
                 _task("each", for_each_task={"inputs": "[1]"}),
                 _task("work", setup_duration="soon", execution_duration=-5, cleanup_duration=1e30),
+                _task("ok", setup_duration=True, execution_duration="7000"),
             ]
         },
         0,
     )
+    # Durations that are not durations count as nothing; a task with none never ran.
     assert len(phases) == 1
-    assert (phases[0].setup_ms, phases[0].execution_ms, phases[0].cleanup_ms) == (0, 0, 0)
+    assert (phases[0].setup_ms, phases[0].execution_ms, phases[0].cleanup_ms) == (0, 7_000, 1_000)
+
+
+def test_tasks_that_never_ran_have_no_phases_compute_or_start_up():
+    never = {"setup_duration": 0, "execution_duration": 0, "cleanup_duration": 0}
+    raw = {
+        "job_clusters": [{"job_cluster_key": "jc", "new_cluster": POOLED}],
+        "tasks": [
+            _task("main", job_cluster_key="jc"),
+            # The on-failure handler, excluded when all went well: it never ran.
+            _task("on_failure", existing_cluster_id="0101-allpurp", **never),
+            _task("after", new_cluster=CLOUD, **never),  # upstream failed
+            _task("report", sql_task={"warehouse_id": "w"}),
+        ],
+    }
+    phases = run_phases(raw, 5_000)
+    assert [p.compute for p in phases] == [POOL, UNKNOWN]
+    assert phases[0].queue_ms == 5_000
+    # The SQL warehouse's task starts no cluster of the run.
+    assert [(s.compute, s.setup_seconds) for s in start_ups(phases)] == [(POOL, 30.0)]
+
+
+@pytest.mark.parametrize("field", ["tasks", "job_clusters", "repair_history"])
+@pytest.mark.parametrize("value", [5, True, 1.5, "x", {"a": 1}])
+def test_an_array_that_is_not_one_makes_the_run_untrusted_not_the_cycle_fail(field, value):
+    raw = {
+        "run_id": 1,
+        "job_id": 1,
+        "start_time": NOW,
+        "end_time": NOW + MIN,
+        "state": {"life_cycle_state": "TERMINATED", "result_state": "SUCCESS"},
+        field: value,
+    }
+    with pytest.raises(BadRun) as info:
+        parse_run(raw, NOW + 2 * MIN)
+    assert info.value.reason == "wrong_type"
 
 
 def test_the_run_s_queue_goes_once_to_the_first_task_unless_tasks_report_their_own():
@@ -274,7 +316,9 @@ def _counted_run(run_id: int, job_id: int, tasks: list[dict]) -> object:
 
 def test_phase_series_beyond_max_series_fold_and_runs_keep_their_own_job():
     book = RunLedger.starting_at(NOW, 0, replace(RunLedger(0, 0).policy))
-    book.policy = replace(book.policy, max_series=2 * SERIES_PER_JOB + SERIES_PER_PHASE_SET + 30)
+    # Two jobs, one phase set, one start-up, their runs by compute.
+    room = 2 * SERIES_PER_JOB + SERIES_PER_PHASE_SET + SERIES_PER_START_UP + 2
+    book.policy = replace(book.policy, max_jobs=2, max_series=room)
     runs = [
         _counted_run(1, 1, [_task("a", new_cluster=POOLED)]),
         _counted_run(2, 2, [_task("a", existing_cluster_id="c1")]),
@@ -285,6 +329,24 @@ def test_phase_series_beyond_max_series_fold_and_runs_keep_their_own_job():
     assert book.runs_by_compute[("2", "job2", ALL_PURPOSE)] == 1  # its runs keep their job
     assert book.snapshot().folded_phase_sets == 1
     assert book.series_budget_used <= book.policy.max_series
+
+
+def test_phases_never_make_a_job_fold_they_fold_first():
+    book = RunLedger.starting_at(NOW, 0, RunLedger(0, 0).policy)
+    jobs = 60
+    book.policy = replace(book.policy, max_jobs=jobs, max_series=jobs * SERIES_PER_JOB + 1000)
+    wide = [_task(f"t{i}", job_cluster_key="jc", new_cluster=POOLED) for i in range(3)]
+    runs = [
+        _counted_run(j, j, [*wide, _task("x", existing_cluster_id="c")]) for j in range(1, jobs + 1)
+    ]
+    book.apply(NOW + 3 * MIN, [], runs)
+    assert not book.folded  # every job keeps its own series
+    assert {job_id for job_id, _, _ in book.runs_total} == {str(j) for j in range(1, jobs + 1)}
+    assert book.snapshot().folded_phase_sets > 0  # the phases folded instead
+    assert book.core_series_used <= book.policy.max_series
+    # The phases took what was left for them when they came: later jobs' task keys (4 x 3)
+    # and runs by compute (2) can take the total past max_series by their own, no more.
+    assert book.series_budget_used <= book.policy.max_series + jobs * (4 * 3 + 2)
 
 
 def test_phases_survive_the_state_file_and_a_snapshot_never_changes_afterwards():

@@ -5,6 +5,7 @@ changes nothing (the client's ApiError goes to the Workspace wrapper)."""
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ class JobFacts:
     paused: bool | None
     interval: float | None
     created: float | None
+    live_since: float | None = None  # since when its schedule has been unpaused (seconds)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ class JobsCollector:
         self.snapshot: JobsSnapshot | None = None
         self._untranslatable: set[str] = set()  # cron expressions logged once
         self._over_cap_logged = False
+        # Since when each job's schedule has been live (unpaused), as far as seen: its created
+        # time when first listed live, the listing that saw it live after a pause (or after it
+        # had nothing to pause); and the jobs listed before. Kept in the state file.
+        self.live_since: dict[str, float] = {}
+        self.known: set[str] = set()
 
     def collect(self) -> int:
         """One listing; returns the jobs listed. Raises ApiError when a page fails (the
@@ -90,6 +97,7 @@ class JobsCollector:
                 folded,
             )
         now = self.clock()
+        self._follow_pauses(kept, now)
         snapshot = JobsSnapshot(
             jobs=tuple(self._facts(job, now) for job in kept),
             listed=len(ordered),
@@ -99,6 +107,46 @@ class JobsCollector:
         if snapshot != self.snapshot:  # an unchanged snapshot keeps its rendered text
             self.snapshot = snapshot
         return len(ordered)
+
+    def _follow_pauses(self, jobs: Sequence[Job], now: float) -> None:
+        """Move each job's live-since on: an unpaused schedule seen paused (or absent) before
+        has been live since this listing; one first seen live, since the job was created."""
+        live: dict[str, float] = {}
+        for job in jobs:
+            if job.paused is not False:
+                continue
+            since = self.live_since.get(job.job_id)
+            if since is None:
+                first_seen = job.job_id not in self.known
+                since = (job.created_seconds or now) if first_seen else now
+            live[job.job_id] = min(since, now)
+        self.live_since = live
+        self.known = {job.job_id for job in jobs}
+
+    def state(self) -> dict[str, Any]:
+        """What the state file keeps: a restart goes on knowing what was paused."""
+        return {"live_since": dict(self.live_since), "known": sorted(self.known)}
+
+    def restore(self, data: Any) -> None:
+        """The saved part (``state``); ValueError when it cannot be trusted."""
+        if not isinstance(data, dict):
+            raise ValueError("the jobs part is not an object")
+        live, known = data.get("live_since", {}), data.get("known", [])
+        if not isinstance(live, dict) or not isinstance(known, list):
+            raise ValueError("live_since is not an object or known not a list")
+        restored: dict[str, float] = {}
+        for job_id, since in live.items():
+            if (
+                not isinstance(job_id, str)
+                or isinstance(since, bool)
+                or not isinstance(since, int | float)
+                or not math.isfinite(since)
+            ):
+                raise ValueError(f"a live_since entry is not a job id and a time: {job_id!r}")
+            restored[job_id] = float(since)
+        if not all(isinstance(job_id, str) for job_id in known):
+            raise ValueError("a known job id is not text")
+        self.live_since, self.known = restored, set(known) | set(restored)
 
     def _facts(self, job: Job, now: float) -> JobFacts:
         tags = dict(job.tags)
@@ -112,6 +160,7 @@ class JobsCollector:
             paused=job.paused,
             interval=self._interval(job, now),
             created=job.created_seconds,
+            live_since=self.live_since.get(job.job_id),
         )
 
     def _interval(self, job: Job, now: float) -> float | None:

@@ -54,6 +54,14 @@ CREATED = Family(
     "When the job was created (Unix seconds).",
     JOB,
 )
+SCHEDULE_LIVE_SINCE = Family(
+    "databricks_job_schedule_live_since_timestamp_seconds",
+    "gauge",
+    "Since when the job's schedule has been unpaused without a pause the exporter saw (Unix "
+    "seconds): its created time when first listed unpaused, else the listing that saw it "
+    "unpaused after a pause. Kept in --state-file across restarts.",
+    JOB,
+)
 JOBS_LISTED = Family(
     "databricks_exporter_jobs_listed",
     "gauge",
@@ -75,6 +83,7 @@ FAMILIES: tuple[Family, ...] = (
     SCHEDULE_PAUSED,
     SCHEDULE_INTERVAL,
     CREATED,
+    SCHEDULE_LIVE_SINCE,
     JOBS_LISTED,
     JOBS_LEFT_OUT,
 )
@@ -88,6 +97,7 @@ def job_families(views: Sequence[tuple[str, JobsSnapshot]]) -> Iterator[Metric]:
     paused = SCHEDULE_PAUSED.gauge()
     interval = SCHEDULE_INTERVAL.gauge()
     created = CREATED.gauge()
+    live_since = SCHEDULE_LIVE_SINCE.gauge()
     listed = JOBS_LISTED.gauge()
     left_out = JOBS_LEFT_OUT.gauge()
     for ws, snap in views:
@@ -104,6 +114,8 @@ def job_families(views: Sequence[tuple[str, JobsSnapshot]]) -> Iterator[Metric]:
                 interval.add_metric(labels, job.interval)
             if job.created is not None:
                 created.add_metric(labels, job.created)
+            if job.live_since is not None:
+                live_since.add_metric(labels, job.live_since)
         listed.add_metric([ws], float(snap.listed))
         left_out.add_metric([ws], float(snap.folded))
-    yield from (info, threshold, timeout, paused, interval, created, listed, left_out)
+    yield from (info, threshold, timeout, paused, interval, created, live_since, listed, left_out)

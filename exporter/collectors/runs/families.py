@@ -192,7 +192,8 @@ LOOKBACK_START = Family(
     "databricks_exporter_lookback_start_timestamp_seconds",
     "gauge",
     "Start of the look-back (Unix seconds): once databricks_exporter_lookback_progress_ratio "
-    "is 1, the last-run facts know every run that started after it.",
+    "is 1, the last-run facts (each job's last run and last success) cover the runs that "
+    "started after it.",
     ("workspace",),
 )
 RUNS_SKIPPED = Family(

@@ -374,18 +374,39 @@ class RunLedger:
         return counted
 
     @property
-    def series_budget_used(self) -> int:
-        """The series estimate of what has been admitted (jobs, task keys, one-time names)."""
+    def core_series_used(self) -> int:
+        """The series estimate of the jobs, task keys and one-time names admitted."""
         return (
             len(self.known_jobs) * SERIES_PER_JOB
             + len(self.known_task_keys) * SERIES_PER_TASK_KEY
             + len(self.known_one_time_names) * SERIES_PER_ONE_TIME_NAME
+            + len(self.runs_by_compute)
+        )
+
+    @property
+    def series_budget_used(self) -> int:
+        """The series estimate of all that has been admitted, phase histograms too."""
+        return (
+            self.core_series_used
             + len(self.known_phase_sets) * SERIES_PER_PHASE_SET
             + sum(1 for key in self.start_ups if key[1] != OTHER_JOB) * SERIES_PER_START_UP
         )
 
-    def _room_for(self, series: int, what: str) -> bool:
-        if self.series_budget_used + series <= self.policy.max_series:
+    def _room_for_phases(self, series: int, what: str) -> bool:
+        """Room for phase or start-up histograms: what the other families leave of max_series,
+        less SERIES_PER_JOB for every job still to come (up to max_jobs). Phases never take
+        room a job needs: a job (and its task keys) is admitted on ``core_series_used`` alone,
+        so the task keys of jobs that come later can take the total past max_series by their
+        own series, never more."""
+        unseen = max(self.policy.max_jobs - len(self.known_jobs), 0)
+        reserved = unseen * SERIES_PER_JOB
+        return self._room_for(series, what, self.series_budget_used, reserved)
+
+    def _room_for(self, series: int, what: str, used: int | None = None, reserved: int = 0) -> bool:
+        """Whether ``series`` more fit in max_series beside ``used`` (the core's estimate
+        unless told) and ``reserved`` (kept for jobs still to come)."""
+        used = self.core_series_used if used is None else used
+        if used + series + reserved <= self.policy.max_series:
             return True
         if not (
             self.folded
@@ -394,10 +415,11 @@ class RunLedger:
             or self.folded_phase_sets
         ):
             log.warning(
-                "about %d series reached (max_series %d): further %s are reported as %r "
-                "(see databricks_exporter_*_folded)",
-                self.series_budget_used,
+                "about %d series reached (max_series %d, %d of them kept for jobs still to "
+                "come): further %s are reported as %r (see databricks_exporter_*_folded)",
+                used + reserved,
                 self.policy.max_series,
+                reserved,
                 what,
                 OTHER_JOB,
             )
@@ -519,7 +541,7 @@ class RunLedger:
         key = (run.one_time, owner[0], compute)
         if owner[0] == OTHER_JOB or key in self.known_phase_sets:
             return owner
-        if key not in self.folded_phase_sets and self._room_for(
+        if key not in self.folded_phase_sets and self._room_for_phases(
             SERIES_PER_PHASE_SET, "run phase histograms"
         ):
             self.known_phase_sets.add(key)
@@ -539,7 +561,7 @@ class RunLedger:
             start_key: StartUpKey = (start.compute, start.pool_id, start.node_type_id)
             if start_key not in self.start_ups and (
                 len(self.start_ups) >= MAX_START_UP_KEYS
-                or not self._room_for(SERIES_PER_START_UP, "cluster start-up histograms")
+                or not self._room_for_phases(SERIES_PER_START_UP, "cluster start-up histograms")
             ):
                 start_key = (start.compute, OTHER_JOB, OTHER_JOB)
             self._observe(self.start_ups, start_key, start.setup_seconds, PHASE_BUCKETS)

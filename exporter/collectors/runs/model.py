@@ -158,6 +158,7 @@ NUMBER_FIELDS = (
     "execution_duration",
     "cleanup_duration",
 )
+ARRAY_FIELDS = ("tasks", "job_clusters", "repair_history")
 FUTURE_SLACK_MS = 86_400_000  # a day of clock skew; later than that is not a real time
 
 
@@ -241,6 +242,9 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
     if run_id is None:
         raise BadRun("bad_run_id", f"run_id is {type(raw.get('run_id')).__name__}")
     _check_numbers(raw, observed_ms)
+    for key in ARRAY_FIELDS:
+        if raw.get(key) is not None and not isinstance(raw.get(key), list):
+            raise BadRun("wrong_type", f"{key} is {type(raw.get(key)).__name__}")
     life_cycle = life_cycle_of(raw)
     start_ms = _int(raw.get("start_time"))
     end_ms = _int(raw.get("end_time"))

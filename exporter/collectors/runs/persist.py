@@ -215,7 +215,10 @@ def ledger_from_dict(data: dict[str, Any], policy: LedgerPolicy | None = None) -
         {_str(k, "reason"): _int(v, "skipped") for k, v in skipped.items()}
     )
     backfill = data.get("backfill")
-    if backfill is not None:  # absent (older files): nothing left to read
+    # Absent (older files): nothing left to read, and nothing known read before the baseline
+    # (databricks_exporter_lookback_start_timestamp_seconds is the baseline, not 1970).
+    ledger.backfill_from_ms = ledger.baseline_ms
+    if backfill is not None:
         window = _list(backfill, "backfill")
         if len(window) != 2:
             raise ValueError("backfill is not [from, to]")

@@ -10,11 +10,13 @@ Each task is one observation of each phase, under its compute kind. Tasks that r
 are not merged: a phase's sum over a run is the compute time its tasks spent in it, not wall
 time. The run's queue time is the wait before its first task: it goes to the task(s) that
 started first, unless the tasks report queue times of their own. Tasks that only orchestrate
-(``condition_task``, ``run_job_task``, ``for_each_task``) use no compute and are left out.
+(``condition_task``, ``run_job_task``, ``for_each_task``) use no compute and are left out, and
+so are tasks that never ran (skipped, excluded, upstream failed: every phase 0).
 
 A cluster start-up is one per cluster a run started: a job cluster shared by several tasks once
 (its tasks' longest setup, since the tasks that came later found it running), a task's own
-``new_cluster`` once per attempt, an all-purpose cluster once per task (it may be running).
+``new_cluster`` once per attempt, an all-purpose cluster once per task (it may be running), a
+serverless task's own start once per task; a SQL warehouse's or a pipeline's task starts none.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ OTHER_COMPUTE_TASKS = (
     "dbt_platform_task",
 )
 # Phases and start-ups: a second to a few hours.
+DURATION_FIELDS = ("queue_duration", "setup_duration", "execution_duration", "cleanup_duration")
 PHASE_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 MAX_ID = 128  # characters of a pool or node type id kept; a longer one is not an id
 
@@ -110,7 +113,8 @@ def cluster_compute(spec: Any) -> tuple[str, str, str]:
 
 def _job_clusters(raw_run: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     clusters = {}
-    for item in raw_run.get("job_clusters") or ():
+    items = raw_run.get("job_clusters")
+    for item in items if isinstance(items, list) else ():
         if isinstance(item, Mapping) and isinstance(item.get("job_cluster_key"), str):
             clusters[item["job_cluster_key"]] = item
     return clusters
@@ -145,6 +149,12 @@ def _compute_of(
     return SERVERLESS, "", "", ""
 
 
+def _ran(task: Mapping[str, Any]) -> bool:
+    """Whether the task ran at all: one that was skipped, excluded or never started because
+    an upstream task failed reports 0 for every phase (and used no cluster)."""
+    return any(_ms(task.get(key)) for key in DURATION_FIELDS)
+
+
 def _orchestration(task: Mapping[str, Any]) -> bool:
     return any(task.get(kind) is not None for kind in ORCHESTRATION_TASKS)
 
@@ -155,7 +165,8 @@ def run_phases(raw: Mapping[str, Any], queue_ms: int) -> tuple[TaskPhases, ...]:
     ``queue_ms``: the run's queue_duration, given to the first-started task(s) unless the
     tasks report queue times of their own.
     """
-    tasks = [t for t in (raw.get("tasks") or ()) if isinstance(t, Mapping)]
+    listed = raw.get("tasks")
+    tasks = [t for t in (listed if isinstance(listed, list) else ()) if isinstance(t, Mapping)]
     if not tasks:
         setup, execution, cleanup = (
             _ms(raw.get(k)) for k in ("setup_duration", "execution_duration", "cleanup_duration")
@@ -163,14 +174,13 @@ def run_phases(raw: Mapping[str, Any], queue_ms: int) -> tuple[TaskPhases, ...]:
         if not (setup or execution or cleanup or queue_ms):
             return ()  # it never ran (skipped), or a multi-task run listed without its tasks
         spec = raw.get("cluster_spec")
-        compute, cluster, pool, node = UNKNOWN, "run", "", ""
+        compute, cluster, pool, node = UNKNOWN, "", "", ""  # no spec: nor a cluster known
         if isinstance(spec, Mapping) and spec:
             compute, cluster, pool, node = _compute_of(spec, _job_clusters(raw), "")
-        return (
-            TaskPhases(compute, queue_ms, setup, execution, cleanup, cluster or "run", pool, node),
-        )
+            cluster = cluster or "run"
+        return (TaskPhases(compute, queue_ms, setup, execution, cleanup, cluster, pool, node),)
     job_clusters = _job_clusters(raw)
-    working = [t for t in tasks if not _orchestration(t)]
+    working = [t for t in tasks if not _orchestration(t) and _ran(t)]
     own_queues = any(_ms(t.get("queue_duration")) for t in working)
     starts = [_start(t) for t in working if _start(t)]
     first_start = min(starts) if starts else 0
@@ -206,9 +216,10 @@ def start_ups(phases: tuple[TaskPhases, ...]) -> list[StartUp]:
     clusters: dict[str, TaskPhases] = {}
     out = []
     for task in phases:
-        if not task.cluster or task.compute == SERVERLESS:
-            out.append(StartUp(task.compute, task.pool_id, task.node_type_id, task.setup_ms / 1e3))
-            continue
+        if not task.cluster:
+            if task.compute == SERVERLESS:  # serverless compute's own start, per task
+                out.append(StartUp(task.compute, "", "", task.setup_ms / 1000.0))
+            continue  # a SQL warehouse's or a pipeline's task: no cluster of the run
         known = clusters.get(task.cluster)
         if known is None or task.setup_ms > known.setup_ms:
             clusters[task.cluster] = task
