@@ -310,6 +310,7 @@ CRON_TABLE = [
     ("0 0 9 ? * FRI-MON", "UTC", 4 * DAY),  # over the week's end: Monday to Friday
     ("0 0 9 ? * MON/2", "UTC", 3 * DAY),  # Monday, Wednesday, Friday
     ("0 0 9 ? * mon-fri", "UTC", 3 * DAY),  # names in any case
+    ("0 0 9 ? * L", "UTC", 7 * DAY),  # L alone in day of week: Saturday
     # Fewer than two fires within the 8 days: the gap to the first fire after them.
     ("0 15 10 ? * 6L", "UTC", 28 * DAY),  # the last Friday (Quartz 6=FRI): Jan 30, Feb 27
     ("0 15 10 ? * 2#1", "UTC", 28 * DAY),  # the first Monday: Jan 5 (10:15), Feb 2

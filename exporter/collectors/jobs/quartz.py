@@ -2,7 +2,7 @@
 CronTrigger, and the longest gap between its fire times: the period a scheduled job promises.
 
 Quartz writes ``seconds minutes hours day-of-month month day-of-week [year]``, with ``?`` for
-"no value", day-of-week 1=SUN..7=SAT, ``L`` (last day of the month; ``6L`` the last Friday),
+"no value", day-of-week 1=SUN..7=SAT, ``L`` (last day of the month; alone in day of week Saturday; ``6L`` the last Friday),
 ``#`` (``2#3``: the third Monday) and ``W`` (nearest weekday). CronTrigger takes the same
 fields one by one, with 0=MON..6=SUN and ``last``, ``last fri``, ``3rd mon`` in its day field;
 what has no translation (``W``, ``L-3``, ``LW``) gives no interval (``Untranslatable``).
@@ -74,6 +74,8 @@ def _day_of_week(field: str) -> tuple[str, str]:
     """Quartz's day-of-week as (CronTrigger's day, CronTrigger's day_of_week)."""
     if field in ("?", "*"):
         return "", "*"
+    if field.upper() == "L":  # alone in day of week: the last day of the week, Saturday
+        return "", _NAMES[6]
     if field.endswith("L") and len(field) > 1:  # 6L: the last Friday of the month
         day = _DOW.get(field[:-1].upper())
         if day is None:
