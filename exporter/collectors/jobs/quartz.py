@@ -2,8 +2,9 @@
 CronTrigger, and the longest gap between its fire times: the period a scheduled job promises.
 
 Quartz writes ``seconds minutes hours day-of-month month day-of-week [year]``, with ``?`` for
-"no value", day-of-week 1=SUN..7=SAT, ``L`` (last day of the month; alone in day of week Saturday; ``6L`` the last Friday),
-``#`` (``2#3``: the third Monday) and ``W`` (nearest weekday). CronTrigger takes the same
+"no value", day-of-week 1=SUN..7=SAT, ``L`` (the last day of the month; alone in day of week,
+Saturday; ``6L`` the last Friday), ``#`` (``2#3``: the third Monday) and ``W`` (nearest
+weekday). CronTrigger takes the same
 fields one by one, with 0=MON..6=SUN and ``last``, ``last fri``, ``3rd mon`` in its day field;
 what has no translation (``W``, ``L-3``, ``LW``) gives no interval (``Untranslatable``).
 """
