@@ -102,6 +102,7 @@ def _watch(args: list[str], env: dict[str, str], jobs: int) -> dict[str, float]:
             "--port",
             str(port),
             "--no-collector.pipelines",  # the runs and pools figures, measured as before
+            "--no-collector.jobs",
             *args,
         ],
         env={**os.environ, **env},

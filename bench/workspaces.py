@@ -171,6 +171,7 @@ def measure(
         "--lookback-hours",
         f"{lookback_hours:g}",
         "--no-collector.pipelines",  # the runs and pools figures, measured as before
+        "--no-collector.jobs",
     ]
     sim = psutil.Process(fleet.pid)
     with open(log_path, "wb") as log:
