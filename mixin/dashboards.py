@@ -549,7 +549,11 @@ def promises_table(lay: Layout, wm: str) -> None:
     """Each job's own promises (jobs collector) beside the time since its last success."""
     by_job = "max by (workspace, job_id, job_name)"
     # The settings' name for the runs' facts (a run's name can differ from its job's).
-    named = f"* on (workspace, job_id) group_left (job_name) {by_job} ({JOB_INFO.name}{{{wm}}})"
+    # One series per job (topk by): a job renamed a minute ago has two for a while.
+    named = (
+        "* on (workspace, job_id) group_left (job_name) topk by (workspace, job_id) "
+        f"(1, {by_job} ({JOB_INFO.name}{{{wm}}}))"
+    )
     columns = [
         ("threshold", f"{by_job} ({RUN_DURATION_THRESHOLD.name}{{{wm}}})"),
         ("timeout", f"{by_job} ({TIMEOUT.name}{{{wm}}})"),
@@ -1027,8 +1031,9 @@ def pools_buy(lay: Layout, wm: str) -> None:
     start-ups served, and idle cost per start-up served (README, "Run phases and compute")."""
     setup = CLUSTER_SETUP.name
     # A pool's start-ups under its node type and name (from the pool's info series).
-    node_of = f"max by (workspace, pool_id, node_type_id) ({POOL_INFO.name}{{{wm}}})"
-    name_of = f"max by (workspace, pool_id, pool_name) ({POOL_INFO.name}{{{wm}}})"
+    # One series per pool (topk by): a pool renamed a minute ago has two for a while.
+    node_of = f"topk by (workspace, pool_id) (1, {POOL_INFO.name}{{{wm}}})"
+    name_of = node_of
     targets = []
     for q in (0.5, 0.95):
         targets.append(
