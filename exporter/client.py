@@ -534,6 +534,7 @@ class DatabricksClient:
         arrays: dict[str, list[Any]] = {
             key: list(run[key]) if isinstance(run.get(key), list) else []
             for key in ("tasks", "job_clusters", "repair_history")
+            if run.get(key) is None or isinstance(run.get(key), list)
         }
         token = run.get("next_page_token")
         seen_tokens: set[str] = set()

@@ -277,6 +277,7 @@ def test_a_run_without_tasks_is_one_task_of_its_own_and_a_skipped_one_is_none():
     assert (phases.compute, phases.queue_ms, phases.setup_ms) == (ALL_PURPOSE, 7_000, 20_000)
     # A multi-task run listed without its tasks (or skipped) reports 0 for its phases.
     assert run_phases({"run_duration": 60_000}, 0) == ()
+    assert run_phases({"queue_duration": 60_000}, 60_000) == ()  # ended while queued
     (unknown,) = run_phases({"execution_duration": 5_000}, 0)
     assert unknown.compute == UNKNOWN
 
@@ -316,8 +317,8 @@ def _counted_run(run_id: int, job_id: int, tasks: list[dict]) -> object:
 
 def test_phase_series_beyond_max_series_fold_and_runs_keep_their_own_job():
     book = RunLedger.starting_at(NOW, 0, replace(RunLedger(0, 0).policy))
-    # Two jobs, one phase set, one start-up, their runs by compute.
-    room = 2 * SERIES_PER_JOB + SERIES_PER_PHASE_SET + SERIES_PER_START_UP + 2
+    # Two jobs and their task key, one phase set, one start-up, their runs by compute.
+    room = 2 * (SERIES_PER_JOB + 3) + SERIES_PER_PHASE_SET + SERIES_PER_START_UP + 2
     book.policy = replace(book.policy, max_jobs=2, max_series=room)
     runs = [
         _counted_run(1, 1, [_task("a", new_cluster=POOLED)]),
@@ -327,7 +328,9 @@ def test_phase_series_beyond_max_series_fold_and_runs_keep_their_own_job():
     owners = {key[0] for key in book.phases}
     assert owners == {"1", "__other__"}  # job 2's phases had no room
     assert book.runs_by_compute[("2", "job2", ALL_PURPOSE)] == 1  # its runs keep their job
-    assert book.snapshot().folded_phase_sets == 1
+    assert len(book.folded_phase_sets) == 1  # job 2's all-purpose phases
+    assert book.folded_start_ups == {(ALL_PURPOSE, "", "")}  # and its start-up
+    assert book.snapshot().folded_phase_sets == 2
     assert book.series_budget_used <= book.policy.max_series
 
 
@@ -362,3 +365,37 @@ def test_phases_survive_the_state_file_and_a_snapshot_never_changes_afterwards()
     book.apply(NOW + 4 * MIN, [], [_counted_run(2, 1, [_task("a", new_cluster=POOLED)])])
     assert {k: (h.total, h.count) for k, h in before.phases.items()} == frozen
     assert book.snapshot().phases != before.phases
+
+
+def test_a_task_that_ended_while_queued_is_no_start_up():
+    queued = _task("a", new_cluster=CLOUD, queue_duration=90_000, setup_duration=0)
+    queued.update(execution_duration=0, cleanup_duration=0)
+    assert run_phases({"tasks": [queued]}, 0) == ()
+
+
+def test_a_lowered_max_series_still_leaves_phases_room_and_folds_warn_once(caplog):
+    book = RunLedger.starting_at(NOW, 0, RunLedger(0, 0).policy)
+    book.policy = replace(book.policy, max_series=150_000)  # below max_jobs (5000) x 40
+    book.apply(
+        NOW + 3 * MIN, [], [_counted_run(j, j, [_task("a", new_cluster=POOLED)]) for j in (1, 2)]
+    )
+    assert {key[0] for key in book.phases} == {"1", "2"}
+    # Start-ups past their cap fold into "__other__", counted, with one warning.
+    book.policy = replace(book.policy, max_series=book.series_budget_used)
+    nodes = [{**CLOUD, "node_type_id": f"Standard_D{n}"} for n in range(30)]
+    runs = [_counted_run(10 + n, 1, [_task("a", new_cluster=node)]) for n, node in enumerate(nodes)]
+    with caplog.at_level("WARNING"):
+        book.apply(NOW + 4 * MIN, [], runs)
+    assert len([r for r in caplog.records if "series reached" in r.message]) == 1
+    assert book.start_ups[(ON_DEMAND, "__other__", "__other__")].count == 30
+    assert len(book.folded_start_ups) == 30 and len(book.folded_phase_sets) == 1  # on_demand
+    assert book.snapshot().folded_phase_sets == 31
+
+
+def test_a_restart_remembers_that_the_workspace_folds_jobs():
+    book = RunLedger.starting_at(NOW, 0, RunLedger(0, 0).policy)
+    book.policy = replace(book.policy, max_jobs=1)
+    book.apply(NOW + 3 * MIN, [], [_counted_run(1, 1, []), _counted_run(2, 2, [])])
+    assert book.snapshot().folded_jobs == 1
+    restored = ledger_from_dict(json.loads(json.dumps(ledger_to_dict(book))), book.policy)
+    assert restored.snapshot().folded_jobs == 1 and restored.known_jobs == {"1"}

@@ -185,7 +185,8 @@ PHASES_FOLDED = Family(
     "databricks_exporter_run_phases_folded",
     "gauge",
     "Distinct (job or one-time run name, compute) pairs beyond max_series whose phase "
-    'histograms are reported as job_id="__other__" (or run_name).',
+    'histograms are reported as job_id="__other__" (or run_name), and (compute, pool_id, '
+    'node_type_id) start-ups reported as pool_id="__other__".',
     ("workspace",),
 )
 LOOKBACK_START = Family(

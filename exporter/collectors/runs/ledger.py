@@ -64,6 +64,7 @@ SERIES_PER_PHASE_SET = len(PHASES) * (len(PHASE_BUCKETS) + 3)
 # Distinct (compute, pool_id, node_type_id) start-up histograms; beyond, "__other__".
 MAX_START_UP_KEYS = 500
 SERIES_PER_START_UP = len(PHASE_BUCKETS) + 3
+MAX_FOLDED_KEPT = 100_000  # folded keys remembered (for their gauges and the state file)
 PhaseKey = tuple[str, str, str, str]  # (job_id or run_name, job_name or run_type, phase, compute)
 StartUpKey = tuple[str, str, str]  # (compute, pool_id, node_type_id)
 
@@ -152,6 +153,7 @@ class RunLedger:
     # (one_time, job_id or run_name, compute) pairs with phase histograms of their own.
     known_phase_sets: set[tuple[bool, str, str]] = field(default_factory=set)
     folded_phase_sets: set[tuple[bool, str, str]] = field(default_factory=set)
+    folded_start_ups: set[StartUpKey] = field(default_factory=set)
     fresh: bool = True  # no cycle applied yet (a restored ledger is not fresh)
     # The history read in the background for the last-run facts (never counted): runs that
     # started in [backfill_from_ms, backfill_to_ms] are still to be read, newest first.
@@ -394,12 +396,14 @@ class RunLedger:
 
     def _room_for_phases(self, series: int, what: str) -> bool:
         """Room for phase or start-up histograms: what the other families leave of max_series,
-        less SERIES_PER_JOB for every job still to come (up to max_jobs). Phases never take
-        room a job needs: a job (and its task keys) is admitted on ``core_series_used`` alone,
-        so the task keys of jobs that come later can take the total past max_series by their
-        own series, never more."""
+        less SERIES_PER_JOB for every job still to come (up to max_jobs; at most half of
+        max_series, so a max_series lowered below max_jobs' share leaves phases room).
+
+        Phases never make anything else fold: jobs, task keys and one-time names are admitted
+        on ``core_series_used`` alone. So those that come after the phases filled their room
+        take the total past max_series by their own series (at most max_series more)."""
         unseen = max(self.policy.max_jobs - len(self.known_jobs), 0)
-        reserved = unseen * SERIES_PER_JOB
+        reserved = min(unseen * SERIES_PER_JOB, self.policy.max_series // 2)
         return self._room_for(series, what, self.series_budget_used, reserved)
 
     def _room_for(self, series: int, what: str, used: int | None = None, reserved: int = 0) -> bool:
@@ -413,6 +417,7 @@ class RunLedger:
             or self.folded_task_keys
             or self.folded_one_time_names
             or self.folded_phase_sets
+            or self.folded_start_ups
         ):
             log.warning(
                 "about %d series reached (max_series %d, %d of them kept for jobs still to "
@@ -559,10 +564,15 @@ class RunLedger:
                 self._observe(histograms, key, task.seconds(phase), PHASE_BUCKETS)
         for start in start_ups(run.phases):
             start_key: StartUpKey = (start.compute, start.pool_id, start.node_type_id)
-            if start_key not in self.start_ups and (
-                len(self.start_ups) >= MAX_START_UP_KEYS
-                or not self._room_for_phases(SERIES_PER_START_UP, "cluster start-up histograms")
+            if start_key in self.folded_start_ups or (
+                start_key not in self.start_ups
+                and (
+                    len(self.start_ups) >= MAX_START_UP_KEYS
+                    or not self._room_for_phases(SERIES_PER_START_UP, "cluster start-up histograms")
+                )
             ):
+                if len(self.folded_start_ups) < MAX_FOLDED_KEPT:
+                    self.folded_start_ups.add(start_key)
                 start_key = (start.compute, OTHER_JOB, OTHER_JOB)
             self._observe(self.start_ups, start_key, start.setup_seconds, PHASE_BUCKETS)
 
@@ -623,6 +633,6 @@ class RunLedger:
             one_time_phases=dict(self.one_time_phases),
             runs_by_compute=dict(self.runs_by_compute),
             start_ups=dict(self.start_ups),
-            folded_phase_sets=len(self.folded_phase_sets),
+            folded_phase_sets=len(self.folded_phase_sets) + len(self.folded_start_ups),
             lookback_start_ms=self.backfill_from_ms,
         )

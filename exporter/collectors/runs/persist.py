@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from exporter.collectors.runs.ledger import LedgerPolicy, RunLedger
+from exporter.collectors.runs.ledger import MAX_FOLDED_KEPT, LedgerPolicy, RunLedger
 from exporter.collectors.runs.model import (
     OTHER_JOB,
     RUN_DURATION_BUCKETS,
@@ -123,6 +123,9 @@ def ledger_to_dict(ledger: RunLedger) -> dict[str, Any]:
         "one_time_phases": _hists(ledger.one_time_phases),
         "runs_by_compute": [[*key, n] for key, n in ledger.runs_by_compute.items()],
         "start_ups": _hists(ledger.start_ups),
+        # Jobs reported as "__other__": a restart knows the workspace folds jobs (alerts that
+        # need a job's own last success stay quiet there).
+        "folded_jobs": sorted(ledger.folded)[:MAX_FOLDED_KEPT],
     }
 
 
@@ -235,6 +238,8 @@ def ledger_from_dict(data: dict[str, Any], policy: LedgerPolicy | None = None) -
     ledger.one_time_phases = _restore_hists(data.get("one_time_phases", []), 4)
     ledger.runs_by_compute = _counter(data.get("runs_by_compute", []), 3)
     ledger.start_ups = _restore_hists(data.get("start_ups", []), 3)
+    folded = _list(data.get("folded_jobs", []), "folded_jobs")
+    ledger.folded = {_str(job_id, "folded job id") for job_id in folded}
     ledger.fresh = False
     ledger.known_phase_sets = {(False, job_id, c) for job_id, _, _, c in ledger.phases}
     ledger.known_phase_sets |= {(True, name, c) for name, _, _, c in ledger.one_time_phases}

@@ -150,9 +150,10 @@ def _compute_of(
 
 
 def _ran(task: Mapping[str, Any]) -> bool:
-    """Whether the task ran at all: one that was skipped, excluded or never started because
-    an upstream task failed reports 0 for every phase (and used no cluster)."""
-    return any(_ms(task.get(key)) for key in DURATION_FIELDS)
+    """Whether the task ran at all: one that was skipped, excluded, never started because an
+    upstream task failed, or ended while still queued reports 0 for setup, execution and
+    cleanup (and used no cluster)."""
+    return any(_ms(task.get(key)) for key in DURATION_FIELDS[1:])
 
 
 def _orchestration(task: Mapping[str, Any]) -> bool:
@@ -171,8 +172,8 @@ def run_phases(raw: Mapping[str, Any], queue_ms: int) -> tuple[TaskPhases, ...]:
         setup, execution, cleanup = (
             _ms(raw.get(k)) for k in ("setup_duration", "execution_duration", "cleanup_duration")
         )
-        if not (setup or execution or cleanup or queue_ms):
-            return ()  # it never ran (skipped), or a multi-task run listed without its tasks
+        if not (setup or execution or cleanup):
+            return ()  # it never ran (skipped, or ended queued), or listed without its tasks
         spec = raw.get("cluster_spec")
         compute, cluster, pool, node = UNKNOWN, "", "", ""  # no spec: nor a cluster known
         if isinstance(spec, Mapping) and spec:
