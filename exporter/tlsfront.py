@@ -77,7 +77,10 @@ class TLSFront:
     async def _close(self) -> None:
         for server in self._servers:
             server.close()
-        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        # Ours, and asyncio's own: a connection still in its TLS handshake is a task of the
+        # loop's (_accept_connection2) that no handler has seen yet; left pending, closing the
+        # loop destroys it ("Task was destroyed but it is pending!").
+        tasks = [t for t in asyncio.all_tasks() | self._tasks if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -480,3 +480,41 @@ def test_sigterm_with_tls_connections_open_exits_cleanly_and_removes_its_socket_
             s.close()
     assert not any(Path(p).exists() for p in ours)
     assert "Task was destroyed" not in proc.output()
+
+
+def test_tls_front_shutdown_ends_connections_still_in_their_handshake(pki):
+    """Connections that connected and sent nothing are asyncio's own tasks (in their TLS
+    handshake, no handler yet); shutdown ends them too, so none is left pending when the
+    loop closes (each would log "Task was destroyed but it is pending!" when collected)."""
+    import asyncio
+    import time as _time
+
+    from exporter.tlsfront import TLSFront
+    from exporter.webconfig import WebConfigWatch
+
+    config = web_config(
+        pki, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
+    )
+    listener = socket.create_server(("127.0.0.1", 0))
+    front = TLSFront([listener], str(pki / "nowhere.sock"), WebConfigWatch(config), 64)
+    front.start()
+    port = listener.getsockname()[1]
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    try:
+        deadline = _time.monotonic() + 5
+        while _time.monotonic() < deadline:  # until the loop has accepted them all
+            handshakes = [
+                t
+                for t in asyncio.all_tasks(front._loop)
+                if "_accept_connection2" in repr(t.get_coro())
+            ]
+            if len(handshakes) == 5:
+                break
+            _time.sleep(0.05)
+        assert len(handshakes) == 5
+        front.shutdown()
+        assert not [t for t in asyncio.all_tasks(front._loop) if not t.done()]
+    finally:
+        for s in idle:
+            s.close()
+        listener.close()
