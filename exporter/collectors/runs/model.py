@@ -105,10 +105,7 @@ class Run:
 
     @property
     def terminal(self) -> bool:
-        if self.life_cycle_state in TERMINAL_LIFE_CYCLES:
-            return True
-        # An unknown life-cycle state with an end time is over, whatever the API calls it.
-        return self.life_cycle_state not in ACTIVE_LIFE_CYCLES and self.end_ms > 0
+        return is_terminal(self.life_cycle_state, self.end_ms)
 
     @property
     def failed(self) -> bool:
@@ -139,6 +136,14 @@ class Run:
     @property
     def one_time_key(self) -> OneTimeKey:
         return (self.job_name, self.run_type)
+
+
+def is_terminal(life_cycle: str, end_ms: int) -> bool:
+    """Whether a run in ``life_cycle`` that ended at ``end_ms`` (0: not reported) is over."""
+    if life_cycle in TERMINAL_LIFE_CYCLES:
+        return True
+    # An unknown life-cycle state with an end time is over, whatever the API calls it.
+    return life_cycle not in ACTIVE_LIFE_CYCLES and end_ms > 0
 
 
 class BadRun(ValueError):
@@ -283,9 +288,6 @@ def parse_run(raw: Mapping[str, Any], observed_ms: int) -> Run | None:
         original=original,
         repairs=repairs,
         paused=paused,
-        # Observed when counted, so only a terminal run's (as Run.terminal decides).
-        phases=run_phases(raw, queue_ms)
-        if life_cycle in TERMINAL_LIFE_CYCLES
-        or (life_cycle not in ACTIVE_LIFE_CYCLES and end_ms > 0)
-        else (),
+        # Observed when counted, so only a terminal run's.
+        phases=run_phases(raw, queue_ms) if is_terminal(life_cycle, end_ms) else (),
     )
