@@ -194,14 +194,13 @@ def panel(
     return p
 
 
-def merged_columns(a: str, b: str) -> list[tuple[str, dict[str, Any]]]:
-    """A table's transformations: queries A and B merged into one row per series, renamed."""
+def merged_columns(*names: str) -> list[tuple[str, dict[str, Any]]]:
+    """A table's transformations: queries A, B, ... merged into one row per series, their
+    values renamed ``names`` in order."""
+    renames = {f"Value #{chr(ord('A') + i)}": name for i, name in enumerate(names)}
     return [
         ("merge", {}),
-        (
-            "organize",
-            {"excludeByName": {"Time": True}, "renameByName": {"Value #A": a, "Value #B": b}},
-        ),
+        ("organize", {"excludeByName": {"Time": True}, "renameByName": renames}),
     ]
 
 
@@ -564,8 +563,6 @@ def promises_table(lay: Layout, wm: str) -> None:
             f"(time() - max by (workspace, job_id) ({JOB_LAST_SUCCESS.name}{{{wm}}})) {named}",
         ),
     ]
-    hidden = {"Time": True}
-    renames = {f"Value #{chr(ord('A') + i)}": name for i, (name, _) in enumerate(columns)}
     lay.add(
         panel(
             "table",
@@ -579,10 +576,7 @@ def promises_table(lay: Layout, wm: str) -> None:
             [(expr, "") for _, expr in columns],
             instant=True,
             overrides=[("paused", [("unit", "none")])],
-            transformations=[
-                ("merge", {}),
-                ("organize", {"excludeByName": hidden, "renameByName": renames}),
-            ],
+            transformations=merged_columns(*(name for name, _ in columns)),
         ),
         24,
         9,
