@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import Metric
 
 from exporter.catalogue import Family
-from exporter.collectors.jobs.collector import JobsSnapshot
+from exporter.collectors.jobs.collector import JobFacts, JobsSnapshot
 from exporter.families import SCHEDULED
 
 JOB = ("workspace", "job_id", "job_name")
@@ -89,33 +89,35 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 
+# Each job's optional figures: (family, its value of a job, None for no sample).
+JOB_FIGURES: tuple[tuple[Family, Callable[[JobFacts], float | None]], ...] = (
+    (RUN_DURATION_THRESHOLD, lambda job: job.threshold),
+    (TIMEOUT, lambda job: job.timeout),
+    (SCHEDULE_PAUSED, lambda job: None if job.paused is None else float(job.paused)),
+    (SCHEDULE_INTERVAL, lambda job: job.interval),
+    (CREATED, lambda job: job.created),
+    (SCHEDULE_LIVE_SINCE, lambda job: job.live_since),
+)
+
+
 def job_families(views: Sequence[tuple[str, JobsSnapshot]]) -> Iterator[Metric]:
     tag_labels = next((snap.tag_labels for _, snap in views), ())
     info = dataclasses.replace(JOB_INFO, labels=(*JOB_INFO.labels, *tag_labels)).gauge()
-    threshold = RUN_DURATION_THRESHOLD.gauge()
-    timeout = TIMEOUT.gauge()
-    paused = SCHEDULE_PAUSED.gauge()
-    interval = SCHEDULE_INTERVAL.gauge()
-    created = CREATED.gauge()
-    live_since = SCHEDULE_LIVE_SINCE.gauge()
+    for ws, snap in views:
+        for job in snap.jobs:
+            info.add_metric([ws, job.job_id, job.name, job.trigger, *job.tag_values], 1.0)
+    yield info
+    for declared, value_of in JOB_FIGURES:
+        family = declared.gauge()
+        for ws, snap in views:
+            for job in snap.jobs:
+                value = value_of(job)
+                if value is not None:
+                    family.add_metric([ws, job.job_id, job.name], value)
+        yield family
     listed = JOBS_LISTED.gauge()
     left_out = JOBS_LEFT_OUT.gauge()
     for ws, snap in views:
-        for job in snap.jobs:
-            labels = [ws, job.job_id, job.name]
-            info.add_metric([*labels, job.trigger, *job.tag_values], 1.0)
-            if job.threshold is not None:
-                threshold.add_metric(labels, job.threshold)
-            if job.timeout is not None:
-                timeout.add_metric(labels, job.timeout)
-            if job.paused is not None:
-                paused.add_metric(labels, 1.0 if job.paused else 0.0)
-            if job.interval is not None:
-                interval.add_metric(labels, job.interval)
-            if job.created is not None:
-                created.add_metric(labels, job.created)
-            if job.live_since is not None:
-                live_since.add_metric(labels, job.live_since)
         listed.add_metric([ws], float(snap.listed))
         left_out.add_metric([ws], float(snap.folded))
-    yield from (info, threshold, timeout, paused, interval, created, live_since, listed, left_out)
+    yield from (listed, left_out)
