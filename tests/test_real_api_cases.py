@@ -195,6 +195,58 @@ def test_runs_with_more_than_100_tasks_count_every_task(sims):
     assert len(wide) == 2
 
 
+def test_a_run_whose_details_fail_is_counted_once_with_every_task_when_asked_again(sims):
+    """runs/get failing for a run the listing cut at 100 tasks: the run is not counted with
+    the tasks it lacks, nor shown in flight, but asked for again and then counted whole."""
+    server, collector, clock = sims(wide_jobs=2, fail_rate=0.5)
+    collector.collect()
+    baseline = clock.now_ms()
+    run_cycles(collector, clock, 3)
+    server.add_faults(FaultRule(path_prefix=RUNS_GET, status=500, count=10_000))
+    owed = set()
+    for _ in range(8):
+        run_cycles(collector, clock, 1)
+        ledger = collector.ledger
+        owed |= {rid for rid, run in ledger.active.items() if run.terminal}
+        snap = collector.snapshot
+        assert snap is not None and not [r for r in snap.active if r.terminal]
+        assert not owed & set(ledger.seen)  # owed, so not counted yet
+    server.faults.clear()
+    run_cycles(collector, clock, 2)
+    ledger = collector.ledger
+    assert ledger.runs_total == truth_of(server, baseline, "runs", JOB_KEY)
+    assert ledger.tasks_total == truth_of(
+        server, baseline, "tasks", ("job_id", "job_name", "task_key", "result_state")
+    )
+    assert len(owed) >= 2  # wide runs ended while runs/get failed
+    assert owed <= set(ledger.seen) and not owed & set(ledger.active)
+
+
+def test_a_run_owed_its_details_and_repaired_meanwhile_counts_once_and_its_repair_apart(sims):
+    """The failed run whose runs/get failed is repaired before runs/get answers again: the
+    history then says its original attempt ended cycles ago, which must not pass for a run
+    counted long ago (only its repair counted): it counts once, its repair apart."""
+    server, collector, clock = sims(
+        wide_jobs=2, fail_rate=0.7, repair_rate=1.0, repair_delay_seconds=90, repair_seconds=30
+    )
+    collector.collect()
+    baseline = clock.now_ms()
+    run_cycles(collector, clock, 3)
+    server.add_faults(FaultRule(path_prefix=RUNS_GET, status=500, count=10_000))
+    owed = set()
+    for _ in range(8):
+        run_cycles(collector, clock, 1)
+        owed |= {rid for rid, run in collector.ledger.active.items() if run.terminal}
+    server.faults.clear()
+    run_cycles(collector, clock, 6)
+    ledger = collector.ledger
+    assert ledger.runs_total == truth_of(server, baseline, "runs", JOB_KEY)
+    assert ledger.repairs_total == truth_of(server, baseline, "repairs", JOB_KEY)
+    now = clock.now_ms()
+    repaired = [rid for rid in owed if server.model.find_run(int(rid)).repair_start_ms]
+    assert repaired and all(server.model.find_run(int(r)).repaired(now) for r in repaired)
+
+
 def test_continuous_jobs_are_marked_and_queued_time_is_not_running_time(sims):
     server, collector, clock = sims(
         continuous_jobs=1, queue_rate=1.0, fail_rate=0.0, duration_seconds=(600, 1200)

@@ -259,9 +259,11 @@ class RunsCollector:
             else:
                 still_active.append(run)
         # Listings carry at most 100 tasks per run and no repair history: runs/get has both.
-        terminal = [self._detailed(run, cycle_start) for run in terminal]
-        backlog = [self._detailed(run, cycle_start) for run in backlog]
-        still_active = [self.ledger.tag_uncounted(run) for run in still_active]
+        terminal, owed = self._detailed(terminal, cycle_start, self.ledger.watermark_ms)
+        if window is not None:
+            backlog, owed_backlog = self._detailed(backlog, cycle_start, window[2])
+            owed += owed_backlog
+        still_active = [self.ledger.tag_uncounted(run) for run in still_active] + owed
         # Before apply: its pruning must keep what the listings still to read may list again.
         if window is not None:
             self.ledger.pending_done(window, backlog_to)
@@ -286,13 +288,27 @@ class RunsCollector:
         )
         return counted
 
-    def _detailed(self, run: Run, observed_ms: int) -> Run:
-        """The run, from runs/get when the ledger needs what a listing lacks."""
-        if not self.ledger.needs_details(run):
-            return run
-        _, raw = self._get_run(run.run_id)
-        full = self._parse_one(raw, observed_ms) if raw is not None else None
-        return full if full is not None and full.terminal else run
+    def _detailed(
+        self, runs: list[Run], observed_ms: int, watermark_before: int
+    ) -> tuple[list[Run], list[Run]]:
+        """(The runs to count, from runs/get where the ledger needs what a listing lacks; the
+        runs whose runs/get failed, owed their details: kept uncounted, asked again next cycle).
+
+        A run that is gone, or whose runs/get answer cannot be trusted or says it runs again,
+        counts as listed."""
+        ready: list[Run] = []
+        owed: list[Run] = []
+        for run in runs:
+            if not self.ledger.needs_details(run):
+                ready.append(run)
+                continue
+            ok, raw = self._get_run(run.run_id)
+            if not ok:
+                owed.append(self.ledger.owe_details(run, watermark_before))
+                continue
+            full = self._parse_one(raw, observed_ms) if raw is not None else None
+            ready.append(full if full is not None and full.terminal else run)
+        return ready, owed
 
     def _completed(
         self,

@@ -333,6 +333,20 @@ class RunLedger:
         )
         return run.more_tasks or (unwatched and run.paused)
 
+    def owe_details(self, run: Run, watermark_before: int | None = None) -> Run:
+        """A terminal run that needs runs/get (``needs_details``) when runs/get failed: it is
+        not counted with what its listing lacks (tasks past 100, the repair history) but kept
+        among the active runs, uncounted, and asked for again next cycle (by its listing or by
+        runs/get, as a run that left the active listing is). ``watermark_before``: what it would
+        have been counted against now (the watermark, or a pending listing's), kept as its
+        ``uncounted_since``, so a repair that ends meanwhile is not taken for the repair of a
+        run counted long ago. The snapshot leaves it out of the runs in flight."""
+        since = max(self.watermark_ms if watermark_before is None else watermark_before, 0)
+        tracked = self.active.get(run.run_id)
+        if tracked is not None and tracked.uncounted_since:
+            since = min(since, tracked.uncounted_since)
+        return replace(run, uncounted_since=max(since, self.baseline_ms))
+
     def apply(
         self,
         cycle_start_ms: int,
@@ -617,7 +631,8 @@ class RunLedger:
             durations=dict(self.durations),  # never changed in place (see _observe)
             last_runs=dict(self.last_runs),
             last_success_ms=dict(self.last_success_ms),
-            active=tuple(self.active.values()),
+            # A run owed its details (owe_details) is over: not in flight.
+            active=tuple(run for run in self.active.values() if not run.terminal),
             baseline_ms=self.baseline_ms,
             watermark_ms=self.watermark_ms,
             folded_jobs=len(self.folded),
