@@ -27,7 +27,7 @@ from exporter.client import (
     PageLimit,
     RateLimiter,
 )
-from exporter.collectors.runs.ledger import RunLedger, RunsSnapshot
+from exporter.collectors.runs.ledger import OWED_MS, RunLedger, RunsSnapshot
 from exporter.collectors.runs.model import BadRun, Run, parse_run
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,13 @@ class RunsCollector:
         active = self._parse(raw_active, cycle_start)
         del raw_active
         listed_active = {r.run_id for r in active}
-        left = [r.start_ms for r in self.ledger.active.values() if r.run_id not in listed_active]
+        # A run owed its details (over, listed as active) is asked for by runs/get, which it
+        # needs anyway: reaching the listing back to its start would only read it again.
+        left = [
+            r.start_ms
+            for r in self.ledger.active.values()
+            if r.run_id not in listed_active and not r.terminal
+        ]
         list_from = self.ledger.completed_list_from(left, self._after_gap)
         completed, cut_at = self._completed(cycle_start, list_from)
         confirmed = server_clock.time_at(sent) if fresh and server_clock is not None else None
@@ -243,23 +249,23 @@ class RunsCollector:
         ]
         listed = {r.run_id for r in active} | {r.run_id for r in [*completed, *backlog]}
         vanished: list[int | str] = []
+        fetched: list[Run] = []  # from runs/get: its tasks and repair history are all there
         for run_id in [rid for rid in self.ledger.active if rid not in listed]:
+            tracked = self.ledger.active[run_id]
             ok, raw = self._get_run(run_id)
-            if not ok:
-                still_active.append(self.ledger.active[run_id])  # asked again next cycle
-                continue
-            if raw is None:
+            if raw is None and ok:
                 vanished.append(run_id)
                 continue
-            run = self._parse_one(raw, cycle_start)
-            if run is None:
-                still_active.append(self.ledger.active[run_id])  # untrustworthy now: ask again
-            elif run.terminal:
-                terminal.append(run)
-            else:
-                still_active.append(run)
+            run = self._parse_one(raw, cycle_start) if raw is not None else None
+            if run is not None:
+                (fetched if run.terminal else still_active).append(run)
+            elif self.ledger.owed_too_long(tracked, cycle_start):
+                fetched.append(self._given_up(tracked))
+            else:  # failed or untrustworthy now: asked again next cycle
+                still_active.append(tracked)
         # Listings carry at most 100 tasks per run and no repair history: runs/get has both.
         terminal, owed = self._detailed(terminal, cycle_start, self.ledger.watermark_ms)
+        terminal += fetched
         if window is not None:
             backlog, owed_backlog = self._detailed(backlog, cycle_start, window[2])
             owed += owed_backlog
@@ -292,10 +298,12 @@ class RunsCollector:
         self, runs: list[Run], observed_ms: int, watermark_before: int
     ) -> tuple[list[Run], list[Run]]:
         """(The runs to count, from runs/get where the ledger needs what a listing lacks; the
-        runs whose runs/get failed, owed their details: kept uncounted, asked again next cycle).
+        runs owed their details: kept uncounted and asked again next cycle).
 
-        A run that is gone, or whose runs/get answer cannot be trusted or says it runs again,
-        counts as listed."""
+        A run is owed when its runs/get fails, or says it runs again (a repair started since
+        the listing): that one is in flight, and counted whole when it ends. A run that is gone,
+        whose runs/get answer cannot be trusted, or that was owed for OWED_MS, counts as
+        listed."""
         ready: list[Run] = []
         owed: list[Run] = []
         for run in runs:
@@ -303,12 +311,24 @@ class RunsCollector:
                 ready.append(run)
                 continue
             ok, raw = self._get_run(run.run_id)
-            if not ok:
-                owed.append(self.ledger.owe_details(run, watermark_before))
-                continue
             full = self._parse_one(raw, observed_ms) if raw is not None else None
-            ready.append(full if full is not None and full.terminal else run)
+            if full is not None and full.terminal:
+                ready.append(full)
+            elif full is not None or (not ok and not self.ledger.owed_too_long(run, observed_ms)):
+                owed.append(self.ledger.owe_details(full or run, watermark_before))
+            else:
+                ready.append(self._given_up(run) if not ok else run)
         return ready, owed
+
+    def _given_up(self, run: Run) -> Run:
+        log.warning(
+            "workspace %s: run %s: runs/get failed for over %d minutes; counted as its listing "
+            "shows it (tasks past the 100th, or a repair history, are not known)",
+            self.client.workspace,
+            run.run_id,
+            OWED_MS // 60_000,
+        )
+        return run
 
     def _completed(
         self,

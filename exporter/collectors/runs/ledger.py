@@ -56,6 +56,7 @@ REACH_BACK_MS = 30 * 60 * 1000
 # least this far: a run repaired and finished meanwhile is only seen again by re-listing it.
 AFTER_GAP_MS = 5 * 60 * 1000
 MAX_PENDING_MS = 6 * 3600 * 1000  # a cut listing not read within 6 hours is given up
+OWED_MS = 3600 * 1000  # a run owed its runs/get for an hour is counted as listed (owe_details)
 SERIES_PER_JOB = 40
 SERIES_PER_TASK_KEY = 3
 SERIES_PER_ONE_TIME_NAME = 24
@@ -340,12 +341,17 @@ class RunLedger:
         runs/get, as a run that left the active listing is). ``watermark_before``: what it would
         have been counted against now (the watermark, or a pending listing's), kept as its
         ``uncounted_since``, so a repair that ends meanwhile is not taken for the repair of a
-        run counted long ago. The snapshot leaves it out of the runs in flight."""
+        run counted long ago. The snapshot leaves it out of the runs in flight; its job's
+        last-run facts move at once (``apply``), so a failure alerts without waiting."""
         since = max(self.watermark_ms if watermark_before is None else watermark_before, 0)
         tracked = self.active.get(run.run_id)
         if tracked is not None and tracked.uncounted_since:
             since = min(since, tracked.uncounted_since)
         return replace(run, uncounted_since=max(since, self.baseline_ms))
+
+    def owed_too_long(self, run: Run, now_ms: int) -> bool:
+        """Whether a run owed its details ended over OWED_MS ago: given up, counted as listed."""
+        return run.terminal and run.end_ms > 0 and now_ms - run.end_ms > OWED_MS
 
     def apply(
         self,
@@ -367,6 +373,10 @@ class RunLedger:
             counted += self._observe_terminal(run, watermark_before)
         still_active: dict[int | str, Run] = {}
         for run in map(self._keyed, active):
+            if run.terminal:
+                if run.run_id in self.seen:
+                    continue  # owed, but a copy of it (a pending listing's) was counted now
+                self._update_last_run(run)  # owed its details: counted later, known now
             tracked = self.active.get(run.run_id, run)
             if run.run_id in self.seen:
                 # Counted once already and running again: a repair (it keeps its run_id).
@@ -513,7 +523,7 @@ class RunLedger:
         if run.original is not None and run.repairs and run.original.end_ms <= counted_by:
             # A repaired run whose original attempt ended before the last cycle: counted then
             # (or before the baseline), forgotten since. Only its new repairs count now.
-            self._count_repairs(run, after_ms=watermark_before - self.overlap_ms)
+            self._count_repairs(run, after_ms=counted_by - self.overlap_ms)
             return 0
         self._update_last_run(run)
         if run.end_ms <= self.baseline_ms:
