@@ -221,8 +221,16 @@ def truth(server: SimServer, after_ms: int) -> tuple[dict, dict]:
     return runs, tasks
 
 
-def drain(server: SimServer) -> None:
-    """Stop new runs and wait until every started run has ended."""
+def drain(server: SimServer, proc: ExporterProcess | None = None, ended: int = 10) -> None:
+    """Stop new runs and wait until every started run has ended; with ``proc``, first wait
+    until ``ended`` runs have ended since its baseline (assert_counts_match_truth wants them,
+    and a loaded machine can get there late)."""
+    if proc is not None:
+        wait_for(
+            lambda: sum(truth(server, baseline_ms(proc))[0].values()) >= ended,
+            60,
+            f"{ended} simulated runs to end after the exporter's baseline",
+        )
     requests.post(server.url + "/sim/stop", json={}, timeout=5).raise_for_status()
     wait_for(lambda: server.model.active_count() == 0, 30, "simulated runs to finish")
 

@@ -25,7 +25,7 @@ def test_every_run_is_counted_exactly_once(make_sim, exporter):
     proc = exporter(["--interval", "1"], sim_env(server))
     proc.wait_ready()
     time.sleep(6)
-    drain(server)
+    drain(server, proc)
     want = assert_counts_match_truth(proc, server)
     results = {result for (_, _, result) in want}
     assert "SUCCESS" in results and results & {"FAILED", "TIMEDOUT"}
@@ -46,7 +46,7 @@ def test_counts_stay_exact_with_429_and_5xx_injected(make_sim, exporter):
     )
     server.fault_rate = 0.15
     time.sleep(6)
-    drain(server)
+    drain(server, proc)
     server.fault_rate = 0.0
     assert_counts_match_truth(proc, server)
     retries = select(proc.samples(), "databricks_exporter_api_retries_total")
@@ -116,7 +116,7 @@ def test_recovers_after_malformed_responses(make_sim, exporter):
     proc.wait_ready(30)
     assert "expected a JSON object" in proc.output()
     time.sleep(3)
-    drain(server)
+    drain(server, proc)
     assert_counts_match_truth(proc, server)
 
 
@@ -222,7 +222,7 @@ def test_sigkill_and_restart_with_state_file_neither_loses_nor_double_counts(
     second.wait_ready()
     assert baseline_ms(second) == base
     time.sleep(2)
-    drain(server)
+    drain(server, second)
     assert_counts_match_truth(second, server)
     assert "restored" in second.output()
 

@@ -35,7 +35,7 @@ def test_connection_resets_and_stalls_are_retried_and_counts_stay_exact(
         ),  # beyond the timeout
     )
     time.sleep(5)
-    drain(server)
+    drain(server, proc)
     assert_counts_match_truth(proc, server)
     reasons = {
         dict(k)["reason"] for k in select(proc.samples(), "databricks_exporter_api_retries_total")
@@ -113,5 +113,5 @@ def test_a_trickling_listing_reports_failure_then_counts_catch_up(
     assert "GET /api/2.2/jobs/runs/list: no complete answer within the 1s deadline" in (
         proc.output()
     )
-    drain(server)
+    drain(server, proc)
     assert_counts_match_truth(proc, server)  # the faults ran out: the next cycles caught up

@@ -222,7 +222,7 @@ def test_one_date_an_hour_ahead_loses_no_run_and_pools_lose_no_time(make_sim, ex
         ),  # 9999-12-31
     )
     time.sleep(4)
-    drain(server)
+    drain(server, proc)
     assert_counts_match_truth(proc, server)
     samples = proc.samples()
     unobserved = select(samples, "databricks_exporter_pool_unobserved_seconds_total")
@@ -248,7 +248,7 @@ def test_a_fresh_start_with_databricks_clock_behind_counts_every_run_from_its_fi
         # The baseline is Databricks' time of the first cycle, not the exporter's.
         assert abs(baseline_ms(proc) - behind.now_ms()) < 30_000
         time.sleep(3)
-        drain(server)
+        drain(server, proc)
         runs = assert_counts_match_truth(proc, server)
         assert sum(runs.values()) >= 10
 

@@ -64,7 +64,7 @@ def test_a_large_lookback_is_ready_and_counting_in_one_interval_and_fills_last_r
         30,
         "ten counted runs",
     )
-    drain(server)
+    drain(server, proc)
     assert_counts_match_truth(proc, server)  # the history counted nothing
     assert ready_after < 60
 
@@ -132,7 +132,7 @@ def test_a_lookback_past_max_pages_no_longer_wedges_counting(make_sim, exporter,
     time.sleep(3)
     success = select(proc.samples(), "databricks_exporter_collection_success")
     assert success[frozenset({("workspace", "ws"), ("collector", "runs")})] == 1.0
-    drain(server)
+    drain(server, proc)
     assert_counts_match_truth(proc, server)
     wait_for(
         lambda: (
