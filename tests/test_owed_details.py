@@ -260,3 +260,25 @@ def test_an_owed_run_survives_a_restart_through_the_state_file(s):
     s.at(5)
     s.at(6)
     assert s.counted() == (1, 150, 0)
+
+
+def test_a_run_failed_and_repaired_while_nobody_watched_counts_its_failure_and_its_repair(s):
+    """Watched running, then the exporter is down (a restart from the state file) while the
+    run fails and a repair succeeds: the first cycle after the gap reads its history, so it
+    counts as the failure it was, with its repair apart, not as a successful run."""
+    s.client.active = [raw(7, T + 30_000)]
+    s.at(1)
+    assert list(s.ledger.active) == [7]
+    s.client.active = []
+    repaired = raw(7, T + 30_000, T + 6 * MIN, run_duration=3 * MIN)  # ran 3 of 5.5 minutes
+    repaired["repair_history"] = [
+        {"type": "ORIGINAL", "end_time": T + 2 * MIN, "state": {"result_state": "FAILED"}},
+        {"type": "REPAIR", "end_time": T + 6 * MIN, "state": {"result_state": "SUCCESS"}},
+    ]
+    s.client.completed.append(repaired)
+    s.collector = RunsCollector(s.client, s.ledger, lambda: s.now)  # type: ignore[arg-type]
+    s.at(7)
+    s.at(8)
+    assert s.ledger.runs_total == {("1", "j", "FAILED"): 1}
+    assert s.ledger.repairs_total == {("1", "j", "SUCCESS"): 1}
+    assert s.client.gets == [7]  # after the gap only: the next cycle asks nothing

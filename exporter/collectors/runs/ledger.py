@@ -319,18 +319,22 @@ class RunLedger:
                 best, best_cost = start, cost
         return best
 
-    def needs_details(self, run: Run) -> bool:
+    def needs_details(self, run: Run, after_gap: bool = False) -> bool:
         """Whether a terminal run about to be counted needs runs/get: its listing cut the tasks
         at 100, or it began before the exporter watched it (started before the baseline, or
         running at the first cycle) and its times show a pause: it may be a repair of a run
         that failed before the baseline, and only the repair history tells. Whichever listing
         of the first cycle it slipped between (a repair starting or ending between the active
-        and the completed listing), its start time gives it away."""
+        and the completed listing), its start time gives it away. ``after_gap``: nobody watched
+        since the last cycle (a restart from the state file, a failed cycle), so a run that
+        shows a pause may have failed and been repaired meanwhile."""
         if run.run_id in self.seen or run.end_ms <= self.baseline_ms or run.repairs:
             return False
         tracked = self.active.get(run.run_id)
-        unwatched = run.start_ms < self.baseline_ms or (
-            tracked is not None and (tracked.inherited or tracked.uncounted_since > 0)
+        unwatched = (
+            after_gap
+            or run.start_ms < self.baseline_ms
+            or (tracked is not None and (tracked.inherited or tracked.uncounted_since > 0))
         )
         return run.more_tasks or (unwatched and run.paused)
 
