@@ -262,23 +262,22 @@ def test_an_owed_run_survives_a_restart_through_the_state_file(s):
     assert s.counted() == (1, 150, 0)
 
 
-def test_a_run_failed_and_repaired_while_nobody_watched_counts_its_failure_and_its_repair(s):
-    """Watched running, then the exporter is down (a restart from the state file) while the
-    run fails and a repair succeeds: the first cycle after the gap reads its history, so it
-    counts as the failure it was, with its repair apart, not as a successful run."""
-    s.client.active = [raw(7, T + 30_000)]
-    s.at(1)
-    assert list(s.ledger.active) == [7]
-    s.client.active = []
-    repaired = raw(7, T + 30_000, T + 6 * MIN, run_duration=3 * MIN)  # ran 3 of 5.5 minutes
-    repaired["repair_history"] = [
-        {"type": "ORIGINAL", "end_time": T + 2 * MIN, "state": {"result_state": "FAILED"}},
-        {"type": "REPAIR", "end_time": T + 6 * MIN, "state": {"result_state": "SUCCESS"}},
-    ]
-    s.client.completed.append(repaired)
-    s.collector = RunsCollector(s.client, s.ledger, lambda: s.now)  # type: ignore[arg-type]
-    s.at(7)
-    s.at(8)
-    assert s.ledger.runs_total == {("1", "j", "FAILED"): 1}
-    assert s.ledger.repairs_total == {("1", "j", "SUCCESS"): 1}
-    assert s.client.gets == [7]  # after the gap only: the next cycle asks nothing
+def test_an_owed_run_without_end_time_keeps_its_first_end_and_a_later_run_stays_the_last(s):
+    """A terminal run with no end_time (inferred as the time observed) whose runs/get fails:
+    its end stays the first cycle's, so a later run of its job stays the last run, and the
+    owed run is still given up an hour after that end."""
+    started_early = raw(5, T - 1 * MIN, run_duration=0)  # before the baseline: needs runs/get
+    started_early["state"] = {"life_cycle_state": "TERMINATED", "result_state": "FAILED"}
+    s.client.completed.append(started_early)
+    s.client.fail_gets = True
+    s.at(2)
+    assert s.ledger.last_runs["1"].run_id == 5 and s.owed() == [5]
+    s.client.completed.append(raw(6, T + 150_000, T + 3 * MIN))  # a later run succeeds
+    s.at(4)
+    s.at(5)
+    last = s.ledger.last_runs["1"]
+    assert last.run_id == 6 and not last.failed
+    assert s.ledger.active[5].end_ms == T + 2 * MIN
+    s.at(2 + OWED_MS / MIN + 1)
+    assert s.owed() == []  # given up: counted as listed, once
+    assert s.ledger.runs_total == {("1", "j", "SUCCESS"): 1, ("1", "j", "FAILED"): 1}

@@ -307,7 +307,7 @@ class RunsCollector:
         ready: list[Run] = []
         owed: list[Run] = []
         for run in runs:
-            if not self.ledger.needs_details(run, self._after_gap):
+            if not self.ledger.needs_details(run):
                 ready.append(run)
                 continue
             ok, raw = self._get_run(run.run_id)

@@ -319,22 +319,18 @@ class RunLedger:
                 best, best_cost = start, cost
         return best
 
-    def needs_details(self, run: Run, after_gap: bool = False) -> bool:
+    def needs_details(self, run: Run) -> bool:
         """Whether a terminal run about to be counted needs runs/get: its listing cut the tasks
         at 100, or it began before the exporter watched it (started before the baseline, or
         running at the first cycle) and its times show a pause: it may be a repair of a run
         that failed before the baseline, and only the repair history tells. Whichever listing
         of the first cycle it slipped between (a repair starting or ending between the active
-        and the completed listing), its start time gives it away. ``after_gap``: nobody watched
-        since the last cycle (a restart from the state file, a failed cycle), so a run that
-        shows a pause may have failed and been repaired meanwhile."""
+        and the completed listing), its start time gives it away."""
         if run.run_id in self.seen or run.end_ms <= self.baseline_ms or run.repairs:
             return False
         tracked = self.active.get(run.run_id)
-        unwatched = (
-            after_gap
-            or run.start_ms < self.baseline_ms
-            or (tracked is not None and (tracked.inherited or tracked.uncounted_since > 0))
+        unwatched = run.start_ms < self.baseline_ms or (
+            tracked is not None and (tracked.inherited or tracked.uncounted_since > 0)
         )
         return run.more_tasks or (unwatched and run.paused)
 
@@ -349,6 +345,10 @@ class RunLedger:
         last-run facts move at once (``apply``), so a failure alerts without waiting."""
         since = max(self.watermark_ms if watermark_before is None else watermark_before, 0)
         tracked = self.active.get(run.run_id)
+        if not run.end_reported and tracked is not None and tracked.terminal:
+            # No end_time: inferred as each cycle's time. The first one stays, so the owed run
+            # never passes for a later run of its job, nor owes for ever.
+            run = replace(run, end_ms=tracked.end_ms)
         if tracked is not None and tracked.uncounted_since:
             since = min(since, tracked.uncounted_since)
         return replace(run, uncounted_since=max(since, self.baseline_ms))
