@@ -343,15 +343,24 @@ class RunLedger:
         ``uncounted_since``, so a repair that ends meanwhile is not taken for the repair of a
         run counted long ago. The snapshot leaves it out of the runs in flight; its job's
         last-run facts move at once (``apply``), so a failure alerts without waiting."""
-        since = max(self.watermark_ms if watermark_before is None else watermark_before, 0)
         tracked = self.active.get(run.run_id)
         if not run.end_reported and tracked is not None and tracked.terminal:
             # No end_time: inferred as each cycle's time. The first one stays, so the owed run
             # never passes for a later run of its job, nor owes for ever.
             run = replace(run, end_ms=tracked.end_ms)
+        since = self._counted_by(
+            tracked, self.watermark_ms if watermark_before is None else watermark_before
+        )
+        return replace(run, uncounted_since=since)
+
+    def _counted_by(self, tracked: Run | None, watermark_before: int) -> int:
+        """Until when a run about to be counted would have been counted already, had it ended
+        then: the last cycle's watermark, or (an uncounted run) its ``uncounted_since``; never
+        before the baseline."""
+        counted_by = max(watermark_before, self.baseline_ms)
         if tracked is not None and tracked.uncounted_since:
-            since = min(since, tracked.uncounted_since)
-        return replace(run, uncounted_since=max(since, self.baseline_ms))
+            counted_by = max(min(counted_by, tracked.uncounted_since), self.baseline_ms)
+        return counted_by
 
     def owed_too_long(self, run: Run, now_ms: int) -> bool:
         """Whether a run owed its details ended over OWED_MS ago: given up, counted as listed."""
@@ -521,9 +530,7 @@ class RunLedger:
                 self._count_repairs(run, after_ms=seen_end)
             return 0
         self.seen[run.run_id] = (run.start_ms, reported_end)
-        counted_by = max(watermark_before, self.baseline_ms)
-        if tracked is not None and tracked.uncounted_since:
-            counted_by = max(min(counted_by, tracked.uncounted_since), self.baseline_ms)
+        counted_by = self._counted_by(tracked, watermark_before)
         if run.original is not None and run.repairs and run.original.end_ms <= counted_by:
             # A repaired run whose original attempt ended before the last cycle: counted then
             # (or before the baseline), forgotten since. Only its new repairs count now.
