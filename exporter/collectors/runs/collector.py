@@ -314,10 +314,14 @@ class RunsCollector:
             full = self._parse_one(raw, observed_ms) if raw is not None else None
             if full is not None and full.terminal:
                 ready.append(full)
-            elif full is not None or (not ok and not self.ledger.owed_too_long(run, observed_ms)):
-                owed.append(self.ledger.owe_details(full or run, watermark_before))
+            elif full is not None:  # running again: in flight until it ends
+                owed.append(self.ledger.owe_details(full, watermark_before))
+            elif ok:  # gone, or an answer that cannot be trusted
+                ready.append(run)
+            elif self.ledger.owed_too_long(run, observed_ms):
+                ready.append(self._given_up(run))
             else:
-                ready.append(self._given_up(run) if not ok else run)
+                owed.append(self.ledger.owe_details(run, watermark_before))
         return ready, owed
 
     def _given_up(self, run: Run) -> Run:
