@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -195,6 +196,25 @@ def test_runs_with_more_than_100_tasks_count_every_task(sims):
     assert len(wide) == 2
 
 
+def owed_while_runs_get_fails(
+    server: SimServer,
+    collector: RunsCollector,
+    clock: SimClock,
+    each_cycle: Callable[[set[int | str]], None] | None = None,
+) -> set[int | str]:
+    """Eight cycles with every runs/get failing; the runs owed their details meanwhile (kept
+    in the ledger's active runs though over). ``each_cycle`` checks after each cycle."""
+    server.add_faults(FaultRule(path_prefix=RUNS_GET, status=500, count=10_000))
+    owed: set[int | str] = set()
+    for _ in range(8):
+        run_cycles(collector, clock, 1)
+        owed |= {rid for rid, run in collector.ledger.active.items() if run.terminal}
+        if each_cycle is not None:
+            each_cycle(owed)
+    server.faults.clear()
+    return owed
+
+
 def test_a_run_whose_details_fail_is_counted_once_with_every_task_when_asked_again(sims):
     """runs/get failing for a run the listing cut at 100 tasks: the run is not counted with
     the tasks it lacks, nor shown in flight, but asked for again and then counted whole."""
@@ -202,16 +222,13 @@ def test_a_run_whose_details_fail_is_counted_once_with_every_task_when_asked_aga
     collector.collect()
     baseline = clock.now_ms()
     run_cycles(collector, clock, 3)
-    server.add_faults(FaultRule(path_prefix=RUNS_GET, status=500, count=10_000))
-    owed = set()
-    for _ in range(8):
-        run_cycles(collector, clock, 1)
-        ledger = collector.ledger
-        owed |= {rid for rid, run in ledger.active.items() if run.terminal}
+
+    def not_counted_nor_in_flight(owed: set[int | str]) -> None:
         snap = collector.snapshot
         assert snap is not None and not [r for r in snap.active if r.terminal]
-        assert not owed & set(ledger.seen)  # owed, so not counted yet
-    server.faults.clear()
+        assert not owed & set(collector.ledger.seen)  # owed, so not counted yet
+
+    owed = owed_while_runs_get_fails(server, collector, clock, not_counted_nor_in_flight)
     run_cycles(collector, clock, 2)
     ledger = collector.ledger
     assert ledger.runs_total == truth_of(server, baseline, "runs", JOB_KEY)
@@ -232,12 +249,7 @@ def test_a_run_owed_its_details_and_repaired_meanwhile_counts_once_and_its_repai
     collector.collect()
     baseline = clock.now_ms()
     run_cycles(collector, clock, 3)
-    server.add_faults(FaultRule(path_prefix=RUNS_GET, status=500, count=10_000))
-    owed = set()
-    for _ in range(8):
-        run_cycles(collector, clock, 1)
-        owed |= {rid for rid, run in collector.ledger.active.items() if run.terminal}
-    server.faults.clear()
+    owed = owed_while_runs_get_fails(server, collector, clock)
     run_cycles(collector, clock, 6)
     ledger = collector.ledger
     assert ledger.runs_total == truth_of(server, baseline, "runs", JOB_KEY)
